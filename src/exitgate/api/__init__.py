@@ -1,0 +1,1 @@
+"""Istio resources at the YAML boundary: typed models, the loader, diagnostics."""

@@ -1,0 +1,1 @@
+"""The mesh certificate authority: root, SPIFFE workload certificates, rotation."""

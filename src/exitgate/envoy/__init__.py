@@ -1,0 +1,1 @@
+"""IR -> Envoy protos, the bootstrap, and the Envoy process supervisor."""

@@ -1,0 +1,1 @@
+"""Snapshot x proxy -> IR, one module per concern."""

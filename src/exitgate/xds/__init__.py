@@ -1,0 +1,1 @@
+"""The xDS side: snapshot cache, ADS protocol state, the gRPC server."""
