@@ -79,6 +79,8 @@ class Route:
     # A route with no clusters answers directly with this status (e.g. 404, 502).
     direct_status: int | None = None
     direct_body: str | None = None
+    # The match is the whole path (VirtualService ``uri.exact``) rather than a prefix.
+    exact: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,8 @@ class HttpListener:
     stat_prefix: str
     tls: DownstreamTls | None = None
     access_log: bool = True
+    # Gateways match virtual hosts on the host alone; sidecars need the port to tell services apart.
+    ignore_port_in_host: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,259 @@
+"""Reads multi-document YAML files and directories into typed resources and diagnostics.
+
+Parsing keeps line numbers (ruamel.yaml's round-trip loader), so every diagnostic names the
+file, the line and the field path. Nothing here raises for a user mistake: the caller gets the
+resources that are valid and a diagnostic for each problem, and decides (``apply`` refuses a
+batch with any error).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from exitgate.api import diagnostics as dx
+from exitgate.api.base import Spec, find_unsupported
+from exitgate.api.diagnostics import Diagnostic, Severity
+from exitgate.api.networking import (
+    DestinationRuleSpec,
+    GatewaySpec,
+    ServiceEntrySpec,
+    VirtualServiceSpec,
+)
+from exitgate.api.resources import Resource, Source
+
+NETWORKING = "networking.istio.io"
+NETWORKING_VERSIONS = ("v1alpha3", "v1beta1", "v1")
+
+SPEC_MODELS: dict[str, type[Spec]] = {
+    "ServiceEntry": ServiceEntrySpec,
+    "Gateway": GatewaySpec,
+    "VirtualService": VirtualServiceSpec,
+    "DestinationRule": DestinationRuleSpec,
+}
+
+# Kinds users bring with Istio egress YAML that exitgate knows of but does not implement yet.
+KNOWN_UNSUPPORTED_KINDS = {
+    "AuthorizationPolicy", "Sidecar", "PeerAuthentication", "RequestAuthentication",
+    "WorkloadEntry", "WorkloadGroup", "EnvoyFilter", "Secret", "ProxyConfig", "Telemetry",
+}
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+YAML_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+class ObjectMeta(BaseModel):
+    """Kubernetes object metadata; the server-set fields are accepted so `get -o yaml` output
+    from a cluster can be applied again."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+    uid: str | None = None
+    resourceVersion: str | None = None
+    generation: int | None = None
+    creationTimestamp: Any = None
+    managedFields: list[Any] | None = None
+    finalizers: list[str] | None = None
+    ownerReferences: list[Any] | None = None
+    generateName: str | None = None
+
+
+@dataclass
+class LoadResult:
+    resources: list[Resource]
+    diagnostics: list[Diagnostic]
+
+    @property
+    def ok(self) -> bool:
+        return not dx.has_errors(self.diagnostics)
+
+
+def _yaml() -> YAML:
+    y = YAML(typ="rt")
+    y.allow_duplicate_keys = False
+    return y
+
+
+def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[Diagnostic]]:
+    """Files as given; directories expanded to their YAML files, sorted, recursively."""
+    files: list[Path] = []
+    problems: list[Diagnostic] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            files.extend(sorted(f for f in path.rglob("*") if f.is_file() and f.suffix in YAML_SUFFIXES))
+        elif path.is_file():
+            files.append(path)
+        else:
+            problems.append(Diagnostic(dx.NOT_FOUND, Severity.ERROR, "no such file or directory", file=str(path)))
+    return files, problems
+
+
+def load_paths(paths: Iterable[str | Path], default_namespace: str = "default") -> LoadResult:
+    files, problems = expand_paths(paths)
+    result = LoadResult([], problems)
+    for f in files:
+        try:
+            text = f.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            result.diagnostics.append(Diagnostic(dx.NOT_FOUND, Severity.ERROR, f"cannot read: {e}", file=str(f)))
+            continue
+        sub = load_text(text, str(f), default_namespace)
+        result.resources.extend(sub.resources)
+        result.diagnostics.extend(sub.diagnostics)
+    return result
+
+
+def load_text(text: str, filename: str, default_namespace: str = "default") -> LoadResult:
+    """Parse every YAML document of ``text``; see the module docstring."""
+    result = LoadResult([], [])
+    try:
+        docs = list(_yaml().load_all(io.StringIO(text)))
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark is not None else None
+        msg = " ".join(str(x) for x in (e.context, e.problem) if x)
+        result.diagnostics.append(Diagnostic(dx.YAML_SYNTAX, Severity.ERROR, f"invalid YAML: {msg}", file=filename, line=line))
+        return result
+    except Exception as e:  # ruamel raises a few unmarked errors (e.g. duplicate keys)
+        result.diagnostics.append(Diagnostic(dx.YAML_SYNTAX, Severity.ERROR, f"invalid YAML: {e}", file=filename))
+        return result
+    for doc in docs:
+        if doc is None:
+            continue
+        res, diags = load_document(doc, filename, default_namespace)
+        result.diagnostics.extend(diags)
+        if res is not None:
+            result.resources.append(res)
+    return result
+
+
+def _line(node: Any) -> int | None:
+    lc = getattr(node, "lc", None)
+    return lc.line + 1 if lc is not None and lc.line is not None else None
+
+
+def locate(root: Any, path: tuple[str | int, ...]) -> int | None:
+    """The 1-based line of the deepest part of ``path`` present in the parsed document."""
+    node = root
+    line = _line(root)
+    for part in path:
+        if isinstance(node, CommentedMap) and part in node:
+            line = node.lc.key(part)[0] + 1
+            node = node[part]
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
+            line = node.lc.item(part)[0] + 1
+            node = node[part]
+        else:
+            break
+    return line
+
+
+def field_path(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def to_plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {str(k): to_plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [to_plain(v) for v in node]
+    return node
+
+
+def _pydantic_diags(err: ValidationError, doc: Any, base: tuple[str | int, ...], filename: str, ref: str) -> list[Diagnostic]:
+    out = []
+    for e in err.errors():
+        loc = base + tuple(p for p in e["loc"] if isinstance(p, (str, int)))
+        etype = e["type"]
+        # Pydantic reports a failed model validator at the model's own path with the message.
+        msg = e["msg"].removeprefix("Value error, ")
+        if etype == "missing":
+            code, msg = dx.MISSING_FIELD, f"required field {loc[-1]!r} is missing"
+        elif etype == "extra_forbidden":
+            code, msg = dx.UNKNOWN_FIELD, f"unknown field {loc[-1]!r}"
+        else:
+            code = dx.INVALID_VALUE
+        out.append(Diagnostic(code, Severity.ERROR, msg, file=filename, line=locate(doc, loc), resource=ref, field=field_path(loc)))
+    return out
+
+
+def load_document(doc: Any, filename: str, default_namespace: str = "default") -> tuple[Resource | None, list[Diagnostic]]:
+    line = _line(doc)
+    if not isinstance(doc, dict):
+        return None, [Diagnostic(dx.YAML_SYNTAX, Severity.ERROR, "a resource must be a YAML mapping", file=filename, line=line)]
+    diags: list[Diagnostic] = []
+    for key in ("apiVersion", "kind", "metadata"):
+        if key not in doc:
+            diags.append(Diagnostic(dx.MISSING_FIELD, Severity.ERROR, f"required field {key!r} is missing", file=filename, line=line, field=key))
+    if diags:
+        return None, diags
+    api_version, kind = str(doc["apiVersion"]), str(doc["kind"])
+    group, _, version = api_version.rpartition("/")
+    ref_name = doc["metadata"].get("name") if isinstance(doc["metadata"], dict) else None
+    ref = f"{kind} {ref_name}" if ref_name else kind
+    if kind in SPEC_MODELS:
+        if group != NETWORKING or version not in NETWORKING_VERSIONS:
+            return None, [Diagnostic(dx.UNKNOWN_KIND, Severity.ERROR,
+                                     f"{kind} is served as {NETWORKING}/{{{','.join(NETWORKING_VERSIONS)}}}, not {api_version}",
+                                     file=filename, line=locate(doc, ("apiVersion",)), resource=ref, field="apiVersion")]
+    elif kind in KNOWN_UNSUPPORTED_KINDS:
+        return None, [Diagnostic(dx.UNSUPPORTED, Severity.ERROR, f"kind {kind} is not supported by exitgate yet",
+                                 file=filename, line=locate(doc, ("kind",)), resource=ref, field="kind")]
+    else:
+        return None, [Diagnostic(dx.UNKNOWN_KIND, Severity.ERROR,
+                                 f"unknown kind {kind!r} (supported: {', '.join(sorted(SPEC_MODELS))})",
+                                 file=filename, line=locate(doc, ("kind",)), resource=ref, field="kind")]
+    try:
+        meta = ObjectMeta.model_validate(doc["metadata"])
+    except ValidationError as e:
+        return None, _pydantic_diags(e, doc, ("metadata",), filename, ref)
+    namespace = meta.namespace or default_namespace
+    ref = f"{kind} {namespace}/{meta.name}"
+    for value, fld in ((meta.name, "metadata.name"), (namespace, "metadata.namespace")):
+        pattern = DNS1123_LABEL if fld.endswith("namespace") else DNS1123_SUBDOMAIN
+        if not pattern.match(value):
+            diags.append(Diagnostic(dx.INVALID_VALUE, Severity.ERROR,
+                                    f"{value!r} is not a valid name (lower case letters, digits, '-' and '.')",
+                                    file=filename, line=locate(doc, tuple(fld.split("."))), resource=ref, field=fld))
+    extra = set(doc) - {"apiVersion", "kind", "metadata", "spec", "status"}
+    for k in sorted(extra):
+        diags.append(Diagnostic(dx.UNKNOWN_FIELD, Severity.ERROR, f"unknown field {k!r}", file=filename,
+                                line=locate(doc, (k,)), resource=ref, field=k))
+    if "spec" not in doc:
+        diags.append(Diagnostic(dx.MISSING_FIELD, Severity.ERROR, "required field 'spec' is missing", file=filename, line=line, resource=ref, field="spec"))
+        return None, diags
+    try:
+        spec = SPEC_MODELS[kind].model_validate(doc["spec"])
+    except ValidationError as e:
+        return None, diags + _pydantic_diags(e, doc, ("spec",), filename, ref)
+    for path, message in find_unsupported(spec, ("spec",)):
+        diags.append(Diagnostic(dx.UNSUPPORTED, Severity.ERROR, message, file=filename, line=locate(doc, path),
+                                resource=ref, field=field_path(path)))
+    if dx.has_errors(diags):
+        return None, diags
+    raw = to_plain(doc)
+    raw.pop("status", None)
+    raw["metadata"]["namespace"] = namespace
+    return Resource(api_version, kind, namespace, meta.name, spec, raw, Source(filename, line or 1)), diags

@@ -1,0 +1,34 @@
+"""A loaded Istio resource: its identity, typed spec, the plain data it came from and where."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from exitgate.api.base import Spec
+
+
+@dataclass(frozen=True)
+class Source:
+    file: str
+    line: int
+
+
+@dataclass(frozen=True)
+class Resource:
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+    spec: Spec
+    # The document as plain data (what is stored and what `get -o yaml` prints).
+    raw: dict[str, Any] = field(compare=False, repr=False)
+    source: Source | None = field(default=None, compare=False)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.kind, self.namespace, self.name)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"

@@ -1,0 +1,216 @@
+"""IR -> Envoy v3 protos: listeners, route configurations, clusters and secrets.
+
+Pure. Each builder writes the resource as Envoy's JSON shape and parses it into the typed
+message with ``json_format.ParseDict``: the dict reads like Envoy's documentation, and the parse
+rejects any field name Envoy's protos do not have.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+# Imported for their side effect of registering the Any types used in typed_config.
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.access_loggers.stream.v3 import stream_pb2  # noqa: F401
+from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2  # noqa: F401
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2  # noqa: F401
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
+
+from exitgate import ir
+
+# Istio's default text access-log format (meshConfig.accessLogFormat unset).
+ISTIO_ACCESS_LOG_FORMAT = (
+    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" '
+    "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% "
+    '"%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% '
+    '%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" '
+    '"%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW% '
+    "%UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% "
+    "%REQUESTED_SERVER_NAME% %ROUTE_NAME%\n"
+)
+
+T_HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+T_ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+T_STDOUT = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"
+T_DOWNSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+T_UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+T_HTTP_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+ADS: dict[str, Any] = {"ads": {}, "resource_api_version": "V3"}
+
+
+def _sds(name: str) -> dict[str, Any]:
+    return {"name": name, "sds_config": ADS}
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+def _parse(data: dict[str, Any], message: Message) -> Message:
+    return json_format.ParseDict(data, message)
+
+
+def listener(lst: ir.HttpListener) -> listener_pb2.Listener:
+    hcm: dict[str, Any] = {
+        "@type": T_HCM,
+        "stat_prefix": lst.stat_prefix,
+        "codec_type": "AUTO",
+        "rds": {"config_source": ADS, "route_config_name": lst.route_config},
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": T_ROUTER}}],
+        "use_remote_address": False,
+        "normalize_path": True,
+        "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
+    }
+    if lst.ignore_port_in_host:
+        hcm["strip_any_host_port"] = True
+    if lst.access_log:
+        hcm["access_log"] = [{
+            "name": "envoy.access_loggers.stdout",
+            "typed_config": {"@type": T_STDOUT, "log_format": {"text_format_source": {"inline_string": ISTIO_ACCESS_LOG_FORMAT}}},
+        }]
+    chain: dict[str, Any] = {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+    if lst.tls is not None:
+        chain["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": _downstream_tls(lst.tls)}
+    data = {
+        "name": lst.name,
+        "address": {"socket_address": {"address": lst.address, "port_value": lst.port}},
+        "filter_chains": [chain],
+    }
+    return _parse(data, listener_pb2.Listener())  # type: ignore[return-value]
+
+
+def _validation(secret: str | None, sans: tuple[ir.SanMatch, ...]) -> dict[str, Any]:
+    default: dict[str, Any] = {}
+    if sans:
+        key = "exact"
+        default["match_typed_subject_alt_names"] = [
+            {"san_type": s.kind, "matcher": {key: s.value}} for s in sans
+        ]
+    return {"combined_validation_context": {"default_validation_context": default,
+                                            "validation_context_sds_secret_config": _sds(secret)}} if secret else {}
+
+
+def _downstream_tls(tls: ir.DownstreamTls) -> dict[str, Any]:
+    common: dict[str, Any] = {
+        "tls_params": {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"},
+        "tls_certificate_sds_secret_configs": [_sds(tls.cert_secret)],
+        "alpn_protocols": list(tls.alpn),
+    }
+    if tls.validation_secret:
+        default: dict[str, Any] = {}
+        if tls.spiffe_trust_domain:
+            # Only this trust domain's SPIFFE identities may connect (SPIFFE certs have no CN).
+            default["match_typed_subject_alt_names"] = [
+                {"san_type": "URI", "matcher": {"prefix": f"spiffe://{tls.spiffe_trust_domain}/"}}
+            ]
+        common["combined_validation_context"] = {"default_validation_context": default,
+                                                 "validation_context_sds_secret_config": _sds(tls.validation_secret)}
+    return {"@type": T_DOWNSTREAM_TLS, "common_tls_context": common,
+            "require_client_certificate": tls.require_client_cert}
+
+
+def _upstream_tls(tls: ir.UpstreamTls) -> dict[str, Any]:
+    common: dict[str, Any] = {
+        "tls_params": {"tls_minimum_protocol_version": "TLSv1_2",
+                       "tls_maximum_protocol_version": "TLSv1_3" if tls.max_tls13 else "TLSv1_2"},
+    }
+    if tls.client_cert_secret:
+        common["tls_certificate_sds_secret_configs"] = [_sds(tls.client_cert_secret)]
+    if not tls.insecure_skip_verify:
+        common.update(_validation(tls.validation_secret, tls.san_matches))
+    if tls.alpn:
+        common["alpn_protocols"] = list(tls.alpn)
+    out: dict[str, Any] = {"@type": T_UPSTREAM_TLS, "common_tls_context": common}
+    if tls.sni:
+        out["sni"] = tls.sni
+    return out
+
+
+def cluster(c: ir.Cluster) -> cluster_pb2.Cluster:
+    options: dict[str, Any] = {"@type": T_HTTP_OPTIONS}
+    options["explicit_http_config"] = {"http2_protocol_options": {}} if c.http2 else {"http_protocol_options": {}}
+    if c.max_connection_duration_s is not None:
+        options["common_http_protocol_options"] = {"max_connection_duration": _seconds(c.max_connection_duration_s)}
+    data: dict[str, Any] = {
+        "name": c.name,
+        "type": c.discovery.value,
+        "connect_timeout": _seconds(c.connect_timeout_s),
+        "lb_policy": c.lb_policy,
+        "load_assignment": {
+            "cluster_name": c.name,
+            "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": e.address, "port_value": e.port}}}}
+                for e in c.endpoints
+            ]}],
+        },
+        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options},
+    }
+    if c.discovery is not ir.DiscoveryType.STATIC:
+        data["dns_lookup_family"] = "V4_PREFERRED"
+    if c.tls is not None:
+        data["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": _upstream_tls(c.tls)}
+    return _parse(data, cluster_pb2.Cluster())  # type: ignore[return-value]
+
+
+def _route(r: ir.Route) -> dict[str, Any]:
+    match = {"path": r.prefix} if r.exact else {"prefix": r.prefix}
+    out: dict[str, Any] = {"name": r.name, "match": match}
+    if r.direct_status is not None or not r.clusters:
+        resp: dict[str, Any] = {"status": r.direct_status or 503}
+        if r.direct_body:
+            resp["body"] = {"inline_string": r.direct_body}
+        out["direct_response"] = resp
+    elif len(r.clusters) == 1:
+        out["route"] = {"cluster": r.clusters[0].cluster, "timeout": "0s"}
+    else:
+        out["route"] = {"weighted_clusters": {"clusters": [
+            {"name": w.cluster, "weight": w.weight} for w in r.clusters if w.weight > 0
+        ]}, "timeout": "0s"}
+    return out
+
+
+def route_config(rc: ir.RouteConfig) -> route_pb2.RouteConfiguration:
+    data = {
+        "name": rc.name,
+        "validate_clusters": False,
+        "virtual_hosts": [
+            {"name": v.name, "domains": list(v.domains), "routes": [_route(r) for r in v.routes]}
+            for v in rc.virtual_hosts
+        ],
+    }
+    return _parse(data, route_pb2.RouteConfiguration())  # type: ignore[return-value]
+
+
+def secret(s: ir.SecretData) -> secret_pb2.Secret:
+    if s.cert_pem is not None and s.key_pem is not None:
+        data: dict[str, Any] = {"name": s.name, "tls_certificate": {
+            "certificate_chain": {"inline_bytes": _b64(s.cert_pem)},
+            "private_key": {"inline_bytes": _b64(s.key_pem)},
+        }}
+    else:
+        vc: dict[str, Any] = {"trusted_ca": {"inline_bytes": _b64(s.ca_pem or b"")}}
+        if s.crl_pem:
+            vc["crl"] = {"inline_bytes": _b64(s.crl_pem)}
+        data = {"name": s.name, "validation_context": vc}
+    return _parse(data, secret_pb2.Secret())  # type: ignore[return-value]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def proxy_resources(pc: ir.ProxyConfig) -> dict[str, list[Message]]:
+    """All non-secret resources of one proxy, keyed by kind: listeners, routes, clusters."""
+    return {
+        "listeners": [listener(x) for x in pc.listeners],
+        "routes": [route_config(x) for x in pc.route_configs],
+        "clusters": [cluster(x) for x in pc.clusters],
+    }

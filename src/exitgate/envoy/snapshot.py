@@ -1,0 +1,62 @@
+"""One proxy's IR plus its resolved secrets -> the xDS resources by type URL (pure), and the same
+resources rendered as a static Envoy bootstrap, which ``envoy --mode validate`` checks and the
+golden tests store."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from exitgate import ir
+from exitgate.envoy import resources as res
+from exitgate.xds.cache import CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE
+
+
+def xds_resources(pc: ir.ProxyConfig, secrets: Mapping[str, ir.SecretData]) -> dict[str, dict[str, Message]]:
+    """Secrets named by the IR but missing from ``secrets`` are left out: Envoy then keeps the
+    listener or cluster that needs them warming, and no traffic flows without its TLS."""
+    return {
+        LISTENER_TYPE: {x.name: res.listener(x) for x in pc.listeners},
+        ROUTE_TYPE: {x.name: res.route_config(x) for x in pc.route_configs},
+        CLUSTER_TYPE: {x.name: res.cluster(x) for x in pc.clusters},
+        SECRET_TYPE: {n: res.secret(secrets[n]) for n in pc.secret_names if n in secrets},
+    }
+
+
+def _to_dict(m: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(m, preserving_proto_field_name=True)
+
+
+def _inline_sds(node: Any) -> Any:
+    """Static bootstraps name static secrets without an ``sds_config``."""
+    if isinstance(node, dict):
+        return {k: _inline_sds(v) for k, v in node.items() if k != "sds_config"}
+    if isinstance(node, list):
+        return [_inline_sds(v) for v in node]
+    return node
+
+
+def static_bootstrap(pc: ir.ProxyConfig, secrets: Mapping[str, ir.SecretData], admin_port: int = 0) -> dict[str, Any]:
+    """The proxy's whole configuration as a static bootstrap: RDS replaced by inline route
+    configurations and SDS by static secrets."""
+    routes = {r.name: _to_dict(res.route_config(r)) for r in pc.route_configs}
+    listeners = []
+    for lst in pc.listeners:
+        d = _inline_sds(_to_dict(res.listener(lst)))
+        for chain in d["filter_chains"]:
+            for f in chain["filters"]:
+                hcm = f["typed_config"]
+                name = hcm.pop("rds")["route_config_name"]
+                hcm["route_config"] = routes.get(name, {"name": name})
+        listeners.append(d)
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": listeners,
+            "clusters": [_inline_sds(_to_dict(res.cluster(c))) for c in pc.clusters],
+            "secrets": [_to_dict(res.secret(secrets[n])) for n in pc.secret_names if n in secrets],
+        },
+    }

@@ -1,0 +1,164 @@
+"""The inventory: which proxies exist (gateways and workloads), the Kubernetes-style services
+they answer as, services outside the mesh, and the machine-level settings (DNS, trust store).
+
+Defaults equal Istio's default install and its ``sleep`` sample, so Istio's YAML works as is.
+A mesh file (YAML, same field names as below in camelCase) adds gateways, workloads and
+services. Gateway service ports map to container ports like Istio's egress gateway (80 -> 8080,
+443 -> 8443), so no root is needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+from ruamel.yaml import YAML
+
+from exitgate import names
+from exitgate.api import diagnostics as dx
+from exitgate.api.diagnostics import Diagnostic, Severity
+from exitgate.api.loader import field_path, locate
+
+DEFAULT_SYSTEM_TRUST_STORE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, alias_generator=to_camel, frozen=True)
+
+
+class ServicePortMap(_Model):
+    port: int = Field(ge=1, le=65535)
+    target_port: int = Field(ge=1, le=65535)
+    name: str = ""
+    protocol: Literal["HTTP", "HTTP2", "HTTPS", "TCP", "TLS", "GRPC"] = "HTTP"
+
+
+class GatewayProxy(_Model):
+    name: str
+    namespace: str = "istio-system"
+    labels: dict[str, str] = Field(default_factory=dict)
+    service_account: str = ""
+    # The Kubernetes Service name the gateway answers as; defaults to the gateway's name.
+    service: str = ""
+    address: str = "127.0.0.1"
+    ports: list[ServicePortMap] = Field(default_factory=list)
+
+    @property
+    def service_host(self) -> str:
+        return names.service_fqdn(self.service or self.name, self.namespace)
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        return (self.namespace, self.service_account or f"{self.name}-service-account")
+
+
+class WorkloadProxy(_Model):
+    name: str
+    namespace: str = "default"
+    service_account: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    address: str = "127.0.0.1"
+    # The sidecar's forward-proxy port (the workload's HTTP_PROXY); 0 = pick a free one at `up`.
+    proxy_port: int = Field(default=0, ge=0, le=65535)
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        return (self.namespace, self.service_account or self.name)
+
+
+class ExternalService(_Model):
+    """A Kubernetes Service without sidecars (e.g. ``my-nginx`` in ``mesh-external``)."""
+
+    name: str
+    namespace: str
+    address: str = "127.0.0.1"
+    ports: list[ServicePortMap] = Field(min_length=1)
+
+    @property
+    def host(self) -> str:
+        return names.service_fqdn(self.name, self.namespace)
+
+
+class DnsSettings(_Model):
+    # "ip:port" strings; empty = the system's resolvers (Envoy reads /etc/resolv.conf).
+    resolvers: list[str] = Field(default_factory=list)
+
+    def parsed(self) -> tuple[tuple[str, int], ...]:
+        out = []
+        for r in self.resolvers:
+            host, _, port = r.rpartition(":")
+            out.append((host, int(port)) if host else (r, 53))
+        return tuple(out)
+
+
+class MeshConfig(_Model):
+    trust_domain: str = names.DEFAULT_TRUST_DOMAIN
+    root_namespace: str = "istio-system"
+    # The CA bundle that verifies external servers when a DestinationRule gives no caCertificates
+    # (Istio uses the proxy's OS bundle).
+    system_trust_store: str = DEFAULT_SYSTEM_TRUST_STORE
+    dns: DnsSettings = Field(default_factory=DnsSettings)
+    # Where external services' ports really are on this machine: {443: 18443} makes a
+    # ServiceEntry's port 443 connect to port 18443 of the resolved address. For running Istio's
+    # examples without privileged ports; empty by default.
+    external_port_map: dict[int, int] = Field(default_factory=dict)
+    workload_cert_ttl_seconds: int = Field(default=3600, ge=60)
+    access_log: bool = True
+    gateways: list[GatewayProxy] = Field(default_factory=lambda: [default_egress_gateway()])
+    workloads: list[WorkloadProxy] = Field(default_factory=lambda: [WorkloadProxy(name="sleep", service_account="sleep", labels={"app": "sleep"})])
+    services: list[ExternalService] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> MeshConfig:
+        seen: set[tuple[str, str]] = set()
+        for p in [*self.gateways, *self.workloads]:
+            key = (p.name, p.namespace)
+            if key in seen:
+                raise ValueError(f"proxy {p.name}.{p.namespace} is declared twice")
+            seen.add(key)
+        return self
+
+    def external_port(self, port: int) -> int:
+        return self.external_port_map.get(port, port)
+
+    def gateway(self, name: str) -> GatewayProxy | None:
+        return next((g for g in self.gateways if g.name == name), None)
+
+    def workload(self, name: str) -> WorkloadProxy | None:
+        return next((w for w in self.workloads if w.name == name), None)
+
+
+def default_egress_gateway() -> GatewayProxy:
+    return GatewayProxy(
+        name="istio-egressgateway",
+        namespace="istio-system",
+        labels={"istio": "egressgateway", "app": "istio-egressgateway"},
+        service_account="istio-egressgateway-service-account",
+        ports=[
+            ServicePortMap(port=80, target_port=8080, name="http2", protocol="HTTP2"),
+            ServicePortMap(port=443, target_port=8443, name="https", protocol="HTTPS"),
+        ],
+    )
+
+
+def load_mesh(path: Path | None) -> tuple[MeshConfig | None, list[Diagnostic]]:
+    """The mesh file at ``path`` (defaults when None), or diagnostics naming file, line, field."""
+    if path is None:
+        return MeshConfig(), []
+    try:
+        doc = YAML(typ="rt").load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        return None, [Diagnostic(dx.NOT_FOUND, Severity.ERROR, f"cannot read mesh file: {e}", file=str(path))]
+    except Exception as e:
+        return None, [Diagnostic(dx.YAML_SYNTAX, Severity.ERROR, f"invalid YAML: {e}", file=str(path))]
+    try:
+        return MeshConfig.model_validate(doc or {}), []
+    except ValidationError as err:
+        out = []
+        for e in err.errors():
+            loc = tuple(p for p in e["loc"] if isinstance(p, (str, int)))
+            out.append(Diagnostic(dx.INVALID_VALUE, Severity.ERROR, e["msg"], file=str(path),
+                                  line=locate(doc, loc), field=field_path(loc)))
+        return None, out

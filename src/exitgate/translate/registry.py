@@ -1,0 +1,121 @@
+"""The service registry a proxy sees: ServiceEntries plus the mesh's Kubernetes-style services
+(gateways, services outside the mesh), with their ports, endpoints and identities.
+
+Also the visibility rules shared by every translator: host names relative to a namespace,
+``exportTo``, and Istio's DestinationRule lookup order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from exitgate import names
+from exitgate.api.networking import HTTP_PROTOCOLS, DestinationRuleSpec, ServiceEntrySpec
+from exitgate.api.resources import Resource
+from exitgate.ir import DiscoveryType, Endpoint
+from exitgate.mesh import MeshConfig
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    number: int
+    protocol: str
+    name: str
+    # Where connections for this port really go (address, port) per endpoint.
+    endpoints: tuple[Endpoint, ...]
+
+    @property
+    def is_http(self) -> bool:
+        return self.protocol in HTTP_PROTOCOLS
+
+
+@dataclass(frozen=True)
+class Service:
+    host: str
+    namespace: str
+    discovery: DiscoveryType
+    ports: tuple[ServicePort, ...]
+    # SPIFFE IDs of the proxies behind the service (ISTIO_MUTUAL verifies the server against them).
+    identities: tuple[str, ...] = ()
+    export_to: tuple[str, ...] = ()
+
+    def port(self, number: int) -> ServicePort | None:
+        return next((p for p in self.ports if p.number == number), None)
+
+
+def fqdn(host: str, namespace: str) -> str:
+    """Istio's short-name rule: a host without dots is a service in the resource's namespace."""
+    if "." in host or host == "*" or "/" in host:
+        return host
+    return names.service_fqdn(host, namespace)
+
+
+def host_matches(pattern: str, host: str) -> bool:
+    if pattern == "*" or pattern == host:
+        return True
+    return pattern.startswith("*.") and host.endswith(pattern[1:])
+
+
+def exported_to(owner_ns: str, export_to: Sequence[str] | None, viewer_ns: str) -> bool:
+    if not export_to:
+        return True
+    return any(e == "*" or (e == "." and owner_ns == viewer_ns) or e == viewer_ns for e in export_to)
+
+
+def build_registry(resources: Sequence[Resource], mesh: MeshConfig) -> list[Service]:
+    services: list[Service] = []
+    seen: set[str] = set()
+    for g in mesh.gateways:
+        ports = tuple(ServicePort(p.port, p.protocol, p.name, (Endpoint(g.address, p.target_port),)) for p in g.ports)
+        services.append(Service(g.service_host, g.namespace, DiscoveryType.STATIC, ports,
+                                (names.spiffe_id(*g.identity, trust_domain=mesh.trust_domain),)))
+        seen.add(g.service_host)
+    for s in mesh.services:
+        ports = tuple(ServicePort(p.port, p.protocol, p.name, (Endpoint(s.address, p.target_port),)) for p in s.ports)
+        services.append(Service(s.host, s.namespace, DiscoveryType.STATIC, ports))
+        seen.add(s.host)
+    for r in sorted((r for r in resources if r.kind == "ServiceEntry"), key=lambda r: (r.namespace, r.name)):
+        assert isinstance(r.spec, ServiceEntrySpec)
+        se = r.spec
+        discovery = {"STATIC": DiscoveryType.STATIC, "DNS_ROUND_ROBIN": DiscoveryType.LOGICAL_DNS}.get(
+            se.resolution or "", DiscoveryType.STRICT_DNS)
+        for host in se.hosts:
+            if host in seen:
+                continue  # first declaration wins, as Istio keeps the oldest
+            seen.add(host)
+            ports = []
+            for p in se.ports or []:
+                if se.endpoints:
+                    eps = tuple(
+                        Endpoint(e.address or host, mesh.external_port((e.ports or {}).get(p.name, p.number)))
+                        for e in se.endpoints
+                    )
+                else:
+                    eps = (Endpoint(host, mesh.external_port(p.number)),)
+                ports.append(ServicePort(p.number, p.protocol or "TCP", p.name, eps))
+            services.append(Service(host, r.namespace, discovery, tuple(ports), (), tuple(se.export_to or ())))
+    return services
+
+
+def visible_services(services: Sequence[Service], proxy_ns: str) -> list[Service]:
+    return [s for s in services if exported_to(s.namespace, s.export_to, proxy_ns)]
+
+
+def find_destination_rule(resources: Sequence[Resource], host: str, proxy_ns: str, service_ns: str,
+                          root_ns: str) -> Resource | None:
+    """Istio's lookup: the proxy's namespace first, then the service's, then the root namespace;
+    each only if the rule is exported to the proxy. Exact host beats wildcard."""
+    drs = [r for r in resources if r.kind == "DestinationRule"]
+    for ns in dict.fromkeys((proxy_ns, service_ns, root_ns)):
+        candidates = []
+        for r in drs:
+            assert isinstance(r.spec, DestinationRuleSpec)
+            if r.namespace != ns or not exported_to(r.namespace, r.spec.export_to, proxy_ns):
+                continue
+            pattern = fqdn(r.spec.host, r.namespace)
+            if host_matches(pattern, host):
+                candidates.append((pattern != host, len(pattern) * -1, r.name, r))
+        if candidates:
+            return sorted(candidates, key=lambda c: c[:3])[0][3]
+    return None

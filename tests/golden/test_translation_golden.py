@@ -1,0 +1,52 @@
+"""Golden tests: each ``cases/<case>.in.yaml`` translated for the default sidecar (``sleep``) and
+the default egress gateway, compared with ``cases/<case>.<role>.yaml``.
+
+Regenerate with ``pytest tests/golden --update-golden`` and review the diff like code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exitgate.api.loader import load_paths
+from exitgate.envoy.snapshot import static_bootstrap
+from exitgate.ir import ProxyConfig
+from exitgate.mesh import MeshConfig
+from exitgate.translate.proxy import translate_gateway, translate_sidecar
+
+CASES = Path(__file__).parent / "cases"
+SIDECAR_PORT = 15001
+
+
+def translate(case: Path, role: str) -> tuple[ProxyConfig, MeshConfig]:
+    loaded = load_paths([case])
+    assert loaded.ok, [str(d) for d in loaded.diagnostics]
+    mesh = MeshConfig()
+    if role == "sidecar":
+        pc, diags = translate_sidecar(loaded.resources, mesh, mesh.workloads[0], SIDECAR_PORT)
+    else:
+        pc, diags = translate_gateway(loaded.resources, mesh, mesh.gateways[0])
+    assert not diags, [str(d) for d in diags]
+    return pc, mesh
+
+
+def render(pc: ProxyConfig) -> str:
+    doc = static_bootstrap(pc, {})
+    doc["secret_names"] = list(pc.secret_names)
+    return yaml.safe_dump(doc, sort_keys=True, width=120)
+
+
+@pytest.mark.parametrize("role", ["sidecar", "gateway"])
+@pytest.mark.parametrize("case", sorted(CASES.glob("*.in.yaml")), ids=lambda p: p.name.removesuffix(".in.yaml"))
+def test_golden(case: Path, role: str, update_golden: bool) -> None:
+    pc, _ = translate(case, role)
+    golden = case.with_name(case.name.replace(".in.yaml", f".{role}.yaml"))
+    got = render(pc)
+    if update_golden or not golden.exists():
+        golden.write_text(got)
+        if not update_golden:
+            pytest.fail(f"{golden.name} did not exist; written, review it")
+    assert got == golden.read_text(), f"translation changed; review and run with --update-golden: {golden}"
