@@ -1,0 +1,246 @@
+"""Snapshot cache: the xDS resources each proxy should run, with per-type versions.
+
+The control plane computes a full set of resources for one node and hands it to
+:meth:`SnapshotCache.set_snapshot`; ADS streams read it with :meth:`SnapshotCache.get` /
+:meth:`SnapshotCache.get_packed` and learn about changes through :meth:`SnapshotCache.watch`
+(callbacks) or :meth:`SnapshotCache.wait` (a condition variable).
+
+Versions are per node and per type URL, and are derived from the content (a digest of the
+deterministically serialized resources). So a version changes exactly when that type's content
+changes, an unchanged type is never re-pushed, and versions stay the same across a control-plane
+restart: the version an Envoy reports after reconnecting can be compared with the cache's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+ENDPOINT_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+
+# The order in which a proxy should receive changed types: clusters (and their endpoints) before
+# the listeners that route to them, listeners before the route configurations they name
+# (Envoy's "make before break" guidance for ADS). Secrets last: Envoy only asks for them once a
+# cluster or listener names them.
+TYPE_ORDER: tuple[str, ...] = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE)
+
+# LDS and CDS are wildcard subscriptions in State of the World: an empty name list means "all",
+# and a resource missing from a response is deleted. The other types are always named.
+WILDCARD_TYPES: frozenset[str] = frozenset({CLUSTER_TYPE, LISTENER_TYPE})
+
+SHORT_NAMES: Mapping[str, str] = MappingProxyType(
+    {
+        CLUSTER_TYPE: "CDS",
+        ENDPOINT_TYPE: "EDS",
+        LISTENER_TYPE: "LDS",
+        ROUTE_TYPE: "RDS",
+        SECRET_TYPE: "SDS",
+    }
+)
+
+# Length of the hex digest used as a version: 64 bits is plenty to tell snapshots apart and
+# short enough to read in a status table.
+_VERSION_HEX_CHARS = 16
+
+# Resource kinds name themselves in one of these fields; a key that disagrees with it would make
+# Envoy see a different name than the one it subscribed to.
+_NAME_FIELDS = ("name", "cluster_name")
+
+
+def short_type_name(type_url: str) -> str:
+    """``CDS``/``LDS``/... for the five standard types, the message name for any other."""
+    return SHORT_NAMES.get(type_url, type_url.rsplit(".", 1)[-1])
+
+
+@dataclass(frozen=True)
+class _TypeEntry:
+    version: str
+    messages: Mapping[str, Message]
+    blobs: Mapping[str, bytes]
+
+
+def _type_version(blobs: Mapping[str, bytes]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(blobs):
+        # Length-prefix both parts so that ("ab", "c") and ("a", "bc") cannot collide.
+        encoded = name.encode()
+        digest.update(len(encoded).to_bytes(8, "big"))
+        digest.update(encoded)
+        digest.update(len(blobs[name]).to_bytes(8, "big"))
+        digest.update(blobs[name])
+    return digest.hexdigest()[:_VERSION_HEX_CHARS]
+
+
+def _check_resource(type_url: str, name: str, message: Message) -> None:
+    expected = type_url.rsplit("/", 1)[-1]
+    if message.DESCRIPTOR.full_name != expected:
+        raise ValueError(
+            f"resource {name!r} is a {message.DESCRIPTOR.full_name}, not a {expected} ({type_url})"
+        )
+    for field in _NAME_FIELDS:
+        if field in message.DESCRIPTOR.fields_by_name:
+            own = getattr(message, field)
+            if own != name:
+                raise ValueError(f"resource keyed {name!r} names itself {own!r} in field {field!r}")
+            break
+
+
+def _freeze(type_url: str, resources: Mapping[str, Message]) -> _TypeEntry:
+    messages: dict[str, Message] = {}
+    blobs: dict[str, bytes] = {}
+    for name, message in resources.items():
+        _check_resource(type_url, name, message)
+        # Keep a private copy: the caller may go on mutating its message objects.
+        copy = type(message)()
+        copy.CopyFrom(message)
+        messages[name] = copy
+        blobs[name] = copy.SerializeToString(deterministic=True)
+    return _TypeEntry(_type_version(blobs), MappingProxyType(messages), MappingProxyType(blobs))
+
+
+class SnapshotCache:
+    """Thread-safe store of per-node xDS resources.
+
+    A snapshot replaces everything known for a node. The five standard types are always present
+    once a node has a snapshot (a type left out means "none of that type"), because a wildcard
+    CDS/LDS subscription needs an answer, even an empty one, for Envoy to finish initialising.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._nodes: dict[str, dict[str, _TypeEntry]] = {}
+        # Bumped on every change of a node's content (or removal); `wait` compares against it.
+        self._generations: dict[str, int] = {}
+        self._watchers: dict[str, dict[int, Callable[[], None]]] = {}
+        self._next_watch_id = 0
+
+    def set_snapshot(self, node_id: str, resources: Mapping[str, Mapping[str, Message]]) -> str:
+        """Replace the node's resources; return a summary of its versions, ``CDS=... LDS=...``.
+
+        Raises ValueError if a resource's message type does not match its type URL or its own
+        name field disagrees with its key; nothing is stored then.
+        """
+        if not node_id:
+            raise ValueError("node_id must not be empty")
+        # Serialize and hash outside the lock: it is the expensive part.
+        frozen = {type_url: _freeze(type_url, by_name) for type_url, by_name in resources.items()}
+        for type_url in TYPE_ORDER:
+            frozen.setdefault(type_url, _freeze(type_url, {}))
+        with self._cond:
+            old = self._nodes.get(node_id, {})
+            changed = old.keys() != frozen.keys() or any(
+                old[t].version != entry.version for t, entry in frozen.items()
+            )
+            # Keep the old entries when their content is the same, so identity-based consumers
+            # see no difference either.
+            self._nodes[node_id] = {
+                t: old[t] if t in old and old[t].version == entry.version else entry
+                for t, entry in frozen.items()
+            }
+            if changed:
+                self._generations[node_id] = self._generations.get(node_id, 0) + 1
+                self._cond.notify_all()
+            watchers = list(self._watchers.get(node_id, {}).values()) if changed else []
+            summary = self._summary_locked(node_id)
+        # Callbacks run outside the lock so that they may call back into the cache.
+        for callback in watchers:
+            callback()
+        return summary
+
+    def remove(self, node_id: str) -> None:
+        """Forget the node's resources. Its streams stay open but get nothing more to send."""
+        with self._cond:
+            if self._nodes.pop(node_id, None) is None:
+                return
+            self._generations[node_id] = self._generations.get(node_id, 0) + 1
+            self._cond.notify_all()
+            watchers = list(self._watchers.get(node_id, {}).values())
+        for callback in watchers:
+            callback()
+
+    def get(self, node_id: str, type_url: str) -> tuple[str, dict[str, Message]]:
+        """Return (version, resources by name); ``("", {})`` if the node has no snapshot.
+
+        The messages are the cache's own copies: read them, do not modify them.
+        """
+        with self._cond:
+            entry = self._nodes.get(node_id, {}).get(type_url)
+        if entry is None:
+            return "", {}
+        return entry.version, dict(entry.messages)
+
+    def get_packed(
+        self, node_id: str, type_url: str, names: Collection[str] | None = None
+    ) -> tuple[str, list[any_pb2.Any]]:
+        """Return (version, resources packed as ``Any``), sorted by name, for a response.
+
+        ``names=None`` means all resources of the type; otherwise only the named ones that exist.
+        Uses the bytes serialized at ``set_snapshot`` time, so nothing is serialized again.
+        """
+        with self._cond:
+            entry = self._nodes.get(node_id, {}).get(type_url)
+        if entry is None:
+            return "", []
+        selected = sorted(entry.blobs if names is None else (n for n in names if n in entry.blobs))
+        return entry.version, [any_pb2.Any(type_url=type_url, value=entry.blobs[n]) for n in selected]
+
+    def version(self, node_id: str, type_url: str) -> str:
+        """The node's version for the type, ``""`` if it has no snapshot."""
+        with self._cond:
+            entry = self._nodes.get(node_id, {}).get(type_url)
+        return "" if entry is None else entry.version
+
+    def versions(self, node_id: str) -> dict[str, str]:
+        """All the node's versions by type URL; empty if it has no snapshot."""
+        with self._cond:
+            return {t: e.version for t, e in self._nodes.get(node_id, {}).items()}
+
+    def nodes(self) -> list[str]:
+        with self._cond:
+            return sorted(self._nodes)
+
+    def generation(self, node_id: str) -> int:
+        """A counter that grows with every change of the node's content; 0 before the first."""
+        with self._cond:
+            return self._generations.get(node_id, 0)
+
+    def wait(self, node_id: str, generation: int, timeout: float | None = None) -> int:
+        """Block until the node's generation differs from ``generation`` or the timeout passes;
+        return the current generation (equal to the argument on timeout)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._generations.get(node_id, 0) != generation, timeout)
+            return self._generations.get(node_id, 0)
+
+    def watch(self, node_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` (from the writer's thread, without arguments) after each change of
+        the node's content; return a function that cancels the watch. Callbacks must be quick:
+        an ADS stream's just enqueues a wake-up."""
+        with self._cond:
+            watch_id = self._next_watch_id
+            self._next_watch_id += 1
+            self._watchers.setdefault(node_id, {})[watch_id] = callback
+
+        def cancel() -> None:
+            with self._cond:
+                by_id = self._watchers.get(node_id)
+                if by_id is not None:
+                    by_id.pop(watch_id, None)
+                    if not by_id:
+                        del self._watchers[node_id]
+
+        return cancel
+
+    def _summary_locked(self, node_id: str) -> str:
+        entries = self._nodes.get(node_id, {})
+        ordered = [t for t in TYPE_ORDER if t in entries] + sorted(set(entries) - set(TYPE_ORDER))
+        return " ".join(f"{short_type_name(t)}={entries[t].version}" for t in ordered)
