@@ -1,0 +1,269 @@
+"""The running control plane: watches the store, translates for every proxy, serves the result
+over ADS, issues and rotates workload certificates, and supervises the Envoy processes.
+
+This is the one place where the pure layers meet the outside world (files, clock, sockets,
+processes); ``exitgate up`` and ``exitgate demo`` drive it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets as pysecrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from exitgate import ir, names
+from exitgate.api.diagnostics import Diagnostic, Severity
+from exitgate.api.resources import Resource
+from exitgate.ca.authority import MeshCA
+from exitgate.ca.rotation import WorkloadCertManager
+from exitgate.envoy.bootstrap import BootstrapOptions, render_bootstrap
+from exitgate.envoy.ports import free_port
+from exitgate.envoy.snapshot import xds_resources
+from exitgate.envoy.supervisor import EnvoySpec, Supervisor
+from exitgate.mesh import GatewayProxy, MeshConfig, WorkloadProxy
+from exitgate.runtime import ProxyRecord, RuntimeInfo, StateDir
+from exitgate.store import Store, write_private_atomic
+from exitgate.translate.proxy import translate_gateway, translate_sidecar
+from exitgate.xds.cache import WILDCARD_TYPES, SnapshotCache
+from exitgate.xds.server import AdsServer, EventKind, XdsEvent
+
+Emit = Callable[[str], None]
+
+
+@dataclass
+class PlannedProxy:
+    record: ProxyRecord
+    identity: tuple[str, str]
+    token: str
+    spec: GatewayProxy | WorkloadProxy
+
+    @property
+    def key(self) -> str:
+        return f"{self.record.name}.{self.record.namespace}"
+
+
+def resolve_secrets(wanted: Sequence[str], identity: tuple[str, str], certs: WorkloadCertManager, ca: MeshCA,
+                    mesh: MeshConfig) -> tuple[dict[str, ir.SecretData], list[Diagnostic]]:
+    """The data behind each SDS name one proxy needs. Files are read here, by the control
+    plane; Envoy never reads a key from disk."""
+    out: dict[str, ir.SecretData] = {}
+    diags: list[Diagnostic] = []
+    for name in wanted:
+        if name == names.WORKLOAD_CERT_SECRET:
+            cert = certs.get(*identity)
+            out[name] = ir.SecretData(name, cert_pem=cert.chain_pem, key_pem=cert.key_pem)
+        elif name == names.ROOT_CA_SECRET:
+            out[name] = ir.SecretData(name, ca_pem=ca.root_pem)
+        elif name == names.SYSTEM_CA_SECRET or name.startswith("file-root:"):
+            path = mesh.system_trust_store if name == names.SYSTEM_CA_SECRET else name.split(":", 1)[1]
+            try:
+                out[name] = ir.SecretData(name, ca_pem=Path(path).read_bytes())
+            except OSError as e:
+                diags.append(Diagnostic("EG0008", Severity.ERROR, f"cannot read CA certificates {path}: {e.strerror}"))
+        else:
+            diags.append(Diagnostic("EG0008", Severity.ERROR, f"secret {name} is not available"))
+    return out, diags
+
+
+class ControlPlane:
+    def __init__(self, state: StateDir, mesh: MeshConfig, emit: Emit, *, clock: Callable[[], datetime] | None = None) -> None:
+        self.state = state
+        self.mesh = mesh
+        self.emit = emit
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.store = Store(state.root)
+        self.cache = SnapshotCache()
+        self.proxies: list[PlannedProxy] = []
+        self.supervisor: Supervisor | None = None
+        self.ads: AdsServer | None = None
+        self.applied_version = -1
+        self.ads_port = 0
+        self.ca: MeshCA | None = None
+        self.certs: WorkloadCertManager | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+    # -- setup -------------------------------------------------------------------------------
+    def _plan(self) -> None:
+        for g in self.mesh.gateways:
+            nid = names.node_id("router", g.address, g.name, g.namespace)
+            log = self.state.log_dir / f"{g.name}.{g.namespace}.log"
+            listen = [f"{g.address}:{p.target_port} (service port {p.port})" for p in g.ports]
+            rec = ProxyRecord(g.name, g.namespace, "router", nid, free_port(), str(log), listen=listen)
+            self.proxies.append(PlannedProxy(rec, g.identity, pysecrets.token_urlsafe(24), g))
+        for w in self.mesh.workloads:
+            port = w.proxy_port or free_port(w.address)
+            nid = names.node_id("sidecar", w.address, w.name, w.namespace)
+            log = self.state.log_dir / f"{w.name}.{w.namespace}.log"
+            rec = ProxyRecord(w.name, w.namespace, "sidecar", nid, free_port(), str(log), proxy_port=port,
+                              listen=[f"{w.address}:{port} (HTTP proxy)"])
+            self.proxies.append(PlannedProxy(rec, w.identity, pysecrets.token_urlsafe(24), w))
+
+    def _authenticate(self, node_id: str, token: str) -> bool:
+        return any(p.record.node_id == node_id and pysecrets.compare_digest(p.token, token) for p in self.proxies)
+
+    def _on_xds(self, ev: XdsEvent) -> None:
+        who = self._name_of(ev.node_id)
+        if ev.kind is EventKind.NACK:
+            self.emit(f"[red]NACK[/red] {who} rejected {ev.type_url and ev.type_url.rsplit('.', 1)[-1]} "
+                      f"version {ev.version}; it keeps its last good configuration. Envoy said: {ev.error}")
+        elif ev.kind in (EventKind.CONNECT, EventKind.DISCONNECT):
+            self.emit(f"xDS {ev.kind.value}: {who}")
+
+    def _name_of(self, node_id: str) -> str:
+        for p in self.proxies:
+            if p.record.node_id == node_id:
+                return f"{p.record.name}.{p.record.namespace}"
+        return node_id
+
+    def start(self) -> None:
+        self.state.prepare()
+        self.ca = MeshCA.load_or_create(self.state.ca_dir, self.mesh.trust_domain)
+        self.certs = WorkloadCertManager(self.ca, timedelta(seconds=self.mesh.workload_cert_ttl_seconds), self.clock)
+        self._plan()
+        self.ads = AdsServer(self.cache, self._authenticate, on_event=self._on_xds)
+        xds_port = self.ads_port = self.ads.start("127.0.0.1", 0)
+        self.reconcile(force=True)
+        self.supervisor = Supervisor(on_event=self._on_proxy_event)
+        for p in self.proxies:
+            boot = self.state.run_dir / f"{p.record.name}.{p.record.namespace}.bootstrap.json"
+            opts = BootstrapOptions(
+                node_id=p.record.node_id,
+                cluster=f"{p.record.name}.{p.record.namespace}",
+                xds_host="127.0.0.1", xds_port=xds_port, xds_token=p.token,
+                admin_port=p.record.admin_port, dns_resolvers=self.mesh.dns.parsed(),
+            )
+            # The bootstrap carries the xDS token: private, like a key.
+            write_private_atomic(boot, render_bootstrap(opts).encode())
+            self.supervisor.add(EnvoySpec(name=p.key, bootstrap_path=Path(boot), log_path=Path(p.record.log_path),
+                                          admin_port=p.record.admin_port))
+        self.supervisor.start_all()
+        for p in self.proxies:
+            p.record.pid = self.supervisor.get(p.key).pid
+        self._write_runtime(xds_port)
+        self.supervisor.watch()
+
+    def _on_proxy_event(self, name: str, kind: str, detail: str) -> None:
+        self.emit(f"proxy {name}: {kind}{' (' + detail + ')' if detail else ''}")
+        if kind in ("started", "restarted") and self.supervisor is not None and self.ads is not None and self.ads_port:
+            for p in self.proxies:
+                if p.key == name:
+                    p.record.pid = self.supervisor.get(name).pid
+            self._write_runtime(self.ads_port)
+
+    def _write_runtime(self, xds_port: int) -> None:
+        self.state.write_runtime(RuntimeInfo(os.getpid(), xds_port, [p.record for p in self.proxies]))
+
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        """True once every proxy is live and has acknowledged the current configuration."""
+        assert self.supervisor is not None and self.ads is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.in_sync() and all(p.is_ready() for p in self.supervisor.processes.values()):
+                return True
+            time.sleep(0.1)
+        return False
+
+    def in_sync(self) -> bool:
+        assert self.ads is not None
+        statuses = self.ads.statuses()
+        for p in self.proxies:
+            st = statuses.get(p.record.node_id)
+            if st is None or not st.connected:
+                return False
+            for type_url, ts in st.types.items():
+                if ts.sent_version is None:
+                    continue
+                # A proxy that no longer needs any resource of a named type (e.g. every secret
+                # went with its listener) does not acknowledge the empty set: nothing to wait for.
+                if type_url not in WILDCARD_TYPES and not self.cache.get(p.record.node_id, type_url)[1]:
+                    continue
+                if ts.acked_version != self.cache.version(p.record.node_id, type_url):
+                    return False
+        return True
+
+    # -- the loop ----------------------------------------------------------------------------
+    def reconcile(self, force: bool = False) -> list[Diagnostic]:
+        """Translate the current snapshot for every proxy and hand it to the xDS cache."""
+        with self._lock:
+            version = self.store.version()
+            if not force and version == self.applied_version and not self._rotation_due():
+                return []
+            snapshot = self.store.load()
+            diags = self._push(snapshot.resources)
+            self.applied_version = snapshot.version
+            return diags
+
+    def _rotation_due(self) -> bool:
+        assert self.certs is not None
+        return bool(self.certs.due())
+
+    def _push(self, resources: Sequence[Resource]) -> list[Diagnostic]:
+        assert self.certs is not None and self.ca is not None
+        all_diags: list[Diagnostic] = []
+        for p in self.proxies:
+            if isinstance(p.spec, GatewayProxy):
+                pc, diags = translate_gateway(resources, self.mesh, p.spec)
+            else:
+                pc, diags = translate_sidecar(resources, self.mesh, p.spec, p.record.proxy_port)
+            secrets, sdiags = resolve_secrets(pc.secret_names, p.identity, self.certs, self.ca, self.mesh)
+            for d in [*diags, *sdiags]:
+                self.emit(f"{p.record.name}.{p.record.namespace}: {d}")
+            all_diags += diags + sdiags
+            self.cache.set_snapshot(p.record.node_id, xds_resources(pc, secrets))
+        return all_diags
+
+    def run(self, poll_s: float = 0.3, on_tick: Callable[[], None] | None = None) -> None:
+        """Until ``stop()``: pick up applied configuration and due certificate rotations."""
+        while not self._stop.wait(poll_s):
+            try:
+                self.reconcile()
+            except Exception as e:  # keep serving the last good configuration
+                self.emit(f"[red]error[/red] while applying configuration: {e}")
+            if on_tick is not None:
+                on_tick()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.supervisor is not None:
+            self.supervisor.stop_all()
+        if self.ads is not None:
+            self.ads.stop()
+        self.state.clear_runtime()
+
+    def status_rows(self) -> list[dict[str, str]]:
+        """One row a proxy, like ``istioctl proxy-status``."""
+        assert self.ads is not None and self.supervisor is not None
+        statuses = self.ads.statuses()
+        rows = []
+        for p in self.proxies:
+            st = statuses.get(p.record.node_id)
+            versions = self.cache.versions(p.record.node_id)
+            row = {"NAME": f"{p.record.name}.{p.record.namespace}", "ROLE": p.record.role,
+                   "PID": str(self.supervisor.get(p.key).pid or "-"),
+                   "LISTEN": ", ".join(p.record.listen)}
+            for short, type_url in (("CDS", "Cluster"), ("LDS", "Listener"), ("RDS", "RouteConfiguration"), ("SDS", "Secret")):
+                ts = next((t for u, t in (st.types.items() if st else []) if u.endswith("." + type_url)), None)
+                want = next((v for u, v in versions.items() if u.endswith("." + type_url)), None)
+                if st is None or not st.connected:
+                    row[short] = "NOT CONNECTED"
+                elif ts is None or ts.sent_version is None:
+                    row[short] = "NOT SENT"
+                elif ts.rejected:
+                    row[short] = "NACK"
+                elif ts.acked_version == want:
+                    row[short] = "SYNCED"
+                else:
+                    row[short] = "STALE"
+            rows.append(row)
+        return rows
+
+
+def dump_json(obj: object) -> str:
+    return json.dumps(obj, indent=2, default=str)
