@@ -1,0 +1,145 @@
+"""Istio's "Egress Gateways with TLS Origination" (SIMPLE), its YAML unchanged, on real Envoy
+processes, real curl, and nginx as edition.cnn.com (port 80: 301 to https; port 443: TLS)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from exitgate.ca import certs
+from exitgate.demo.standins import DnsStandIn, NginxServer, find_nginx
+from exitgate.envoy.ports import free_port
+
+from tests.e2e.harness import EXAMPLES, Exitgate, start_exitgate, make_mesh, until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(find_nginx() is None, reason="nginx not installed")]
+
+TLS = EXAMPLES / "tls-origination"
+HOST = "edition.cnn.com"
+
+NGINX_CONF = """
+http {{
+  server {{
+    listen 127.0.0.1:{p80};
+    server_name {host};
+    return 301 https://$host$request_uri;
+  }}
+  server {{
+    listen 127.0.0.1:{p443} ssl;
+    server_name {host};
+    ssl_certificate server.crt;
+    ssl_certificate_key server.key;
+    location / {{
+      default_type text/html;
+      return 200 "<html><body>politics, over TLS</body></html>\\n";
+    }}
+  }}
+}}
+"""
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Callable[..., Exitgate]]:
+    """Starts nginx as edition.cnn.com, the DNS stand-in and exitgate; stops them all after.
+    ``trust_server=False`` gives the gateway a trust store without nginx's CA."""
+    root, root_key = certs.make_root("test external CA", "exitgate tests", key_type="ec256")
+    leaf, key = certs.make_leaf(root, root_key, HOST, [HOST], key_type="ec256")
+    stops: list[Callable[[], None]] = []
+    started: list[Exitgate] = []
+
+    def _start(trust_server: bool = True) -> Exitgate:
+        trust = tmp_path / "trust.pem"
+        trust.write_bytes(root if trust_server else certs.make_root("unrelated CA", "elsewhere", key_type="ec256")[0])
+        p80, p443 = free_port(), free_port()
+        nginx = NginxServer(tmp_path / "nginx", NGINX_CONF.format(p80=p80, p443=p443, host=HOST), port=p443,
+                            files={"server.crt": leaf, "server.key": key})
+        nginx.start()
+        stops.append(nginx.stop)
+        dns = DnsStandIn({HOST: "127.0.0.1"}).start()
+        stops.append(dns.stop)
+        eg = start_exitgate(tmp_path / "state", make_mesh(trust, dns.port, {80: p80, 443: p443}))
+        stops.insert(0, eg.cp.stop)
+        started.append(eg)
+        return eg
+
+    try:
+        yield _start
+    finally:
+        for stop in stops:
+            stop()
+    for eg in started:
+        for p in eg.cp.proxies:
+            assert p.record.pid is not None
+            assert not Path(f"/proc/{p.record.pid}").exists(), f"{p.record.name} still running"
+
+
+@pytest.fixture
+def exitgate(start: Callable[..., Exitgate]) -> Exitgate:
+    return start()
+
+
+def status_line(out: str) -> str:
+    return out.splitlines()[0] if out else ""
+
+
+def test_tls_origination_at_the_egress_gateway(exitgate: Exitgate) -> None:
+    url = f"http://{HOST}/politics"
+    head = ["-o", "/dev/null", "-D", "-", url]
+
+    out = exitgate.apply(TLS / "01-serviceentry.yaml")
+    assert "serviceentry.networking.istio.io/cnn created" in out
+    resp = until(lambda: exitgate.curl(*head).stdout, lambda o: "301" in status_line(o))
+    assert status_line(resp) == "HTTP/1.1 301 Moved Permanently"
+    assert f"location: https://{HOST}/politics" in resp.lower()
+
+    exitgate.apply(TLS / "02-gateway-and-destinationrule.yaml")
+    exitgate.apply(TLS / "03-virtualservice-and-tls-origination.yaml")
+    resp = until(lambda: exitgate.curl(*head).stdout, lambda o: "200" in status_line(o))
+    assert status_line(resp) == "HTTP/1.1 200 OK"
+    assert "politics, over TLS" in exitgate.curl(url).stdout
+
+    log = until(exitgate.gateway_log, lambda o: f"outbound|443||{HOST}" in o)
+    line = next(x for x in log.splitlines() if f"outbound|443||{HOST}" in x)
+    # Istio's default format: the sidecar reached the gateway over HTTP/2 (mTLS), the gateway
+    # answered 200 from upstream, for this authority, via the TLS-originating cluster.
+    assert '"GET /politics HTTP/2" 200 - via_upstream' in line
+    assert f'"{HOST}" "127.0.0.1:' in line
+    # The CLI shows the same line.
+    assert f"outbound|443||{HOST}" in exitgate.cli("logs", "istio-egressgateway").stdout
+
+    exitgate.delete(TLS / "02-gateway-and-destinationrule.yaml", TLS / "03-virtualservice-and-tls-origination.yaml")
+    resp = until(lambda: exitgate.curl(*head).stdout, lambda o: "301" in status_line(o))
+    assert status_line(resp) == "HTTP/1.1 301 Moved Permanently"
+
+
+def test_sidecar_to_gateway_is_mutual_tls_with_spiffe_identities(exitgate: Exitgate) -> None:
+    exitgate.apply(TLS)
+    resp = until(lambda: exitgate.curl("-o", "/dev/null", "-w", "%{http_code}", f"http://{HOST}/politics").stdout,
+                 lambda o: o == "200")
+    assert resp == "200"
+    gw = exitgate.cp.proxies[0]
+    sidecar = exitgate.cp.proxies[1]
+    import urllib.request
+
+    stats = urllib.request.urlopen(f"http://127.0.0.1:{gw.record.admin_port}/stats?filter=ssl", timeout=5).read().decode()
+    assert "listener.127.0.0.1_" in stats and "ssl.handshake" in stats
+    certs_json = urllib.request.urlopen(f"http://127.0.0.1:{sidecar.record.admin_port}/certs", timeout=5).read().decode()
+    assert "spiffe://cluster.local/ns/default/sa/sleep" in certs_json
+    certs_json = urllib.request.urlopen(f"http://127.0.0.1:{gw.record.admin_port}/certs", timeout=5).read().decode()
+    assert "spiffe://cluster.local/ns/istio-system/sa/istio-egressgateway-service-account" in certs_json
+
+
+def test_untrusted_server_certificate_is_a_503_not_plaintext(start: Callable[..., Exitgate]) -> None:
+    """Secure by default: SIMPLE without caCertificates verifies against the trust store; a
+    server certificate from another root fails closed with the reason in the gateway's log."""
+    exitgate = start(trust_server=False)
+    exitgate.apply(TLS)
+    code = until(lambda: exitgate.curl("-o", "/dev/null", "-w", "%{http_code}", f"http://{HOST}/politics").stdout,
+                 lambda o: o == "503")
+    assert code == "503"
+    log = until(exitgate.gateway_log, lambda o: "CERTIFICATE_VERIFY_FAILED" in o)
+    line = next(x for x in log.splitlines() if "CERTIFICATE_VERIFY_FAILED" in x)
+    assert '"GET /politics HTTP/2" 503 UF' in line
+    assert f"outbound|443||{HOST}" in line
