@@ -113,7 +113,8 @@ class MeshConfig(_Model):
     @model_validator(mode="after")
     def _unique(self) -> MeshConfig:
         seen: set[tuple[str, str]] = set()
-        for p in [*self.gateways, *self.workloads]:
+        proxies: list[GatewayProxy | WorkloadProxy] = [*self.gateways, *self.workloads]
+        for p in proxies:
             key = (p.name, p.namespace)
             if key in seen:
                 raise ValueError(f"proxy {p.name}.{p.namespace} is declared twice")
@@ -157,8 +158,8 @@ def load_mesh(path: Path | None) -> tuple[MeshConfig | None, list[Diagnostic]]:
         return MeshConfig.model_validate(doc or {}), []
     except ValidationError as err:
         out = []
-        for e in err.errors():
-            loc = tuple(p for p in e["loc"] if isinstance(p, (str, int)))
-            out.append(Diagnostic(dx.INVALID_VALUE, Severity.ERROR, e["msg"], file=str(path),
+        for item in err.errors():
+            loc = tuple(p for p in item["loc"] if isinstance(p, (str, int)))
+            out.append(Diagnostic(dx.INVALID_VALUE, Severity.ERROR, item["msg"], file=str(path),
                                   line=locate(doc, loc), field=field_path(loc)))
         return None, out

@@ -223,6 +223,10 @@ class _StandInHTTPServer(ThreadingHTTPServer):
         with self._state_lock:
             self.seen.append(seen)
 
+    def seen_requests(self) -> list[SeenRequest]:
+        with self._state_lock:
+            return list(self.seen)
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         with self._state_lock:
             self._workers.add(threading.current_thread())
@@ -277,9 +281,11 @@ class _TlsHTTPServer(_StandInHTTPServer):
 class _StandInHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as a real site
     server_version = "exitgate-standin"
-    sys_version = ""
     timeout = _IO_TIMEOUT_S
     server: _StandInHTTPServer
+
+    def version_string(self) -> str:
+        return self.server_version
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # requests are recorded in server.seen; stderr noise helps nobody in tests
@@ -359,10 +365,7 @@ class _HttpStandIn:
 
     @property
     def requests(self) -> list[SeenRequest]:
-        if self._server is None:
-            return []
-        with self._server._state_lock:
-            return list(self._server.seen)
+        return self._server.seen_requests() if self._server is not None else []
 
     def start(self) -> Self:
         if self._server is not None:
@@ -493,7 +496,7 @@ def _prepare_nginx_conf(conf: str, prefix: Path) -> str:
     if not has("access_log"):
         http_extra += f"    access_log {prefix / 'access.log'};\n"
     if http_extra:
-        conf, count = re.subn(r"(?m)^(\s*http\s*\{[^\n]*\n)", lambda m: m.group(1) + http_extra, conf, count=1)
+        conf = re.sub(r"(?m)^(\s*http\s*\{)", lambda m: m.group(1) + "\n" + http_extra, conf, count=1)
     head = ""
     # Run as root, nginx switches its workers to "nobody", which cannot read the 0600 keys the
     # tests write; as anyone else the directive is ignored with a warning, so only add it as root.

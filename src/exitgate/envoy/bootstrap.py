@@ -26,6 +26,10 @@ XDS_TOKEN_HEADER = "x-exitgate-token"
 _CARES_RESOLVER = "envoy.network.dns_resolver.cares"
 _CARES_TYPE = "type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig"
 _HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_DOWNSTREAM_CONNECTIONS = "envoy.resource_monitors.global_downstream_max_connections"
+_DOWNSTREAM_CONNECTIONS_TYPE = (
+    "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
+)
 
 # Where a per-cluster stat starts after ``cluster.<name>.``: any label with an underscore
 # (``upstream_rq_total``, ``circuit_breakers``, ``lb_healthy_panic``; DNS host names have none),
@@ -134,6 +138,9 @@ class BootstrapOptions:
     dns_resolvers: tuple[tuple[str, int], ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
     xds_connect_timeout_s: float = 1.0
+    # Global cap on accepted connections. Far above anything a loopback proxy sees; setting one
+    # at all also silences the warning Envoy otherwise writes to every proxy's log at startup.
+    max_downstream_connections: int = 100_000
 
 
 def _socket_address(host: str, port: int) -> dict[str, Any]:
@@ -248,6 +255,17 @@ def build_bootstrap(opts: BootstrapOptions) -> dict[str, Any]:
         },
         "static_resources": {"clusters": [_xds_cluster(opts)]},
         "stats_config": _stats_config(),
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": _DOWNSTREAM_CONNECTIONS,
+                    "typed_config": {
+                        "@type": _DOWNSTREAM_CONNECTIONS_TYPE,
+                        "max_active_downstream_connections": opts.max_downstream_connections,
+                    },
+                }
+            ]
+        },
     }
     if opts.dns_resolvers:
         bootstrap["typed_dns_resolver_config"] = _dns_resolver(opts.dns_resolvers)

@@ -8,7 +8,7 @@ rejects any field name Envoy's protos do not have.
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -54,8 +54,12 @@ def _seconds(value: float) -> str:
     return f"{value:g}s"
 
 
-def _parse(data: dict[str, Any], message: Message) -> Message:
-    return json_format.ParseDict(data, message)
+M = TypeVar("M", bound=Message)
+
+
+def _parse(data: dict[str, Any], message: M) -> M:
+    json_format.ParseDict(data, message)
+    return message
 
 
 def listener(lst: ir.HttpListener) -> listener_pb2.Listener:
@@ -84,7 +88,7 @@ def listener(lst: ir.HttpListener) -> listener_pb2.Listener:
         "address": {"socket_address": {"address": lst.address, "port_value": lst.port}},
         "filter_chains": [chain],
     }
-    return _parse(data, listener_pb2.Listener())  # type: ignore[return-value]
+    return _parse(data, listener_pb2.Listener())
 
 
 def _validation(secret: str | None, sans: tuple[ir.SanMatch, ...]) -> dict[str, Any]:
@@ -157,7 +161,7 @@ def cluster(c: ir.Cluster) -> cluster_pb2.Cluster:
         data["dns_lookup_family"] = "V4_PREFERRED"
     if c.tls is not None:
         data["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": _upstream_tls(c.tls)}
-    return _parse(data, cluster_pb2.Cluster())  # type: ignore[return-value]
+    return _parse(data, cluster_pb2.Cluster())
 
 
 def _route(r: ir.Route) -> dict[str, Any]:
@@ -186,7 +190,7 @@ def route_config(rc: ir.RouteConfig) -> route_pb2.RouteConfiguration:
             for v in rc.virtual_hosts
         ],
     }
-    return _parse(data, route_pb2.RouteConfiguration())  # type: ignore[return-value]
+    return _parse(data, route_pb2.RouteConfiguration())
 
 
 def secret(s: ir.SecretData) -> secret_pb2.Secret:
@@ -200,7 +204,7 @@ def secret(s: ir.SecretData) -> secret_pb2.Secret:
         if s.crl_pem:
             vc["crl"] = {"inline_bytes": _b64(s.crl_pem)}
         data = {"name": s.name, "validation_context": vc}
-    return _parse(data, secret_pb2.Secret())  # type: ignore[return-value]
+    return _parse(data, secret_pb2.Secret())
 
 
 def _b64(data: bytes) -> str:

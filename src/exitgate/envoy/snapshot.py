@@ -27,7 +27,8 @@ def xds_resources(pc: ir.ProxyConfig, secrets: Mapping[str, ir.SecretData]) -> d
 
 
 def _to_dict(m: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(m, preserving_proto_field_name=True)
+    out: dict[str, Any] = json_format.MessageToDict(m, preserving_proto_field_name=True)
+    return out
 
 
 def _inline_sds(node: Any) -> Any:

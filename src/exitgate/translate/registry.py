@@ -84,7 +84,7 @@ def build_registry(resources: Sequence[Resource], mesh: MeshConfig) -> list[Serv
             if host in seen:
                 continue  # first declaration wins, as Istio keeps the oldest
             seen.add(host)
-            ports = []
+            se_ports: list[ServicePort] = []
             for p in se.ports or []:
                 if se.endpoints:
                     eps = tuple(
@@ -93,8 +93,8 @@ def build_registry(resources: Sequence[Resource], mesh: MeshConfig) -> list[Serv
                     )
                 else:
                     eps = (Endpoint(host, mesh.external_port(p.number)),)
-                ports.append(ServicePort(p.number, p.protocol or "TCP", p.name, eps))
-            services.append(Service(host, r.namespace, discovery, tuple(ports), (), tuple(se.export_to or ())))
+                se_ports.append(ServicePort(p.number, p.protocol or "TCP", p.name, eps))
+            services.append(Service(host, r.namespace, discovery, tuple(se_ports), (), tuple(se.export_to or ())))
     return services
 
 

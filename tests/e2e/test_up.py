@@ -1,0 +1,126 @@
+"""``exitgate up`` as a user runs it: a foreground process that starts the proxies, restarts a
+proxy that crashes, and stops everything on Ctrl-C (SIGINT) or SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exitgate.envoy.ports import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child of an exited `up` is gone for our purposes.
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def wait_for(cond, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def runtime(state: Path) -> dict:  # type: ignore[type-arg]
+    try:
+        return json.loads((state / "run" / "runtime.json").read_text())  # type: ignore[no-any-return]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def ready(admin_port: int) -> bool:
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1).read().strip() == b"LIVE"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    state = tmp_path / "state"
+    mesh = tmp_path / "mesh.yaml"
+    mesh.write_text(yaml.safe_dump({
+        "gateways": [{
+            "name": "istio-egressgateway", "namespace": "istio-system",
+            "labels": {"istio": "egressgateway", "app": "istio-egressgateway"},
+            "serviceAccount": "istio-egressgateway-service-account",
+            "ports": [{"port": 80, "targetPort": free_port(), "protocol": "HTTP2"},
+                      {"port": 443, "targetPort": free_port(), "protocol": "HTTPS"}],
+        }],
+        "workloads": [{"name": "sleep", "namespace": "default", "serviceAccount": "sleep", "proxyPort": free_port()}],
+    }))
+    proc = subprocess.Popen([sys.executable, "-m", "exitgate.cli.main", "up", "--state-dir", str(state), "--mesh", str(mesh)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    pids: list[int] = []
+    try:
+        assert wait_for(lambda: len(runtime(state).get("proxies", [])) == 2 and
+                        all(p["pid"] for p in runtime(state)["proxies"])), "up did not start its proxies"
+        pids += [p["pid"] for p in runtime(state)["proxies"]]
+        yield proc, state
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for p in runtime(state).get("proxies", []):
+            pids.append(p["pid"])
+        for pid in pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_up_serves_then_ctrl_c_stops_everything(up: tuple[subprocess.Popen[str], Path]) -> None:
+    proc, state = up
+    info = runtime(state)
+    assert all(wait_for(lambda p=p: ready(p["admin_port"])) for p in info["proxies"])
+    sidecar = next(p for p in info["proxies"] if p["role"] == "sidecar")
+    # No ServiceEntry: the sidecar answers a host outside the registry with 502 (REGISTRY_ONLY).
+    out = subprocess.run([sys.executable, "-m", "exitgate.cli.main", "exec", "--state-dir", str(state), "sleep", "--",
+                          "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://unknown.example/"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.stdout == "502", out.stdout + out.stderr
+    assert sidecar["proxy_port"] > 0
+    pids = [p["pid"] for p in info["proxies"]]
+    proc.send_signal(signal.SIGINT)
+    proc.wait(15)
+    assert proc.returncode == 0, proc.stdout.read() if proc.stdout else ""
+    assert not any(alive(pid) for pid in pids)
+    assert not (state / "run" / "runtime.json").exists()
+
+
+def test_a_crashed_proxy_is_restarted_and_configured_again(up: tuple[subprocess.Popen[str], Path]) -> None:
+    proc, state = up
+    gw = next(p for p in runtime(state)["proxies"] if p["role"] == "router")
+    assert wait_for(lambda: ready(gw["admin_port"]))
+    os.kill(gw["pid"], signal.SIGKILL)
+    assert wait_for(lambda: (runtime(state) and next(p for p in runtime(state)["proxies"] if p["role"] == "router")["pid"]
+                             not in (None, gw["pid"])), timeout=20), "the gateway was not restarted"
+    assert wait_for(lambda: ready(gw["admin_port"]), timeout=20)
+    # It got its configuration again over xDS: the clusters of the mesh are there.
+    clusters = urllib.request.urlopen(f"http://127.0.0.1:{gw['admin_port']}/clusters", timeout=5).read().decode()
+    assert "outbound|80||istio-egressgateway.istio-system.svc.cluster.local" in clusters
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(15)
+    assert proc.returncode == 0
