@@ -15,6 +15,7 @@ freely. Nothing runs at import time.
 from __future__ import annotations
 
 import errno
+import html
 import ipaddress
 import os
 import re
@@ -323,7 +324,7 @@ class _RedirectHandler(_StandInHandler):
         location = f"https://{host}{path}"
         body = (
             "<html><head><title>301 Moved Permanently</title></head>"
-            f'<body><a href="{location}">Moved Permanently</a></body></html>\n'
+            f'<body><a href="{html.escape(location)}">Moved Permanently</a></body></html>\n'
         ).encode()
         self._send(301, body, {"location": location})
 
@@ -345,7 +346,7 @@ class _PageHandler(_StandInHandler):
     def _page(self) -> None:
         self._drain_body()
         subject = _peer_subject(self.connection)
-        host, path = self._target()
+        _, path = self._target()
         self.server.record(SeenRequest(self.command, self.headers.get("host", ""), path, subject))
         headers = {"x-client-subject": subject} if subject else {}
         self._send(200, self.page, headers)

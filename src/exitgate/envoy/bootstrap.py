@@ -1,7 +1,8 @@
 """The static bootstrap every exitgate Envoy starts from.
 
 The bootstrap holds only what cannot come over xDS: the node identity, the admin listener, the
-``xds-grpc`` cluster that points at the control plane, stats tag rules and the DNS resolver.
+``xds-grpc`` cluster that points at the control plane, stats tag rules (readable metrics for
+Istio's ``outbound|443||edition.cnn.com`` cluster names), the DNS resolver and a connection cap.
 Listeners, routes, clusters and secrets all arrive over one ADS stream.
 
 ``build_bootstrap`` is pure (no sockets, clocks or environment): the same options always give
@@ -233,7 +234,6 @@ def build_bootstrap(opts: BootstrapOptions) -> dict[str, Any]:
     if opts.xds_token:
         grpc_service["initial_metadata"] = [{"key": XDS_TOKEN_HEADER, "value": opts.xds_token}]
 
-    ads_source = {"ads": {}, "resource_api_version": "V3"}
     bootstrap: dict[str, Any] = {
         "node": {
             "id": opts.node_id,
@@ -250,8 +250,8 @@ def build_bootstrap(opts: BootstrapOptions) -> dict[str, Any]:
                 "set_node_on_first_message_only": True,
                 "grpc_services": [grpc_service],
             },
-            "cds_config": dict(ads_source),
-            "lds_config": dict(ads_source),
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
         },
         "static_resources": {"clusters": [_xds_cluster(opts)]},
         "stats_config": _stats_config(),
