@@ -29,7 +29,9 @@ from exitgate.envoy.supervisor import EnvoySpec, Supervisor
 from exitgate.mesh import GatewayProxy, MeshConfig, WorkloadProxy
 from exitgate.runtime import ProxyRecord, RuntimeInfo, StateDir
 from exitgate.store import Store, write_private_atomic
+from exitgate.translate.credentials import resolve_credential
 from exitgate.translate.proxy import translate_gateway, translate_sidecar
+from exitgate.translate.tls import SYSTEM_CA
 from exitgate.xds.cache import WILDCARD_TYPES, SnapshotCache
 from exitgate.xds.server import AdsServer, EventKind, XdsEvent
 
@@ -48,26 +50,47 @@ class PlannedProxy:
         return f"{self.record.name}.{self.record.namespace}"
 
 
-def resolve_secrets(wanted: Sequence[str], identity: tuple[str, str], certs: WorkloadCertManager, ca: MeshCA,
-                    mesh: MeshConfig) -> tuple[dict[str, ir.SecretData], list[Diagnostic]]:
+def _read(path: str, what: str) -> tuple[bytes | None, Diagnostic | None]:
+    try:
+        return Path(path).read_bytes(), None
+    except OSError as e:
+        return None, Diagnostic("EG0008", Severity.ERROR, f"cannot read {what} {path}: {e.strerror}")
+
+
+def resolve_secrets(wanted: Sequence[str], proxy: PlannedProxy, resources: Sequence[Resource],
+                    certs: WorkloadCertManager, ca: MeshCA, mesh: MeshConfig) -> tuple[dict[str, ir.SecretData], list[Diagnostic]]:
     """The data behind each SDS name one proxy needs. Files are read here, by the control
-    plane; Envoy never reads a key from disk."""
+    plane; Envoy never reads a key from disk. A secret that cannot be had is left out (the
+    proxy fails closed) and reported."""
     out: dict[str, ir.SecretData] = {}
     diags: list[Diagnostic] = []
+    who = proxy.key
     for name in wanted:
         if name == names.WORKLOAD_CERT_SECRET:
-            cert = certs.get(*identity)
+            cert = certs.get(*proxy.identity)
             out[name] = ir.SecretData(name, cert_pem=cert.chain_pem, key_pem=cert.key_pem)
         elif name == names.ROOT_CA_SECRET:
             out[name] = ir.SecretData(name, ca_pem=ca.root_pem)
-        elif name == names.SYSTEM_CA_SECRET or name.startswith("file-root:"):
-            path = mesh.system_trust_store if name == names.SYSTEM_CA_SECRET else name.split(":", 1)[1]
-            try:
-                out[name] = ir.SecretData(name, ca_pem=Path(path).read_bytes())
-            except OSError as e:
-                diags.append(Diagnostic("EG0008", Severity.ERROR, f"cannot read CA certificates {path}: {e.strerror}"))
+        elif name.startswith(names.CREDENTIAL_PREFIX):
+            data, diag = resolve_credential(resources, proxy.record.namespace, name, who)
+            if data is not None:
+                out[name] = data
+            if diag is not None:
+                diags.append(diag)
         else:
-            diags.append(Diagnostic("EG0008", Severity.ERROR, f"secret {name} is not available"))
+            kind, first, second = names.parse_file_secret(name)
+            if kind == "cert":
+                cert_pem, d1 = _read(first, "client certificate")
+                key_pem, d2 = _read(second or "", "private key")
+                diags += [d for d in (d1, d2) if d]
+                if cert_pem and key_pem:
+                    out[name] = ir.SecretData(name, cert_pem=cert_pem, key_pem=key_pem)
+            else:
+                ca_pem, d1 = _read(mesh.system_trust_store if first == SYSTEM_CA else first, "CA certificates")
+                crl_pem, d2 = _read(second, "CRL") if second else (None, None)
+                diags += [d for d in (d1, d2) if d]
+                if ca_pem and (crl_pem or not second):
+                    out[name] = ir.SecretData(name, ca_pem=ca_pem, crl_pem=crl_pem)
     return out, diags
 
 
@@ -212,7 +235,7 @@ class ControlPlane:
                 pc, diags = translate_gateway(resources, self.mesh, p.spec)
             else:
                 pc, diags = translate_sidecar(resources, self.mesh, p.spec, p.record.proxy_port)
-            secrets, sdiags = resolve_secrets(pc.secret_names, p.identity, self.certs, self.ca, self.mesh)
+            secrets, sdiags = resolve_secrets(pc.secret_names, p, resources, self.certs, self.ca, self.mesh)
             for d in [*diags, *sdiags]:
                 self.emit(f"{p.record.name}.{p.record.namespace}: {d}")
             all_diags += diags + sdiags

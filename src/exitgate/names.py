@@ -7,6 +7,7 @@ has a parser, and the two round-trip (see tests/unit/test_names.py).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 DEFAULT_TRUST_DOMAIN = "cluster.local"
@@ -16,13 +17,19 @@ DEFAULT_DOMAIN_SUFFIX = "svc.cluster.local"
 WORKLOAD_CERT_SECRET = "default"
 ROOT_CA_SECRET = "ROOTCA"
 # The SDS name under which the proxy's system trust store (the mesh file's) is served.
-SYSTEM_CA_SECRET = "file-root:system"
+SYSTEM_CA_SECRET = "file-root:<system>"  # = file_root_secret("<system>")
 
 CREDENTIAL_PREFIX = "kubernetes://"
 CACERT_SUFFIX = "-cacert"
 
 # The route configuration served to sidecars' forward-proxy listener (Istio's RDSHttpProxy).
 HTTP_PROXY_ROUTE = "http_proxy"
+
+
+_PORT = re.compile(r"[1-9][0-9]{0,4}")
+# SPIFFE ID syntax (spiffe.io standard, section 2): no port, user info, query or fragment.
+_TRUST_DOMAIN = re.compile(r"[a-z0-9._-]+")
+_PATH_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,9 @@ def cluster_name(host: str, port: int, subset: str = "", direction: str = "outbo
 
 def parse_cluster_name(name: str) -> ClusterName:
     parts = name.split("|")
-    if len(parts) != 4 or parts[0] not in ("outbound", "inbound"):
+    # The port must be written as cluster_name writes it: int() alone would take " 443", "4_43", "-1".
+    if (len(parts) != 4 or parts[0] not in ("outbound", "inbound") or not parts[3]
+            or not _PORT.fullmatch(parts[1]) or int(parts[1]) > 65535):
         raise ValueError(f"not an Istio cluster name: {name!r}")
     return ClusterName(parts[0], int(parts[1]), parts[2], parts[3])
 
@@ -69,7 +78,8 @@ def parse_spiffe_id(uri: str) -> SpiffeId:
         raise ValueError(f"not a SPIFFE ID: {uri!r}")
     td, _, path = uri[len(prefix):].partition("/")
     parts = path.split("/")
-    if not td or len(parts) != 4 or parts[0] != "ns" or parts[2] != "sa" or not parts[1] or not parts[3]:
+    if (not _TRUST_DOMAIN.fullmatch(td) or len(parts) != 4 or parts[0] != "ns" or parts[2] != "sa"
+            or not all(_PATH_SEGMENT.fullmatch(p) and p not in (".", "..") for p in (parts[1], parts[3]))):
         raise ValueError(f"not a SPIFFE ID of the form spiffe://TD/ns/NS/sa/SA: {uri!r}")
     return SpiffeId(td, parts[1], parts[3])
 
@@ -90,13 +100,39 @@ def parse_credential_secret(sds_name: str) -> tuple[str, bool]:
         raise ValueError(f"not a credential SDS name: {sds_name!r}")
     name = sds_name[len(CREDENTIAL_PREFIX):]
     if name.endswith(CACERT_SUFFIX):
-        return name[: -len(CACERT_SUFFIX)], True
-    return name, False
+        name, is_ca = name[: -len(CACERT_SUFFIX)], True
+    else:
+        is_ca = False
+    if not name:
+        raise ValueError(f"credential SDS name without a secret name: {sds_name!r}")
+    return name, is_ca
 
 
-def file_secret(kind: str, path: str) -> str:
-    """SDS name for a certificate read from a file path by the control plane (Istio: ``file-cert:``)."""
-    return f"file-{kind}:{path}"
+FILE_CERT_PREFIX = "file-cert:"
+FILE_ROOT_PREFIX = "file-root:"
+
+
+def file_cert_secret(cert_path: str, key_path: str) -> str:
+    """SDS name of a client certificate and key read from files by the control plane, Istio's
+    ``file-cert:CERT~KEY``."""
+    return f"{FILE_CERT_PREFIX}{cert_path}~{key_path}"
+
+
+def file_root_secret(ca_path: str, crl_path: str | None = None) -> str:
+    """SDS name of CA certificates read from a file (``file-root:CA``), with a CRL file when
+    given (``file-root:CA~CRL``)."""
+    return f"{FILE_ROOT_PREFIX}{ca_path}" + (f"~{crl_path}" if crl_path else "")
+
+
+def parse_file_secret(sds_name: str) -> tuple[str, str, str | None]:
+    """``file-cert:C~K`` -> ("cert", C, K); ``file-root:CA[~CRL]`` -> ("root", CA, CRL|None)."""
+    for prefix, kind in ((FILE_CERT_PREFIX, "cert"), (FILE_ROOT_PREFIX, "root")):
+        if sds_name.startswith(prefix):
+            first, sep, second = sds_name[len(prefix):].partition("~")
+            if not first or (kind == "cert" and not second) or (sep and not second):
+                break
+            return kind, first, second or None
+    raise ValueError(f"not a file secret SDS name: {sds_name!r}")
 
 
 def service_fqdn(name: str, namespace: str, suffix: str = DEFAULT_DOMAIN_SUFFIX) -> str:
@@ -136,7 +172,8 @@ def parse_node_id(value: str) -> NodeId:
     if len(parts) != 4 or parts[0] not in ("sidecar", "router"):
         raise ValueError(f"not a node ID: {value!r}")
     name, _, ns = parts[2].rpartition(".")
-    if not name or not ns:
+    # The last part is derived from the namespace; one that disagrees would not round-trip.
+    if not parts[1] or not name or not ns or parts[3] != f"{ns}.{DEFAULT_DOMAIN_SUFFIX}":
         raise ValueError(f"not a node ID: {value!r}")
     return NodeId(parts[0], parts[1], name, ns)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import fcntl
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,5 +179,5 @@ def _comparable(raw: dict[str, object]) -> object:
     return {k: v for k, v in raw.items() if k != "status"}
 
 
-def _ordered(resources: object) -> list[Resource]:
-    return sorted(resources, key=lambda r: r.key)  # type: ignore[attr-defined, no-any-return]
+def _ordered(resources: Iterable[Resource]) -> list[Resource]:
+    return sorted(resources, key=lambda r: r.key)

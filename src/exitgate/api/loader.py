@@ -8,6 +8,7 @@ batch with any error).
 
 from __future__ import annotations
 
+import datetime
 import io
 import re
 from collections.abc import Iterable
@@ -19,9 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.scalarbool import ScalarBoolean
 
 from exitgate.api import diagnostics as dx
 from exitgate.api.base import Spec, find_unsupported
+from exitgate.api.core import SecretSpec
 from exitgate.api.diagnostics import Diagnostic, Severity
 from exitgate.api.networking import (
     DestinationRuleSpec,
@@ -44,7 +47,7 @@ SPEC_MODELS: dict[str, type[Spec]] = {
 # Kinds users bring with Istio egress YAML that exitgate knows of but does not implement yet.
 KNOWN_UNSUPPORTED_KINDS = {
     "AuthorizationPolicy", "Sidecar", "PeerAuthentication", "RequestAuthentication",
-    "WorkloadEntry", "WorkloadGroup", "EnvoyFilter", "Secret", "ProxyConfig", "Telemetry",
+    "WorkloadEntry", "WorkloadGroup", "EnvoyFilter", "ProxyConfig", "Telemetry",
 }
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -127,7 +130,12 @@ def load_text(text: str, filename: str, default_namespace: str = "default") -> L
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else None
-        msg = " ".join(str(x) for x in (e.context, e.problem) if x)
+        context = e.context
+        cm = e.context_mark
+        if context and cm is not None and mark is not None and mark is not cm and cm.line != mark.line:
+            # Keep where the unclosed thing began (a "[" several lines up), not only where it was noticed.
+            context = f"{context} that starts on line {cm.line + 1}:"
+        msg = " ".join(str(x) for x in (context, e.problem) if x)
         result.diagnostics.append(Diagnostic(dx.YAML_SYNTAX, Severity.ERROR, f"invalid YAML: {msg}", file=filename, line=line))
         return result
     except Exception as e:  # ruamel raises a few unmarked errors (e.g. duplicate keys)
@@ -175,10 +183,20 @@ def field_path(path: tuple[str | int, ...]) -> str:
 
 
 def to_plain(node: Any) -> Any:
+    """Plain Python data: ruamel's round-trip scalars (block strings, hex ints, anchored booleans,
+    timestamps) are subclasses a safe YAML dumper cannot write, so the store could not save them."""
     if isinstance(node, dict):
         return {str(k): to_plain(v) for k, v in node.items()}
     if isinstance(node, list):
         return [to_plain(v) for v in node]
+    if isinstance(node, (bool, ScalarBoolean)):
+        return bool(node)
+    for plain in (str, int, float):
+        if isinstance(node, plain):
+            return plain(node)
+    if isinstance(node, datetime.datetime) and type(node) is not datetime.datetime:
+        return datetime.datetime(node.year, node.month, node.day, node.hour, node.minute, node.second,
+                                 node.microsecond, node.tzinfo)
     return node
 
 
@@ -213,7 +231,11 @@ def load_document(doc: Any, filename: str, default_namespace: str = "default") -
     group, _, version = api_version.rpartition("/")
     ref_name = doc["metadata"].get("name") if isinstance(doc["metadata"], dict) else None
     ref = f"{kind} {ref_name}" if ref_name else kind
-    if kind in SPEC_MODELS:
+    if kind == "Secret":
+        if api_version != "v1":
+            return None, [Diagnostic(dx.UNKNOWN_KIND, Severity.ERROR, f"Secret is served as v1, not {api_version}",
+                                     file=filename, line=locate(doc, ("apiVersion",)), resource=ref, field="apiVersion")]
+    elif kind in SPEC_MODELS:
         if group != NETWORKING or version not in NETWORKING_VERSIONS:
             return None, [Diagnostic(dx.UNKNOWN_KIND, Severity.ERROR,
                                      f"{kind} is served as {NETWORKING}/{{{','.join(NETWORKING_VERSIONS)}}}, not {api_version}",
@@ -223,7 +245,7 @@ def load_document(doc: Any, filename: str, default_namespace: str = "default") -
                                  file=filename, line=locate(doc, ("kind",)), resource=ref, field="kind")]
     else:
         return None, [Diagnostic(dx.UNKNOWN_KIND, Severity.ERROR,
-                                 f"unknown kind {kind!r} (supported: {', '.join(sorted(SPEC_MODELS))})",
+                                 f"unknown kind {kind!r} (supported: {', '.join(sorted([*SPEC_MODELS, 'Secret']))})",
                                  file=filename, line=locate(doc, ("kind",)), resource=ref, field="kind")]
     try:
         meta = ObjectMeta.model_validate(doc["metadata"])
@@ -237,6 +259,18 @@ def load_document(doc: Any, filename: str, default_namespace: str = "default") -
             diags.append(Diagnostic(dx.INVALID_VALUE, Severity.ERROR,
                                     f"{value!r} is not a valid name (lower case letters, digits, '-' and '.')",
                                     file=filename, line=locate(doc, tuple(fld.split("."))), resource=ref, field=fld))
+    if kind == "Secret":
+        # A Secret's fields are top-level, not under spec.
+        body = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")}
+        try:
+            spec: Spec = SecretSpec.model_validate(body)
+        except ValidationError as e:
+            return None, diags + _pydantic_diags(e, doc, (), filename, ref)
+        if dx.has_errors(diags):
+            return None, diags
+        raw = to_plain(doc)
+        raw["metadata"]["namespace"] = namespace
+        return Resource(api_version, kind, namespace, meta.name, spec, raw, Source(filename, line or 1)), diags
     extra = set(doc) - {"apiVersion", "kind", "metadata", "spec", "status"}
     for k in sorted(extra):
         diags.append(Diagnostic(dx.UNKNOWN_FIELD, Severity.ERROR, f"unknown field {k!r}", file=filename,

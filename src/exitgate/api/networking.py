@@ -8,14 +8,20 @@ reported by the loader.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from exitgate.api.base import Spec
 
-Protocol = Literal[
-    "HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS", "MYSQL", "REDIS", "UDP"
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
+
+
+# Istio parses protocol names case-insensitively ("http" is HTTP).
+Protocol = Annotated[
+    Literal["HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS", "MYSQL", "REDIS", "UDP"],
+    BeforeValidator(_upper),
 ]
 HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
 
@@ -225,7 +231,9 @@ class HTTPRoute(Spec):
 
 
 class VirtualServiceSpec(Spec):
-    hosts: list[str] | None = None
+    # Required (delegate VirtualServices, which have none, are not supported): a missing list is
+    # reported as a missing field at spec.hosts, not as a bad value of spec.
+    hosts: list[str] = Field(min_length=1)
     gateways: list[str] | None = None
     http: list[HTTPRoute] | None = None
     tls: list[dict[str, Any]] | None = None
@@ -233,12 +241,6 @@ class VirtualServiceSpec(Spec):
     export_to: list[str] | None = None
 
     UNSUPPORTED = frozenset({"tls", "tcp"})
-
-    @model_validator(mode="after")
-    def _hosts(self) -> VirtualServiceSpec:
-        if not self.hosts:
-            raise ValueError("hosts: at least one host is required")
-        return self
 
 
 class LoadBalancerSettings(Spec):
@@ -267,13 +269,16 @@ class ClientTLSSettings(Spec):
     insecure_skip_verify: bool | None = None
     ca_crl: str | None = None
 
-    UNSUPPORTED = frozenset({"client_certificate", "private_key", "credential_name", "ca_crl"})
-
-    def unsupported_values(self) -> list[tuple[str, str]]:
-        if self.mode == "MUTUAL":
-            return [("mode", "TLS mode MUTUAL is not supported by exitgate yet "
-                             "(DISABLE, SIMPLE and ISTIO_MUTUAL are)")]
-        return []
+    @model_validator(mode="after")
+    def _consistent(self) -> ClientTLSSettings:
+        # Istio's validation of ClientTLSSettings.
+        if self.credential_name and (self.client_certificate or self.private_key or self.ca_certificates):
+            raise ValueError("credentialName cannot be combined with clientCertificate, privateKey or caCertificates")
+        if self.mode == "MUTUAL" and not self.credential_name and not (self.client_certificate and self.private_key):
+            raise ValueError("MUTUAL needs credentialName, or clientCertificate and privateKey")
+        if self.insecure_skip_verify and (self.ca_certificates or self.subject_alt_names or self.ca_crl):
+            raise ValueError("insecureSkipVerify cannot be combined with caCertificates, subjectAltNames or caCrl")
+        return self
 
 
 class PortTrafficPolicy(Spec):

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from exitgate.api.core import SecretSpec
 from exitgate.api.diagnostics import Diagnostic, has_errors
 from exitgate.api.loader import SPEC_MODELS, load_paths
 from exitgate.api.resources import Resource
@@ -37,6 +38,7 @@ KIND_ALIASES = {
     "gateway": "Gateway", "gateways": "Gateway", "gw": "Gateway",
     "virtualservice": "VirtualService", "virtualservices": "VirtualService", "vs": "VirtualService",
     "destinationrule": "DestinationRule", "destinationrules": "DestinationRule", "dr": "DestinationRule",
+    "secret": "Secret", "secrets": "Secret",
 }
 
 
@@ -45,7 +47,8 @@ def _state(state_dir: Path | None) -> StateDir:
 
 
 def _err() -> Console:
-    return Console(stderr=True, highlight=False)
+    # soft_wrap: a diagnostic stays one line in logs and pipes, whatever the terminal width.
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _print_diagnostics(diags: list[Diagnostic]) -> None:
@@ -56,6 +59,8 @@ def _print_diagnostics(diags: list[Diagnostic]) -> None:
 
 
 def _kind_ref(r: Resource) -> str:
+    if r.kind == "Secret":
+        return f"secret/{r.name}"
     return f"{r.kind.lower()}.{GROUP}/{r.name}"
 
 
@@ -88,9 +93,11 @@ def delete(files: FilesOpt, namespace: Annotated[str, typer.Option("-n", "--name
         raise typer.Exit(1)
     result = Store(_state(state_dir).root).delete([r.key for r in loaded.resources])
     for r, _ in result.changes:
-        typer.echo(f'{r.kind.lower()}.{GROUP} "{r.name}" deleted')
+        typer.echo(f'{"secret" if r.kind == "Secret" else r.kind.lower() + "." + GROUP} "{r.name}" deleted')
     for d in result.diagnostics:
-        _err().print(f"Error from server (NotFound): {d.resource} not found", style="yellow")
+        _err().print(f"Error from server (NotFound): {d.resource} not found", style="red")
+    if result.diagnostics:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -101,6 +108,7 @@ def get(kind: Annotated[str, typer.Argument(help="serviceentry|gateway|virtualse
         output: Annotated[str, typer.Option("-o", "--output", help="table (default) or yaml")] = "table",
         state_dir: StateOpt = None) -> None:
     """List applied resources, like kubectl get."""
+    # "all" leaves Secrets out, as kubectl's does.
     kinds = list(SPEC_MODELS) if kind == "all" else [KIND_ALIASES.get(kind.lower(), "")]
     if not kinds[0]:
         _err().print(f'error: the server doesn\'t have a resource type "{kind}"', style="red")
@@ -124,11 +132,16 @@ def get(kind: Annotated[str, typer.Argument(help="serviceentry|gateway|virtualse
     table = Table(box=None, pad_edge=False)
     if all_namespaces:
         table.add_column("NAMESPACE")
-    for col in ("KIND", "NAME", "HOSTS"):
+    secrets = kinds == ["Secret"]
+    # Like kubectl, a Secret's data is never shown in the table: only its type and key count.
+    for col in ("NAME", "TYPE", "DATA") if secrets else ("KIND", "NAME", "HOSTS"):
         table.add_column(col)
     for r in found:
-        hosts = getattr(r.spec, "hosts", None) or [getattr(r.spec, "host", "")]
-        row = [r.kind, r.name, ",".join(str(h) for h in hosts if h)]
+        if isinstance(r.spec, SecretSpec):
+            row = [r.name, r.spec.type, str(len(r.spec.decoded()))]
+        else:
+            hosts = getattr(r.spec, "hosts", None) or [getattr(r.spec, "host", "")]
+            row = [r.kind, r.name, ",".join(str(h) for h in hosts if h)]
         table.add_row(*([r.namespace] if all_namespaces else []), *row)
     Console(highlight=False).print(table)
 
@@ -265,6 +278,9 @@ def demo(keep_state: Annotated[bool, typer.Option(help="keep the demo's state di
 
 
 def main() -> None:
+    from exitgate.cli import secrets
+
+    secrets.register(app)
     app()
 
 

@@ -23,7 +23,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
 
-from exitgate import ir
+from exitgate import ir, names
 
 # Istio's default text access-log format (meshConfig.accessLogFormat unset).
 ISTIO_ACCESS_LOG_FORMAT = (
@@ -47,6 +47,11 @@ ADS: dict[str, Any] = {"ads": {}, "resource_api_version": "V3"}
 
 
 def _sds(name: str) -> dict[str, Any]:
+    if name.startswith((names.CREDENTIAL_PREFIX, names.FILE_CERT_PREFIX, names.FILE_ROOT_PREFIX)):
+        # A user's secret may be missing. Without a timeout the cluster would wait for it
+        # forever, unused; with one it becomes active and fails each connection with the reason
+        # ("Secret is not supplied by SDS") in the access log, a 503 at the client.
+        return {"name": name, "sds_config": {**ADS, "initial_fetch_timeout": "1s"}}
     return {"name": name, "sds_config": ADS}
 
 
@@ -157,6 +162,8 @@ def cluster(c: ir.Cluster) -> cluster_pb2.Cluster:
         },
         "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options},
     }
+    if c.credential_version is not None:
+        data["metadata"] = {"filter_metadata": {"exitgate": {"credential_version": c.credential_version}}}
     if c.discovery is not ir.DiscoveryType.STATIC:
         data["dns_lookup_family"] = "V4_PREFERRED"
     if c.tls is not None:

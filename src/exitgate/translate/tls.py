@@ -7,6 +7,8 @@ verifies against the system trust store, and SNI and SAN default to the destinat
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from exitgate import names
 from exitgate.api.networking import (
     ClientTLSSettings,
@@ -52,7 +54,13 @@ def istio_sni(service: Service, port: int, subset: str) -> str:
     return f"outbound_.{port}_.{subset}_.{service.host}"
 
 
-def upstream_tls(tls: ClientTLSSettings | None, service: Service, port: int, subset: str) -> UpstreamTls | None:
+SYSTEM_CA = "<system>"
+
+
+def upstream_tls(tls: ClientTLSSettings | None, service: Service, port: int, subset: str,
+                 credential_has_ca: Callable[[str], bool] = lambda name: False) -> UpstreamTls | None:
+    """``credential_has_ca(name)`` tells whether a ``credentialName`` Secret (in the proxy's
+    namespace) carries a CA; without one the server is verified against the system trust store."""
     if tls is None or tls.mode in (None, "DISABLE"):
         return None
     if tls.mode == "ISTIO_MUTUAL":
@@ -64,10 +72,21 @@ def upstream_tls(tls: ClientTLSSettings | None, service: Service, port: int, sub
             san_matches=tuple(SanMatch("URI", i) for i in service.identities),
             alpn=("h2",),
         )
-    # SIMPLE (MUTUAL is refused at load time until it is implemented).
+    mode = TlsMode(tls.mode)
+    # Istio's defaults: SNI and the SAN to verify are the destination host.
     sni = tls.sni or service.host
+    client = None
+    if mode is TlsMode.MUTUAL:
+        if tls.credential_name:
+            client = names.credential_secret(tls.credential_name)
+        elif tls.client_certificate and tls.private_key:
+            client = names.file_cert_secret(tls.client_certificate, tls.private_key)
     if tls.insecure_skip_verify:
-        return UpstreamTls(mode=TlsMode.SIMPLE, sni=sni, insecure_skip_verify=True)
-    validation = names.file_secret("root", tls.ca_certificates) if tls.ca_certificates else names.SYSTEM_CA_SECRET
+        return UpstreamTls(mode=mode, sni=sni, client_cert_secret=client, insecure_skip_verify=True)
+    if tls.credential_name and credential_has_ca(tls.credential_name):
+        # The CRL, if any, travels in the same SDS secret as the CA.
+        validation = names.credential_cacert_secret(tls.credential_name)
+    else:
+        validation = names.file_root_secret(tls.ca_certificates or SYSTEM_CA, tls.ca_crl)
     sans = tuple(SanMatch("DNS", s) for s in (tls.subject_alt_names or [sni]))
-    return UpstreamTls(mode=TlsMode.SIMPLE, sni=sni, validation_secret=validation, san_matches=sans)
+    return UpstreamTls(mode=mode, sni=sni, client_cert_secret=client, validation_secret=validation, san_matches=sans)
