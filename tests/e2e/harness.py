@@ -3,6 +3,7 @@ on free loopback ports, with a DNS stand-in, driven through the real CLI."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -55,13 +56,10 @@ class Exitgate:
     events: list[str] = field(default_factory=list)
 
     def cli(self, *argv: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-        args = list(argv)
-        if args[0] == "exec":
-            sep = args.index("--")
-            cmd = ["exec", "--state-dir", str(self.state_dir), *args[1:sep], *args[sep:]]
-        else:
-            cmd = [args[0], "--state-dir", str(self.state_dir), *args[1:]]
-        proc = subprocess.run([sys.executable, "-m", "exitgate.cli.main", *cmd], capture_output=True, text=True, timeout=60)
+        # The state directory travels in EXITGATE_HOME, as a user's shell would set it.
+        env = {**os.environ, "EXITGATE_HOME": str(self.state_dir)}
+        proc = subprocess.run([sys.executable, "-m", "exitgate.cli.main", *argv], capture_output=True, text=True,
+                              timeout=60, env=env)
         if check:
             assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc

@@ -113,6 +113,7 @@ def translate_sidecar(resources: Sequence[Resource], mesh: MeshConfig, workload:
             routes = routes_for(vss, MESH, port.number, by_host) or [_default_route(svc, port.number)]
             domains = (svc.host, f"{svc.host}:{port.number}") if port.number == 80 else (f"{svc.host}:{port.number}",)
             vhosts.append(VirtualHost(names.virtual_host_name(svc.host, port.number), domains, tuple(routes)))
+    vhosts += _virtual_service_only_hosts(resources, workload.namespace, {v.name for v in vhosts}, by_host)
     # Istio's REGISTRY_ONLY answer for a host no service declares.
     vhosts.append(VirtualHost("block_all", ("*",), (Route("block_all", "/", (), direct_status=502),)))
     listener = HttpListener(
@@ -125,6 +126,37 @@ def translate_sidecar(resources: Sequence[Resource], mesh: MeshConfig, workload:
     listeners = (listener,)
     return ProxyConfig(listeners, (RouteConfig(names.HTTP_PROXY_ROUTE, tuple(vhosts)),), tuple(clusters),
                        _secret_names(listeners, clusters)), []
+
+
+def _virtual_service_only_hosts(resources: Sequence[Resource], proxy_ns: str, have: set[str],
+                                by_host: dict[str, Service]) -> list[VirtualHost]:
+    """Virtual hosts for a VirtualService host on a port its service does not declare, e.g.
+    ``http://my-nginx.mesh-external.svc.cluster.local`` (port 80) when the Kubernetes Service
+    has only 443: Istio gives every HTTP port a virtual host for each mesh VirtualService host,
+    and the route decides where the request goes."""
+    out: list[VirtualHost] = []
+    for vs in sorted((r for r in resources if r.kind == "VirtualService"), key=lambda r: (r.namespace, r.name)):
+        assert isinstance(vs.spec, VirtualServiceSpec)
+        if MESH not in vs_gateways(vs):
+            continue
+        ports = {m.port for h in vs.spec.http or [] for m in h.match or [] if m.port and
+                 (not m.gateways or MESH in m.gateways)}
+        if any(not h.match or any(m.port is None for m in h.match) for h in vs.spec.http or []):
+            ports.add(80)
+        for host in vs.spec.hosts:
+            h = fqdn(host, vs.namespace)
+            if "*" in h:
+                continue
+            for port in sorted(ports):
+                name = names.virtual_host_name(h, port)
+                if name in have:
+                    continue
+                routes = routes_for(virtual_services_for(resources, MESH, h, proxy_ns), MESH, port, by_host)
+                if routes:
+                    domains = (h, f"{h}:{port}") if port == 80 else (f"{h}:{port}",)
+                    out.append(VirtualHost(name, domains, tuple(routes)))
+                    have.add(name)
+    return out
 
 
 def selected_gateways(resources: Sequence[Resource], gateway: GatewayProxy) -> list[Resource]:
