@@ -27,12 +27,14 @@ def envoy_binary() -> str:
 def fake_secrets(pc: ir.ProxyConfig) -> dict[str, ir.SecretData]:
     root, root_key = certs.make_root("test root", "exitgate tests", key_type="ec256")
     leaf, key = certs.make_leaf(root, root_key, "leaf", ["leaf.test"], key_type="ec256")
+    crl = certs.make_crl(root, root_key, [12345])
     out = {}
     for n in pc.secret_names:
-        if n == names.WORKLOAD_CERT_SECRET or (n.startswith("kubernetes://") and not n.endswith("-cacert")):
+        if (n == names.WORKLOAD_CERT_SECRET or n.startswith(names.FILE_CERT_PREFIX)
+                or (n.startswith(names.CREDENTIAL_PREFIX) and not n.endswith(names.CACERT_SUFFIX))):
             out[n] = ir.SecretData(n, cert_pem=leaf, key_pem=key)
         else:
-            out[n] = ir.SecretData(n, ca_pem=root)
+            out[n] = ir.SecretData(n, ca_pem=root, crl_pem=crl if "~" in n else None)
     return out
 
 

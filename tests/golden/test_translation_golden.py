@@ -1,6 +1,8 @@
 """Golden tests: each ``cases/<case>.in.yaml`` translated for the default sidecar (``sleep``) and
 the default egress gateway, compared with ``cases/<case>.<role>.yaml``.
 
+A case may bring its own mesh file, ``cases/<case>.mesh.yaml``.
+
 Regenerate with ``pytest tests/golden --update-golden`` and review the diff like code.
 """
 
@@ -14,7 +16,7 @@ import yaml
 from exitgate.api.loader import load_paths
 from exitgate.envoy.snapshot import static_bootstrap
 from exitgate.ir import ProxyConfig
-from exitgate.mesh import MeshConfig
+from exitgate.mesh import MeshConfig, load_mesh
 from exitgate.translate.proxy import translate_gateway, translate_sidecar
 
 CASES = Path(__file__).parent / "cases"
@@ -24,7 +26,9 @@ SIDECAR_PORT = 15001
 def translate(case: Path, role: str) -> tuple[ProxyConfig, MeshConfig]:
     loaded = load_paths([case])
     assert loaded.ok, [str(d) for d in loaded.diagnostics]
-    mesh = MeshConfig()
+    mesh_file = case.with_name(case.name.replace(".in.yaml", ".mesh.yaml"))
+    mesh, mesh_diags = load_mesh(mesh_file if mesh_file.exists() else None)
+    assert mesh is not None, [str(d) for d in mesh_diags]
     if role == "sidecar":
         pc, diags = translate_sidecar(loaded.resources, mesh, mesh.workloads[0], SIDECAR_PORT)
     else:
