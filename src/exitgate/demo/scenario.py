@@ -11,6 +11,7 @@ unprivileged ports; the mesh file's ``externalPortMap`` sends the ServiceEntry's
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -28,18 +29,27 @@ from exitgate.ca import certs
 from exitgate.controlplane import ControlPlane
 from exitgate.demo.standins import DnsStandIn, RedirectServer, TlsPageServer
 from exitgate.envoy.ports import free_port
-from exitgate.mesh import DnsSettings, GatewayProxy, MeshConfig, ServicePortMap, default_egress_gateway
+from exitgate.mesh import (
+    DnsSettings,
+    ExternalService,
+    GatewayProxy,
+    MeshConfig,
+    ServicePortMap,
+    default_egress_gateway,
+)
 from exitgate.runtime import StateDir
 
 HOST = "edition.cnn.com"
+NGINX_HOST = "my-nginx.mesh-external.svc.cluster.local"
+WELCOME = "<!DOCTYPE html>\n<html>\n<head>\n<title>Welcome to nginx!</title>\n</head>\n<body>exitgate demo stand-in</body>\n</html>\n"
 PAGE = "<html><head><title>CNN Politics (exitgate demo stand-in)</title></head><body>politics</body></html>\n"
 
 
 def examples_dir() -> Path:
     """The repository's examples/ (the demo applies Istio's YAML from there, unchanged)."""
     for parent in Path(__file__).resolve().parents:
-        candidate = parent / "examples" / "tls-origination"
-        if candidate.is_dir():
+        candidate = parent / "examples"
+        if (candidate / "tls-origination").is_dir():
             return candidate
     raise FileNotFoundError("examples/tls-origination not found; run the demo from the exitgate repository")
 
@@ -94,8 +104,9 @@ def run_demo(console: Console, keep_state: bool = False) -> int:
     stopped: list[Callable[[], None]] = []
     failures = 0
     try:
-        ex = examples_dir()
-        console.print(Panel.fit("exitgate demo: Egress Gateways with TLS Origination\n"
+        examples = examples_dir()
+        ex, mtls = examples / "tls-origination", examples / "mtls-origination"
+        console.print(Panel.fit("exitgate demo: Egress Gateways with TLS Origination (SIMPLE and MUTUAL)\n"
                                 "(Istio's task, its YAML unchanged, on this machine)", style="bold"))
         root, root_key = certs.make_root("exitgate demo external CA", "exitgate demo", key_type="ec256")
         leaf, key = certs.make_leaf(root, root_key, HOST, [HOST], key_type="ec256")
@@ -105,13 +116,28 @@ def run_demo(console: Console, keep_state: bool = False) -> int:
         stopped.append(page.stop)
         dns = DnsStandIn({HOST: "127.0.0.1"}).start()
         stopped.append(dns.stop)
+        # Istio's task's certificates (its openssl commands): an example.com root, a server
+        # certificate for my-nginx (with the SAN of the task's optional step), a client certificate.
+        ex_root, ex_root_key = certs.make_root("example.com", "example Inc.")
+        nginx_cert, nginx_key = certs.make_leaf(ex_root, ex_root_key, NGINX_HOST, [NGINX_HOST], org="some organization", serial=7)
+        client_cert, client_key = certs.make_leaf(ex_root, ex_root_key, "client.example.com", [],
+                                                  org="client organization", client=True, serial=1)
+        files = {"example.com.crt": ex_root, "client.example.com.crt": client_cert, "client.example.com.key": client_key}
+        for fname, data in files.items():
+            certs.write_private(work / fname, data)
+        my_nginx = TlsPageServer(host="127.0.0.1", cert_pem=nginx_cert, key_pem=nginx_key, body=WELCOME,
+                                 client_ca_pem=ex_root).start()
+        stopped.append(my_nginx.stop)
         console.print(f"stand-ins: {HOST}:80 -> 127.0.0.1:{redirect.port} (301 to https), "
-                      f"{HOST}:443 -> 127.0.0.1:{page.port} (TLS, demo CA), DNS on 127.0.0.1:{dns.port}")
+                      f"{HOST}:443 -> 127.0.0.1:{page.port} (TLS, demo CA), DNS on 127.0.0.1:{dns.port}, "
+                      f"{NGINX_HOST}:443 -> 127.0.0.1:{my_nginx.port} (mutual TLS, example.com CA)")
         mesh = MeshConfig(
             system_trust_store=str(trust_bundle(root, work / "trust.pem")),
             dns=DnsSettings(resolvers=[f"127.0.0.1:{dns.port}"]),
             external_port_map={80: redirect.port, 443: page.port},
             gateways=[gateway_with_free_ports()],
+            services=[ExternalService(name="my-nginx", namespace="mesh-external",
+                                      ports=[ServicePortMap(port=443, target_port=my_nginx.port, protocol="HTTPS")])],
         )
         events: list[str] = []
         cp = ControlPlane(StateDir(state), mesh, events.append)
@@ -148,12 +174,32 @@ def run_demo(console: Console, keep_state: bool = False) -> int:
                                                       "-f", str(ex / "03-virtualservice-and-tls-origination.yaml")],
                  expect('virtualservice.networking.istio.io "direct-cnn-through-egress-gateway" deleted')),
             Step("Back to the 301", curl, expect("HTTP/1.1 301 Moved Permanently")),
+            Step("Mutual TLS origination: the client credential, as a Secret in the gateway's namespace",
+                 ["create", "secret", "generic", "client-credential", "-n", "istio-system",
+                  f"--from-file=tls.key={work / 'client.example.com.key'}",
+                  f"--from-file=tls.crt={work / 'client.example.com.crt'}",
+                  f"--from-file=ca.crt={work / 'example.com.crt'}"],
+                 expect("secret/client-credential created")),
+            Step("Gateway, DestinationRule and VirtualService for my-nginx",
+                 ["apply", "-f", str(mtls / "01-gateway-and-destinationrule.yaml"), "-f", str(mtls / "02-virtualservice.yaml")],
+                 expect("virtualservice.networking.istio.io/direct-nginx-through-egress-gateway created")),
+            Step("The DestinationRule that originates mutual TLS (MUTUAL, credentialName)",
+                 ["apply", "-n", "istio-system", "-f", str(mtls / "03-originate-mtls.yaml")],
+                 expect("destinationrule.networking.istio.io/originate-mtls-for-nginx created")),
+            Step("The credential is supplied to the egress gateway and active",
+                 ["proxy-config", "secret", "istio-egressgateway"],
+                 expect("kubernetes://client-credential ", "kubernetes://client-credential-cacert", "ACTIVE")),
+            Step("Plain HTTP from sleep reaches the mutual-TLS server",
+                 ["exec", "sleep", "--", "curl", "-sS", f"http://{NGINX_HOST}"], expect("Welcome to nginx!")),
+            Step("The gateway logged it", ["logs", "istio-egressgateway", "--tail", "1"],
+                 expect('"GET / HTTP/2" 200', f"outbound|443||{NGINX_HOST}")),
         ]
         for i, step in enumerate(steps, 1):
             console.rule(f"[bold]{i}. {step.title}")
-            shown = "exitgate " + " ".join(a if " " not in a else repr(a) for a in step.argv).replace(str(ex) + "/", "examples/tls-origination/")
+            shown = ("exitgate " + " ".join(a if " " not in a else repr(a) for a in step.argv)
+                     ).replace(str(examples) + "/", "examples/").replace(str(work) + "/", "")
             console.print(f"$ {shown}", style="cyan", soft_wrap=True, markup=False)
-            if step.argv[0] in ("apply", "delete"):
+            if step.argv[0] in ("apply", "delete", "create"):
                 out = run_cli(state, step.argv)
                 wait_applied(cp)
             else:
@@ -183,12 +229,10 @@ def run_demo(console: Console, keep_state: bool = False) -> int:
 
 
 def run_cli(state: Path, argv: list[str]) -> str:
-    cmd = [sys.executable, "-m", "exitgate.cli.main", argv[0], "--state-dir", str(state), *argv[1:]]
-    if argv[0] == "exec":
-        # Options must come before `--` for exec.
-        sep = argv.index("--")
-        cmd = [sys.executable, "-m", "exitgate.cli.main", "exec", "--state-dir", str(state), *argv[1:sep], *argv[sep:]]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    # The state directory travels in EXITGATE_HOME, as a user's shell would set it.
+    env = {**os.environ, "EXITGATE_HOME": str(state)}
+    proc = subprocess.run([sys.executable, "-m", "exitgate.cli.main", *argv], capture_output=True, text=True,
+                          timeout=60, env=env)
     return proc.stdout + proc.stderr
 
 

@@ -1,0 +1,300 @@
+"""What every analyzer reads: the resources by kind, the service registry, which gateway proxies
+each Gateway selects, and the traffic graph — every way a request leaves a proxy (an http route
+destination of a VirtualService, or a sidecar's default route to a service) together with the
+DestinationRule and TLS settings that proxy will use for it.
+
+Built once per ``analyze`` call from resources, the mesh inventory and a clock; pure (no I/O).
+The resolution rules are the translator's (``translate.registry``, ``translate.routing``,
+``translate.tls``), so an analyzer judges what exitgate will actually configure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+
+from exitgate.api.core import SecretSpec
+from exitgate.api.diagnostics import Severity
+from exitgate.api.networking import (
+    ClientTLSSettings,
+    DestinationRuleSpec,
+    GatewaySpec,
+    HTTPRoute,
+    Server,
+    ServiceEntrySpec,
+    TrafficPolicy,
+    VirtualServiceSpec,
+)
+from exitgate.api.resources import Resource
+from exitgate.mesh import GatewayProxy, MeshConfig, WorkloadProxy
+from exitgate.translate.registry import (
+    Service,
+    build_registry,
+    exported_to,
+    find_destination_rule,
+    fqdn,
+    host_matches,
+)
+from exitgate.translate.routing import MESH, normalize_gateway, vs_gateways
+
+Path = tuple[str | int, ...]
+Proxy = GatewayProxy | WorkloadProxy
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem an analyzer found, on ``resource`` at ``path`` (YAML field names, e.g.
+    ``("spec", "http", 0, "route", 0, "destination", "host")``). ``analyze`` turns it into a
+    ``Diagnostic`` with file and line."""
+
+    code: str
+    severity: Severity
+    message: str
+    resource: Resource | None = None
+    path: Path = ()
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One way traffic leaves ``proxy``: route ``path`` of ``vs`` in ``context`` (``mesh`` or
+    ``ns/gateway``), or, when ``vs`` is None, a sidecar's default route to a service."""
+
+    proxy: Proxy
+    context: str
+    vs: Resource | None
+    path: Path
+    host: str
+    port: int | None
+    subset: str
+    service: Service | None = field(compare=False)
+
+    @property
+    def implicit(self) -> bool:
+        return self.vs is None
+
+
+def is_gateway_proxy(proxy: Proxy) -> bool:
+    return isinstance(proxy, GatewayProxy)
+
+
+def proxy_ref(proxy: Proxy) -> str:
+    role = "gateway" if is_gateway_proxy(proxy) else "sidecar of workload"
+    return f"{role} {proxy.name}.{proxy.namespace}"
+
+
+def quoted(value: str) -> str:
+    """Go's %q for the plain names analyzers print (Istio's message templates use it)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def selector_string(selector: dict[str, str]) -> str:
+    """A label selector as Kubernetes prints it: ``app=x,istio=egressgateway``."""
+    return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+
+
+def server_host_parts(host: str) -> tuple[str | None, str]:
+    """``ns/host`` -> (ns, host); a plain host has no namespace part."""
+    if "/" in host:
+        ns, _, h = host.partition("/")
+        return ns, h
+    return None, host
+
+
+def hosts_overlap(a: str, b: str) -> bool:
+    return host_matches(a, b) or host_matches(b, a)
+
+
+def tls_for(dr: DestinationRuleSpec, subset: str, port: int | None) -> tuple[ClientTLSSettings | None, Path]:
+    """The TLS settings a cluster of ``dr`` uses, and where they are written. Same layering as
+    ``translate.tls.effective_policy``: top level, its port-level setting, then the subset's."""
+
+    def layer(policy: TrafficPolicy | None, base: Path) -> tuple[ClientTLSSettings | None, Path]:
+        if policy is None:
+            return None, ()
+        tls, where = policy.tls, (base + ("tls",) if policy.tls is not None else ())
+        for k, pls in enumerate(policy.port_level_settings or []):
+            if port is not None and pls.port is not None and pls.port.number == port and pls.tls is not None:
+                tls, where = pls.tls, base + ("portLevelSettings", k, "tls")
+        return tls, where
+
+    tls, where = layer(dr.traffic_policy, ("spec", "trafficPolicy"))
+    for i, s in enumerate(dr.subsets or []):
+        if s.name == subset:
+            s_tls, s_where = layer(s.traffic_policy, ("spec", "subsets", i, "trafficPolicy"))
+            if s_tls is not None:
+                tls, where = s_tls, s_where
+    return tls, where
+
+
+def originates_tls(tls: ClientTLSSettings | None) -> bool:
+    return tls is not None and tls.mode not in (None, "DISABLE")
+
+
+def server_expects_tls(server: Server) -> bool:
+    return server.port.protocol in ("HTTPS", "TLS") or (server.tls is not None and server.tls.mode is not None)
+
+
+def incoming_ports(http: HTTPRoute, context: str, vs_namespace: str) -> set[int | None] | None:
+    """The ports on which rule ``http`` applies in ``context`` (None in the set: any port), or
+    None when no match of the rule applies to that context."""
+    if not http.match:
+        return {None}
+    ports: set[int | None] = set()
+    applies = False
+    for m in http.match:
+        if m.gateways and context not in [normalize_gateway(g, vs_namespace) for g in m.gateways]:
+            continue
+        applies = True
+        ports.add(m.port)
+    return ports if applies else None
+
+
+class Context:
+    """The analyzed configuration; see the module docstring."""
+
+    def __init__(self, resources: Sequence[Resource], mesh: MeshConfig, now: datetime) -> None:
+        self.resources = tuple(resources)
+        self.mesh = mesh
+        self.now = now
+
+    def of_kind(self, kind: str) -> list[Resource]:
+        return [r for r in self.resources if r.kind == kind]
+
+    @cached_property
+    def gateways(self) -> list[Resource]:
+        return [r for r in self.of_kind("Gateway") if isinstance(r.spec, GatewaySpec)]
+
+    @cached_property
+    def virtual_services(self) -> list[Resource]:
+        return [r for r in self.of_kind("VirtualService") if isinstance(r.spec, VirtualServiceSpec)]
+
+    @cached_property
+    def destination_rules(self) -> list[Resource]:
+        return [r for r in self.of_kind("DestinationRule") if isinstance(r.spec, DestinationRuleSpec)]
+
+    @cached_property
+    def service_entries(self) -> list[Resource]:
+        return [r for r in self.of_kind("ServiceEntry") if isinstance(r.spec, ServiceEntrySpec)]
+
+    @cached_property
+    def secrets(self) -> list[Resource]:
+        return [r for r in self.of_kind("Secret") if isinstance(r.spec, SecretSpec)]
+
+    @cached_property
+    def services(self) -> list[Service]:
+        return build_registry(self.resources, self.mesh)
+
+    @cached_property
+    def gateway_by_host(self) -> dict[str, GatewayProxy]:
+        return {g.service_host: g for g in self.mesh.gateways}
+
+    def gateway_resource(self, context: str) -> Resource | None:
+        return next((g for g in self.gateways if f"{g.namespace}/{g.name}" == context), None)
+
+    def secret(self, namespace: str, name: str) -> Resource | None:
+        return next((s for s in self.secrets if s.namespace == namespace and s.name == name), None)
+
+    def service(self, host: str, viewer_ns: str | None = None) -> Service | None:
+        """The service answering for ``host`` (exact name first, then a wildcard ServiceEntry
+        host), optionally only among those exported to ``viewer_ns``."""
+        candidates = [s for s in self.services
+                      if viewer_ns is None or exported_to(s.namespace, s.export_to, viewer_ns)]
+        exact = next((s for s in candidates if s.host == host), None)
+        if exact is not None:
+            return exact
+        return next((s for s in candidates if "*" in s.host and host_matches(s.host, host)), None)
+
+    def selected_proxies(self, gateway: Resource) -> list[GatewayProxy]:
+        """The gateway proxies a Gateway's selector matches (all labels equal)."""
+        assert isinstance(gateway.spec, GatewaySpec)
+        sel = gateway.spec.selector
+        return [g for g in self.mesh.gateways if all(g.labels.get(k) == v for k, v in sel.items())]
+
+    def servers_on(self, proxy: GatewayProxy, port: int) -> list[tuple[Resource, int, Server]]:
+        """(Gateway, server index, server) of every Gateway selecting ``proxy`` with a server on
+        service port ``port``."""
+        out = []
+        for gw in self.gateways:
+            if proxy not in self.selected_proxies(gw):
+                continue
+            assert isinstance(gw.spec, GatewaySpec)
+            for i, server in enumerate(gw.spec.servers):
+                if server.port.number == port:
+                    out.append((gw, i, server))
+        return out
+
+    def proxies_for(self, context: str, vs: Resource) -> list[Proxy]:
+        assert isinstance(vs.spec, VirtualServiceSpec)
+        if context == MESH:
+            return [w for w in self.mesh.workloads if exported_to(vs.namespace, vs.spec.export_to, w.namespace)]
+        gw = self.gateway_resource(context)
+        return list(self.selected_proxies(gw)) if gw is not None else []
+
+    @cached_property
+    def edges(self) -> list[Edge]:
+        return self._route_edges() + self._default_edges()
+
+    def _route_edges(self) -> list[Edge]:
+        out: list[Edge] = []
+        for vs in self.virtual_services:
+            assert isinstance(vs.spec, VirtualServiceSpec)
+            for context in vs_gateways(vs):
+                proxies = self.proxies_for(context, vs)
+                for i, http in enumerate(vs.spec.http or []):
+                    ports = incoming_ports(http, context, vs.namespace)
+                    if ports is None:
+                        continue
+                    for j, rd in enumerate(http.route or []):
+                        d = rd.destination
+                        host = fqdn(d.host, vs.namespace)
+                        path: Path = ("spec", "http", i, "route", j, "destination")
+                        for proxy in proxies:
+                            svc = self.service(host, proxy.namespace)
+                            for port in self._destination_ports(d.port.number if d.port else None, svc, ports):
+                                out.append(Edge(proxy, context, vs, path, host, port, d.subset or "", svc))
+        return out
+
+    @staticmethod
+    def _destination_ports(given: int | None, svc: Service | None, incoming: set[int | None]) -> list[int | None]:
+        # translate.routing._destination_port: the given port, the service's only port, else the
+        # port the request came in on.
+        if given is not None:
+            return [given]
+        if svc is not None and len(svc.ports) == 1:
+            return [svc.ports[0].number]
+        return sorted(incoming, key=lambda p: -1 if p is None else p)
+
+    def _default_edges(self) -> list[Edge]:
+        """A sidecar sends a request for a service's HTTP port no mesh VirtualService claims
+        straight to that service (gateway services excepted: nobody calls them directly)."""
+        out: list[Edge] = []
+        for w in self.mesh.workloads:
+            claimed = [fqdn(h, vs.namespace) for vs in self.virtual_services
+                       if MESH in vs_gateways(vs) and isinstance(vs.spec, VirtualServiceSpec)
+                       and exported_to(vs.namespace, vs.spec.export_to, w.namespace) for h in vs.spec.hosts]
+            for svc in self.services:
+                if svc.host in self.gateway_by_host or not exported_to(svc.namespace, svc.export_to, w.namespace):
+                    continue
+                if any(hosts_overlap(c, svc.host) for c in claimed):
+                    continue
+                for p in svc.ports:
+                    if p.is_http:
+                        out.append(Edge(w, MESH, None, (), svc.host, p.number, "", svc))
+        return out
+
+    def destination_rule(self, edge: Edge) -> Resource | None:
+        """The DestinationRule ``edge.proxy`` applies to the edge's host (Istio's lookup order)."""
+        svc_ns = edge.service.namespace if edge.service is not None else edge.proxy.namespace
+        return find_destination_rule(self.destination_rules, edge.host, edge.proxy.namespace, svc_ns,
+                                     self.mesh.root_namespace)
+
+    def client_tls(self, edge: Edge) -> tuple[Resource | None, ClientTLSSettings | None, Path]:
+        """(DestinationRule, its TLS settings for the edge's subset and port, where written)."""
+        dr = self.destination_rule(edge)
+        if dr is None:
+            return None, None, ()
+        assert isinstance(dr.spec, DestinationRuleSpec)
+        tls, where = tls_for(dr.spec, edge.subset, edge.port)
+        return dr, tls, where
