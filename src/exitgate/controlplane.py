@@ -13,7 +13,7 @@ import secrets as pysecrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -236,6 +236,10 @@ class ControlPlane:
             else:
                 pc, diags = translate_sidecar(resources, self.mesh, p.spec, p.record.proxy_port)
             secrets, sdiags = resolve_secrets(pc.secret_names, p, resources, self.certs, self.ca, self.mesh)
+            if p.record.role == "sidecar":
+                # A sidecar is given every cluster of the mesh, including ones only a gateway
+                # uses (e.g. origination with a gateway's credentialName): warn, do not alarm.
+                sdiags = [replace(d, severity=Severity.WARNING) if d.is_error else d for d in sdiags]
             for d in [*diags, *sdiags]:
                 self.emit(f"{p.record.name}.{p.record.namespace}: {d}")
             all_diags += diags + sdiags

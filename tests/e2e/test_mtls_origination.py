@@ -244,3 +244,30 @@ def test_server_certificate_revoked_by_the_crl(exitgate: Exitgate, pki: Pki) -> 
 def test_crl_that_does_not_list_the_server_changes_nothing(exitgate: Exitgate, pki: Pki) -> None:
     _with_crl(exitgate, pki, [pki.server_serial + 100])
     assert "Welcome to nginx!" in wait_status(exitgate, "200")
+
+
+def test_mutual_tls_with_certificate_files(exitgate: Exitgate, pki: Pki, tmp_path: Path) -> None:
+    """clientCertificate/privateKey/caCertificates as paths: read by the control plane, sent by SDS."""
+    crt, key = pki.client(3)
+    dr = tmp_path / "dr-files.yaml"
+    dr.write_text((MTLS / "03-originate-mtls.yaml").read_text().replace(
+        "        credentialName: client-credential # this must match the secret created earlier to hold client certs\n",
+        f"        clientCertificate: {crt}\n        privateKey: {key}\n        caCertificates: {pki.dir / 'example.com.crt'}\n"))
+    assert "clientCertificate" in dr.read_text()
+    apply_task(exitgate, dr)
+    out = wait_status(exitgate, "200")
+    assert re.search(r"(?im)^x-client-serial: 0?3\r?$", out), out
+    # Envoy holds the key in memory only; its bootstrap and the config it was sent name no key file.
+    bootstrap = next((exitgate.state_dir / "run").glob("istio-egressgateway*.bootstrap.json")).read_text()
+    assert str(key) not in bootstrap
+
+
+def test_insecure_skip_verify_accepts_an_untrusted_server(exitgate: Exitgate, pki: Pki, tmp_path: Path) -> None:
+    """The one way to turn server verification off is to say so."""
+    crt, key = pki.client(4)
+    dr = tmp_path / "dr-insecure.yaml"
+    dr.write_text((MTLS / "03-originate-mtls.yaml").read_text().replace(
+        "        credentialName: client-credential # this must match the secret created earlier to hold client certs\n",
+        f"        clientCertificate: {crt}\n        privateKey: {key}\n        insecureSkipVerify: true\n"))
+    apply_task(exitgate, dr)
+    assert "Welcome to nginx!" in wait_status(exitgate, "200")
