@@ -11,7 +11,13 @@ from collections.abc import Sequence
 from exitgate import names
 from exitgate.api import diagnostics as dx
 from exitgate.api.diagnostics import Diagnostic, Severity
-from exitgate.api.networking import DestinationRuleSpec, GatewaySpec, Server, VirtualServiceSpec
+from exitgate.api.networking import (
+    ClientTLSSettings,
+    DestinationRuleSpec,
+    GatewaySpec,
+    Server,
+    VirtualServiceSpec,
+)
 from exitgate.api.resources import Resource
 from exitgate.ir import (
     Cluster,
@@ -46,6 +52,7 @@ def _default_route(service: Service, port: int) -> Route:
 def build_clusters(resources: Sequence[Resource], services: Sequence[Service], proxy_ns: str, mesh: MeshConfig) -> list[Cluster]:
     """Every cluster of every service the proxy sees: one per port, one per port and subset."""
     clusters: list[Cluster] = []
+    auto_mtls = istio_mutual_gateway_ports(resources, mesh)
     for svc in services:
         dr_res = find_destination_rule(resources, svc.host, proxy_ns, svc.namespace, mesh.root_namespace)
         dr = dr_res.spec if dr_res is not None else None
@@ -54,6 +61,10 @@ def build_clusters(resources: Sequence[Resource], services: Sequence[Service], p
         for port in svc.ports:
             for subset in subsets:
                 tls_settings, lb = effective_policy(dr, subset, port.number)
+                if tls_settings is None and port.number in auto_mtls.get(svc.host, ()):
+                    # Istio's auto mTLS: a gateway port served with ISTIO_MUTUAL is reached with
+                    # ISTIO_MUTUAL when no DestinationRule says otherwise.
+                    tls_settings = ClientTLSSettings(mode="ISTIO_MUTUAL")
                 tls = upstream_tls(tls_settings, svc, port.number, subset,
                                    lambda name: ca_of(resources, proxy_ns, name) is not None)
                 http2 = port.protocol in ("HTTP2", "GRPC") or (tls is not None and tls.mode is TlsMode.ISTIO_MUTUAL)
@@ -69,6 +80,18 @@ def build_clusters(resources: Sequence[Resource], services: Sequence[Service], p
                     credential_version=credential_version(resources, proxy_ns, tls),
                 ))
     return clusters
+
+
+def istio_mutual_gateway_ports(resources: Sequence[Resource], mesh: MeshConfig) -> dict[str, set[int]]:
+    """Service host -> the gateway service ports whose Gateway servers use ISTIO_MUTUAL."""
+    out: dict[str, set[int]] = {}
+    for g in mesh.gateways:
+        for gw in selected_gateways(resources, g):
+            assert isinstance(gw.spec, GatewaySpec)
+            for server in gw.spec.servers:
+                if server.tls is not None and server.tls.mode == "ISTIO_MUTUAL":
+                    out.setdefault(g.service_host, set()).add(server.port.number)
+    return out
 
 
 def credential_version(resources: Sequence[Resource], proxy_ns: str, tls: UpstreamTls | None) -> str | None:
