@@ -143,3 +143,25 @@ def test_untrusted_server_certificate_is_a_503_not_plaintext(start: Callable[...
     line = next(x for x in log.splitlines() if "CERTIFICATE_VERIFY_FAILED" in x)
     assert '"GET /politics HTTP/2" 503 UF' in line
     assert f"outbound|443||{HOST}" in line
+
+
+def test_a_rejected_configuration_is_reported_with_envoys_message(exitgate: Exitgate, tmp_path: Path) -> None:
+    """A CA file that is not PEM reaches Envoy by SDS; Envoy NACKs it, the user is told what
+    Envoy said, and the gateway keeps serving its last good configuration."""
+    exitgate.apply(TLS)
+    ok = until(lambda: exitgate.curl("-o", "/dev/null", "-w", "%{http_code}", f"http://{HOST}/politics").stdout,
+               lambda o: o == "200")
+    assert ok == "200"
+    bad = tmp_path / "not-a-ca.pem"
+    bad.write_text("this is not a certificate\n")
+    dr = tmp_path / "dr.yaml"
+    dr.write_text((TLS / "03-virtualservice-and-tls-origination.yaml").read_text().replace(
+        "        mode: SIMPLE # initiates HTTPS for connections to edition.cnn.com",
+        f"        mode: SIMPLE\n        caCertificates: {bad}"))
+    assert str(bad) in dr.read_text()
+    exitgate.cli("apply", "-f", str(dr), check=True)
+    nack = until(lambda: "\n".join(exitgate.events), lambda o: "istio-egressgateway.istio-system rejected" in o, timeout=15)
+    line = next((e for e in nack.splitlines() if "istio-egressgateway.istio-system rejected" in e), "")
+    assert "NACK" in line and "Envoy said: Failed to load trusted CA certificates" in line, nack
+    # The previous secret set stays in force: the old cluster keeps working.
+    assert exitgate.curl("-o", "/dev/null", "-w", "%{http_code}", f"http://{HOST}/politics").stdout == "200"
