@@ -17,6 +17,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 from exitgate import ir, names
 from exitgate.api.diagnostics import Diagnostic, Severity
 from exitgate.api.resources import Resource
@@ -50,18 +53,53 @@ class PlannedProxy:
         return f"{self.record.name}.{self.record.namespace}"
 
 
-def _read(path: str, what: str) -> tuple[bytes | None, Diagnostic | None]:
+# Codes of secret problems that block a push: the proxy keeps its last good configuration.
+UNREADABLE = "EG0009"
+
+
+def _read(path: str, what: str, pem: str) -> tuple[bytes | None, Diagnostic | None]:
+    """A file's bytes, checked to be what it should be (``pem``: "certs", "key" or "crl"), so
+    that Envoy is never sent something it would reject."""
     try:
-        return Path(path).read_bytes(), None
+        data = Path(path).read_bytes()
     except OSError as e:
-        return None, Diagnostic("EG0008", Severity.ERROR, f"cannot read {what} {path}: {e.strerror}")
+        return None, Diagnostic(UNREADABLE, Severity.ERROR, f"cannot read {what} {path}: {e.strerror}")
+    problem = pem_problem(data, pem)
+    if problem:
+        return None, Diagnostic(UNREADABLE, Severity.ERROR, f"{what} {path}: {problem}")
+    return data, None
+
+
+def pem_problem(data: bytes, pem: str) -> str | None:
+    try:
+        if pem == "certs":
+            x509.load_pem_x509_certificates(data)
+        elif pem == "key":
+            serialization.load_pem_private_key(data, password=None)
+        else:
+            x509.load_pem_x509_crl(data)
+    except (ValueError, TypeError) as e:
+        return f"not a valid PEM {'certificate' if pem == 'certs' else 'private key' if pem == 'key' else 'CRL'} ({e})"
+    return None
+
+
+def _check_credential(data: ir.SecretData, proxy: str) -> Diagnostic | None:
+    for blob, pem, what in ((data.cert_pem, "certs", "tls.crt"), (data.key_pem, "key", "tls.key"),
+                            (data.ca_pem, "certs", "ca.crt"), (data.crl_pem, "crl", "ca.crl")):
+        if blob is not None:
+            problem = pem_problem(blob, pem)
+            if problem:
+                name, _ = names.parse_credential_secret(data.name)
+                return Diagnostic(UNREADABLE, Severity.ERROR, f"{proxy}: Secret {name}, {what}: {problem}")
+    return None
 
 
 def resolve_secrets(wanted: Sequence[str], proxy: PlannedProxy, resources: Sequence[Resource],
                     certs: WorkloadCertManager, ca: MeshCA, mesh: MeshConfig) -> tuple[dict[str, ir.SecretData], list[Diagnostic]]:
     """The data behind each SDS name one proxy needs. Files are read here, by the control
-    plane; Envoy never reads a key from disk. A secret that cannot be had is left out (the
-    proxy fails closed) and reported."""
+    plane; Envoy never reads a key from disk. A secret that cannot be had is left out and
+    reported: a missing credential Secret fails closed; a file or Secret whose content is not
+    valid PEM (code ``EG0009``) makes the caller keep the proxy's last good configuration."""
     out: dict[str, ir.SecretData] = {}
     diags: list[Diagnostic] = []
     who = proxy.key
@@ -74,20 +112,22 @@ def resolve_secrets(wanted: Sequence[str], proxy: PlannedProxy, resources: Seque
         elif name.startswith(names.CREDENTIAL_PREFIX):
             data, diag = resolve_credential(resources, proxy.record.namespace, name, who)
             if data is not None:
-                out[name] = data
+                diag = _check_credential(data, who)
+                if diag is None:
+                    out[name] = data
             if diag is not None:
                 diags.append(diag)
         else:
             kind, first, second = names.parse_file_secret(name)
             if kind == "cert":
-                cert_pem, d1 = _read(first, "client certificate")
-                key_pem, d2 = _read(second or "", "private key")
+                cert_pem, d1 = _read(first, "client certificate", "certs")
+                key_pem, d2 = _read(second or "", "private key", "key")
                 diags += [d for d in (d1, d2) if d]
                 if cert_pem and key_pem:
                     out[name] = ir.SecretData(name, cert_pem=cert_pem, key_pem=key_pem)
             else:
-                ca_pem, d1 = _read(mesh.system_trust_store if first == SYSTEM_CA else first, "CA certificates")
-                crl_pem, d2 = _read(second, "CRL") if second else (None, None)
+                ca_pem, d1 = _read(mesh.system_trust_store if first == SYSTEM_CA else first, "CA certificates", "certs")
+                crl_pem, d2 = _read(second, "CRL", "crl") if second else (None, None)
                 diags += [d for d in (d1, d2) if d]
                 if ca_pem and (crl_pem or not second):
                     out[name] = ir.SecretData(name, ca_pem=ca_pem, crl_pem=crl_pem)
@@ -236,13 +276,18 @@ class ControlPlane:
             else:
                 pc, diags = translate_sidecar(resources, self.mesh, p.spec, p.record.proxy_port)
             secrets, sdiags = resolve_secrets(pc.secret_names, p, resources, self.certs, self.ca, self.mesh)
+            blocking = any(d.code == UNREADABLE for d in sdiags)
             if p.record.role == "sidecar":
                 # A sidecar is given every cluster of the mesh, including ones only a gateway
                 # uses (e.g. origination with a gateway's credentialName): warn, do not alarm.
-                sdiags = [replace(d, severity=Severity.WARNING) if d.is_error else d for d in sdiags]
+                sdiags = [replace(d, severity=Severity.WARNING) if d.is_error and d.code != UNREADABLE else d
+                          for d in sdiags]
             for d in [*diags, *sdiags]:
-                self.emit(f"{p.record.name}.{p.record.namespace}: {d}")
+                self.emit(f"{p.key}: {d}")
             all_diags += diags + sdiags
+            if blocking and p.record.node_id in self.cache.nodes():
+                self.emit(f"[red]{p.key} keeps its last good configuration[/red]: fix the files named above")
+                continue
             self.cache.set_snapshot(p.record.node_id, xds_resources(pc, secrets))
         return all_diags
 
