@@ -117,18 +117,18 @@ def make_root(
         .not_valid_before(now - CLOCK_SKEW)
         .not_valid_after(now + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(_ca_key_usage(), critical=True)
+        .add_extension(ca_key_usage(), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
     return cert_to_pem(cert), key_to_pem(key)
 
 
-def _ca_key_usage() -> x509.KeyUsage:
-    # cRLSign as well as keyCertSign: the same root signs the CRLs of make_crl, and OpenSSL and
-    # BoringSSL refuse a CRL whose issuer lacks cRLSign.
+def ca_key_usage() -> x509.KeyUsage:
+    """A root's key usage. cRLSign as well as keyCertSign: a root may sign CRLs (make_crl), and
+    OpenSSL and BoringSSL refuse a CRL whose issuer lacks cRLSign."""
     return x509.KeyUsage(
-        digital_signature=True,
+        digital_signature=False,
         content_commitment=False,
         key_encipherment=False,
         data_encipherment=False,
