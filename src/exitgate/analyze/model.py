@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 
+from exitgate import names
 from exitgate.api.core import SecretSpec
 from exitgate.api.diagnostics import Severity
 from exitgate.api.networking import (
@@ -37,6 +38,7 @@ from exitgate.translate.registry import (
     fqdn,
     host_matches,
 )
+from exitgate.translate.proxy import istio_mutual_gateway_ports
 from exitgate.translate.routing import MESH, normalize_gateway, vs_gateways
 
 Path = tuple[str | int, ...]
@@ -290,11 +292,81 @@ class Context:
         return find_destination_rule(self.destination_rules, edge.host, edge.proxy.namespace, svc_ns,
                                      self.mesh.root_namespace)
 
-    def client_tls(self, edge: Edge) -> tuple[Resource | None, ClientTLSSettings | None, Path]:
-        """(DestinationRule, its TLS settings for the edge's subset and port, where written)."""
+    def has_cluster(self, edge: Edge) -> bool:
+        """False when the edge names a subset the proxy's DestinationRule does not define (no
+        cluster at all: IST0101 / EG0102 report it)."""
+        if not edge.subset:
+            return True
         dr = self.destination_rule(edge)
-        if dr is None:
-            return None, None, ()
-        assert isinstance(dr.spec, DestinationRuleSpec)
-        tls, where = tls_for(dr.spec, edge.subset, edge.port)
+        return dr is not None and isinstance(dr.spec, DestinationRuleSpec) and any(
+            s.name == edge.subset for s in dr.spec.subsets or [])
+
+    @cached_property
+    def auto_mtls_ports(self) -> dict[str, set[int]]:
+        return istio_mutual_gateway_ports(self.resources, self.mesh)
+
+    def client_tls(self, edge: Edge) -> tuple[Resource | None, ClientTLSSettings | None, Path]:
+        """(DestinationRule, its TLS settings for the edge's subset and port, where written).
+        With no TLS setting, a gateway port served with ISTIO_MUTUAL gets ISTIO_MUTUAL (Istio's
+        auto mTLS, as the translator does); ``where`` is then empty."""
+        dr = self.destination_rule(edge)
+        tls: ClientTLSSettings | None = None
+        where: Path = ()
+        if dr is not None:
+            assert isinstance(dr.spec, DestinationRuleSpec)
+            tls, where = tls_for(dr.spec, edge.subset, edge.port)
+        if tls is None and edge.port is not None and edge.port in self.auto_mtls_ports.get(edge.host, ()):
+            tls = ClientTLSSettings(mode="ISTIO_MUTUAL")
         return dr, tls, where
+
+
+@dataclass(frozen=True)
+class CredentialUse:
+    """``credentialName`` ``secret`` written at ``path`` of ``resource``, which ``proxies`` will
+    read from their own namespace. ``client`` is True for a DestinationRule (the proxy presents
+    it), False for a Gateway server."""
+
+    resource: Resource
+    path: Path
+    secret: str
+    mode: str | None
+    client: bool
+    proxies: tuple[Proxy, ...]
+
+    @property
+    def namespaces(self) -> list[str]:
+        return sorted({p.namespace for p in self.proxies})
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        """Secret names that satisfy the reference: a SIMPLE client only needs a CA, which may
+        come from ``NAME-cacert`` (Istio's convention) instead of ``NAME``."""
+        if self.client and self.mode == "SIMPLE":
+            return (self.secret, self.secret + names.CACERT_SUFFIX)
+        return (self.secret,)
+
+
+def credential_uses(ctx: Context) -> list[CredentialUse]:
+    """Every credentialName with the proxies that will load it: the gateway proxies a Gateway
+    selects; for a DestinationRule, the proxies whose traffic resolves to that rule and setting."""
+    out: list[CredentialUse] = []
+    for gw in ctx.gateways:
+        assert isinstance(gw.spec, GatewaySpec)
+        gw_proxies = tuple(ctx.selected_proxies(gw))
+        for i, server in enumerate(gw.spec.servers):
+            stls = server.tls
+            if stls is not None and stls.credential_name and gw_proxies:
+                out.append(CredentialUse(gw, ("spec", "servers", i, "tls", "credentialName"), stls.credential_name,
+                                         stls.mode, False, gw_proxies))
+    by_setting: dict[tuple[str, str, str, Path], tuple[Resource, str, str | None, list[Proxy]]] = {}
+    for edge in ctx.edges:
+        dr, tls, where = ctx.client_tls(edge)
+        if dr is None or tls is None or not tls.credential_name or tls.mode in (None, "DISABLE", "ISTIO_MUTUAL"):
+            continue
+        key = (dr.namespace, dr.name, tls.credential_name, where)
+        entry = by_setting.setdefault(key, (dr, tls.credential_name, tls.mode, []))
+        if edge.proxy not in entry[3]:
+            entry[3].append(edge.proxy)
+    for (_, _, _, where), (dr, name, mode, proxies) in by_setting.items():
+        out.append(CredentialUse(dr, where + ("credentialName",), name, mode, True, tuple(proxies)))
+    return out

@@ -277,11 +277,17 @@ def demo(keep_state: Annotated[bool, typer.Option(help="keep the demo's state di
     raise typer.Exit(run_demo(Console(highlight=False), keep_state=keep_state))
 
 
-def main() -> None:
-    from exitgate.cli import secrets
+def build_app() -> typer.Typer:
+    """The whole command: the verbs above plus those registered by their own modules."""
+    from exitgate.cli import analyze, secrets
 
     secrets.register(app)
-    app()
+    analyze.register(app)
+    return app
+
+
+def main() -> None:
+    build_app()()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,37 @@
+"""IST0101 ReferencedResourceNotFound: a VirtualService route names a subset that no
+DestinationRule for its host defines (Envoy would have no such cluster: 503 NC)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from exitgate.analyze.analyzer import Analyzer
+from exitgate.analyze.model import Context, Finding, quoted
+from exitgate.api.diagnostics import Severity
+from exitgate.api.networking import DestinationRuleSpec, VirtualServiceSpec
+from exitgate.translate.registry import fqdn, host_matches
+
+CODE = "IST0101"
+
+
+def subset_defined(ctx: Context, host: str, subset: str) -> bool:
+    for dr in ctx.destination_rules:
+        assert isinstance(dr.spec, DestinationRuleSpec)
+        if host_matches(fqdn(dr.spec.host, dr.namespace), host) and any(s.name == subset for s in dr.spec.subsets or []):
+            return True
+    return False
+
+
+def check(ctx: Context) -> Iterator[Finding]:
+    for vs in ctx.virtual_services:
+        assert isinstance(vs.spec, VirtualServiceSpec)
+        for i, http in enumerate(vs.spec.http or []):
+            for j, rd in enumerate(http.route or []):
+                d = rd.destination
+                if d.subset and not subset_defined(ctx, fqdn(d.host, vs.namespace), d.subset):
+                    yield Finding(CODE, Severity.ERROR,
+                                  f"Referenced host+subset in destinationrule not found: {quoted(f'{d.host}+{d.subset}')}",
+                                  vs, ("spec", "http", i, "route", j, "destination", "subset"))
+
+
+ANALYZER = Analyzer(CODE, "ReferencedResourceNotFound", "VirtualService destination subsets are defined by a DestinationRule", check)

@@ -1,0 +1,32 @@
+"""IST0162 GatewayPortNotDefinedOnService: a Gateway server listens on a port that the selected
+gateway proxy's service declares neither as a port nor as a target port (exitgate then listens
+on that number directly, which the gateway's clients do not reach through its service)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from exitgate.analyze.analyzer import Analyzer
+from exitgate.analyze.model import Context, Finding, selector_string
+from exitgate.api.diagnostics import Severity
+from exitgate.api.networking import GatewaySpec
+
+CODE = "IST0162"
+
+
+def check(ctx: Context) -> Iterator[Finding]:
+    for gw in ctx.gateways:
+        assert isinstance(gw.spec, GatewaySpec)
+        proxies = ctx.selected_proxies(gw)
+        for i, server in enumerate(gw.spec.servers):
+            n = server.port.number
+            if any(not any(n in (p.port, p.target_port) for p in proxy.ports) for proxy in proxies):
+                yield Finding(CODE, Severity.WARNING,
+                              f"The gateway is listening on a target port (port {n}) that is not defined in the "
+                              f"Service associated with its workload instances (Pod selector "
+                              f"{selector_string(gw.spec.selector)}). If you need to access the gateway port "
+                              f"through the gateway Service, it will not be available.",
+                              gw, ("spec", "servers", i, "port", "number"))
+
+
+ANALYZER = Analyzer(CODE, "GatewayPortNotDefinedOnService", "Gateway server ports exist on the gateway's service", check)

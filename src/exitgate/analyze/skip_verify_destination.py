@@ -1,0 +1,28 @@
+"""IST0128 NoServerCertificateVerificationDestinationLevel: a DestinationRule's traffic policy
+(or a subset's) originates TLS without verifying the server certificate (see ``skip_verify``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from exitgate.analyze.analyzer import Analyzer
+from exitgate.analyze.model import Context, Finding
+from exitgate.analyze.skip_verify import destination_level
+from exitgate.api.diagnostics import Severity
+from exitgate.api.networking import DestinationRuleSpec
+
+CODE = "IST0128"
+
+
+def check(ctx: Context) -> Iterator[Finding]:
+    for dr in ctx.destination_rules:
+        assert isinstance(dr.spec, DestinationRuleSpec)
+        for tls, path in destination_level(dr.spec):
+            yield Finding(CODE, Severity.WARNING,
+                          f"DestinationRule {dr.namespace}/{dr.name} in namespace {dr.namespace} has TLS mode set to "
+                          f"{tls.mode} but insecureSkipVerify is set, so the server identity is not validated for "
+                          f"host: {dr.spec.host}", dr, path)
+
+
+ANALYZER = Analyzer(CODE, "NoServerCertificateVerificationDestinationLevel",
+                    "DestinationRule TLS verifies the server (traffic policy level)", check)

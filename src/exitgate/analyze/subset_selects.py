@@ -1,0 +1,46 @@
+"""IST0173 DestinationRuleSubsetNotSelectPods: a DestinationRule subset's labels select none of
+the proxies or endpoints behind its host (a gateway proxy's labels, a ServiceEntry's endpoint
+labels). Hosts whose endpoints carry no labels in exitgate (DNS ServiceEntries, services of the
+mesh file) are not judged."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from exitgate.analyze.analyzer import Analyzer
+from exitgate.analyze.model import Context, Finding
+from exitgate.api.diagnostics import Severity
+from exitgate.api.networking import DestinationRuleSpec, ServiceEntrySpec
+from exitgate.translate.registry import fqdn, host_matches
+
+CODE = "IST0173"
+
+
+def endpoint_labels(ctx: Context, host: str) -> list[dict[str, str]] | None:
+    """The label sets of the endpoints behind ``host``, or None when exitgate cannot know them."""
+    gateway = ctx.gateway_by_host.get(host)
+    if gateway is not None:
+        return [gateway.labels]
+    for se in ctx.service_entries:
+        assert isinstance(se.spec, ServiceEntrySpec)
+        if any(host_matches(h, host) for h in se.spec.hosts) and se.spec.endpoints:
+            return [e.labels or {} for e in se.spec.endpoints]
+    return None
+
+
+def check(ctx: Context) -> Iterator[Finding]:
+    for dr in ctx.destination_rules:
+        assert isinstance(dr.spec, DestinationRuleSpec)
+        labels = endpoint_labels(ctx, fqdn(dr.spec.host, dr.namespace))
+        if labels is None:
+            continue
+        for i, subset in enumerate(dr.spec.subsets or []):
+            want = subset.labels or {}
+            if not any(all(have.get(k) == v for k, v in want.items()) for have in labels):
+                yield Finding(CODE, Severity.ERROR,
+                              f"The Subset {subset.name} defined in the DestinationRule does not select any pods. "
+                              f"Which may lead to 503 UH (NoHealthyUpstream).", dr, ("spec", "subsets", i, "labels"))
+
+
+ANALYZER = Analyzer(CODE, "DestinationRuleSubsetNotSelectPods",
+                    "DestinationRule subsets select an endpoint of their host", check)
