@@ -1,13 +1,51 @@
 """The pydantic base for Istio resource specs: camelCase fields, unknown fields rejected, and a
 record of the fields exitgate parses but does not implement yet, so they are reported, never
-silently ignored."""
+silently ignored.
+
+Validation happens in two passes, both reporting the exact field path:
+
+- pydantic: structure, types, enums, number ranges, and the syntax of single values (host
+  names, IP addresses, port names), so these are all reported at once;
+- ``Spec.issues``: Istio's rules that relate several fields (duplicate port names, ``resolution``
+  versus ``endpoints``, TLS settings that exclude each other, ...), run once the spec parsed.
+
+It also holds Istio's name rules (``pkg/config/validation``, ``pkg/config/labels``), shared by
+every kind.
+"""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
+
+from exitgate.api import diagnostics as dx
+from exitgate.api.diagnostics import Severity
+
+Path = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One broken rule, at ``path`` relative to the model that found it."""
+
+    path: Path
+    message: str
+    severity: Severity = Severity.ERROR
+    code: str = dx.INVALID_VALUE
+
+
+@dataclass(frozen=True)
+class Where:
+    """What a rule needs besides the spec: the resource's namespace (``.`` in ``exportTo`` and in
+    Sidecar hosts means it)."""
+
+    namespace: str = "default"
 
 
 class Spec(BaseModel):
@@ -18,10 +56,15 @@ class Spec(BaseModel):
     # Python names of fields Istio defines that exitgate does not act on yet.
     UNSUPPORTED: ClassVar[frozenset[str]] = frozenset()
 
-    def unsupported_values(self) -> list[tuple[str, str]]:
-        """(field alias, message) for values this model accepts as Istio does but exitgate
-        cannot act on yet. Overridden where a value, not a whole field, is the limit."""
+    def unsupported_values(self) -> list[tuple[str | Path, str]]:
+        """(field alias or path, message) for values this model accepts as Istio does but
+        exitgate cannot act on yet. Overridden where a value, not a whole field, is the limit."""
         return []
+
+    def issues(self, where: Where) -> Iterable[Issue]:
+        """Istio's rules over several fields of this model (paths relative to it). The fields'
+        own models are asked separately."""
+        return ()
 
 
 def _alias(model: BaseModel, name: str) -> str:
@@ -29,23 +72,251 @@ def _alias(model: BaseModel, name: str) -> str:
     return field.alias or name
 
 
-def find_unsupported(model: BaseModel, path: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], str]]:
-    """Every (field path, message) in ``model`` that exitgate does not support yet."""
-    found: list[tuple[tuple[str | int, ...], str]] = []
-    if isinstance(model, Spec):
-        for name in sorted(model.model_fields_set & model.UNSUPPORTED):
-            found.append((path + (_alias(model, name),), "this field is not supported by exitgate yet"))
-        for alias, message in model.unsupported_values():
-            found.append((path + (alias,), message))
+def _children(model: BaseModel, path: Path) -> Iterable[tuple[Path, BaseModel]]:
     for name in model.model_fields_set:
-        if isinstance(model, Spec) and name in model.UNSUPPORTED:
-            continue
         value: Any = getattr(model, name)
         sub = path + (_alias(model, name),)
         if isinstance(value, BaseModel):
-            found.extend(find_unsupported(value, sub))
+            yield sub, value
         elif isinstance(value, (list, tuple)):
             for i, item in enumerate(value):
                 if isinstance(item, BaseModel):
-                    found.extend(find_unsupported(item, sub + (i,)))
+                    yield sub + (i,), item
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(item, BaseModel):
+                    yield sub + (str(key),), item
+
+
+def find_unsupported(model: BaseModel, path: Path = ()) -> list[tuple[Path, str]]:
+    """Every (field path, message) in ``model`` that exitgate does not support yet."""
+    found: list[tuple[Path, str]] = []
+    skip: set[str] = set()
+    if isinstance(model, Spec):
+        for name in sorted(model.model_fields_set & model.UNSUPPORTED):
+            found.append((path + (_alias(model, name),), "this field is not supported by exitgate yet"))
+            skip.add(_alias(model, name))
+        for where, message in model.unsupported_values():
+            found.append((path + ((where,) if isinstance(where, str) else where), message))
+    for sub, child in _children(model, path):
+        if sub[len(path)] not in skip:
+            found.extend(find_unsupported(child, sub))
     return found
+
+
+def find_issues(model: BaseModel, where: Where, path: Path = ()) -> list[Issue]:
+    """Every broken cross-field rule in ``model`` and the models inside it, with full paths."""
+    found: list[Issue] = []
+    if isinstance(model, Spec):
+        found.extend(Issue(path + i.path, i.message, i.severity, i.code) for i in model.issues(where))
+    for sub, child in _children(model, path):
+        found.extend(find_issues(child, where, sub))
+    return found
+
+
+def warning(path: Path, message: str) -> Issue:
+    return Issue(path, message, Severity.WARNING)
+
+
+# --- Istio's name rules --------------------------------------------------------------------------
+# Each check returns None when the value is fine, else a message that says how to fix it.
+
+_LABEL = re.compile(r"^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?$")
+_WILDCARD_LABEL = re.compile(r"^(\*|(\*|\*-)?[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?)$")
+_QUALIFIED_NAME = re.compile(r"^(?:[A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?)*$")
+
+HOST_RULE = ("a host must be a fully qualified domain name (like api.example.com) or a short name; "
+             "wildcards only as a leading '*.'")
+
+
+def is_dns_label(value: str) -> bool:
+    """Istio's ``IsDNS1123Label``: 1-63 letters, digits or '-', starting and ending alphanumeric."""
+    return len(value) <= 63 and bool(_LABEL.match(value))
+
+
+def label_problem(value: str, what: str) -> str | None:
+    if not value:
+        return f"{what} must not be empty"
+    if not is_dns_label(value):
+        return (f"{what} {value!r} is not a valid DNS label: use 1-63 letters, digits and '-', starting and "
+                f"ending with a letter or digit")
+    return None
+
+
+def host_problem(host: str, *, wildcard: bool = True, rule: str = HOST_RULE) -> str | None:
+    """Istio's ``ValidateWildcardDomain`` (``wildcard``) or ``ValidateFQDN``. Istio's label rule
+    admits ``*foo.example.com``; exitgate takes '*' only as a whole first label, as Istio's
+    documentation says and its Gateway and Sidecar validation enforce."""
+    if not host:
+        return "host must not be empty"
+    if len(host) > 255:
+        return f"host {host[:40]!r}... is longer than 255 characters"
+    if "*" in host:
+        if not wildcard:
+            return f"{host!r}: no wildcard here; name one host, like api.example.com"
+        if host != "*" and (not host.startswith("*.") or "*" in host[1:]):
+            return f"partial wildcard {host!r} is not allowed; {rule}"
+    if wildcard:
+        first, dot, rest = host.partition(".")
+        if len(first) > 63 or not _WILDCARD_LABEL.match(first):
+            return f"{host!r} is not a valid host name (label {first!r}); {rule}"
+        if not dot:
+            return None
+        labels = rest.split(".")
+    else:
+        labels = host.split(".")
+    if labels[-1].isdigit():
+        return (f"{host!r} is not a valid host name: the last label {labels[-1]!r} cannot be all digits "
+                f"(an IP address is not a host name here)")
+    for i, label in enumerate(labels):
+        if i == len(labels) - 1 and label == "":
+            break  # a trailing dot, as in "istio.io."
+        if not is_dns_label(label):
+            return f"{host!r} is not a valid host name (label {label!r}); {rule}"
+    return None
+
+
+def is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def ip_or_cidr_problem(value: str, what: str = "address") -> str | None:
+    """Istio's ``ValidateIPSubnet``: an IP address or a CIDR block."""
+    if value.count("/") == 1:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return f"{what} {value!r} is not a valid CIDR block (like 10.0.0.0/16)"
+        return None
+    if not is_ip(value):
+        return f"{what} {value!r} is not a valid IP address or CIDR block"
+    return None
+
+
+UNIX_PREFIX = "unix://"
+
+
+def unix_address_problem(value: str) -> str | None:
+    """Istio's ``ValidateUnixAddress`` for the part after ``unix://``."""
+    if not value:
+        return "a unix address needs a path after unix:// (like unix:///var/run/app.sock)"
+    if value.startswith("@"):
+        return None
+    if not value.startswith("/") or value.endswith("/"):
+        return f"unix address {value!r} must be an absolute path to a file (like unix:///var/run/app.sock)"
+    return None
+
+
+def label_key_problem(key: str) -> str | None:
+    """Kubernetes label keys, as Istio checks them: an optional DNS prefix and '/', then a name."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return f"invalid label key {key!r}: the prefix before '/' must be a DNS subdomain"
+    if not _QUALIFIED_NAME.match(name) or len(name) > 63:
+        return (f"invalid label key {key!r}: up to 63 letters, digits, '-', '_' or '.', starting and ending "
+                f"with a letter or digit")
+    return None
+
+
+def labels_issues(labels: dict[str, str] | None, path: Path) -> list[Issue]:
+    out = []
+    for key, value in (labels or {}).items():
+        problem = label_key_problem(key)
+        if problem:
+            out.append(Issue(path + (key,), problem))
+        elif value and not _QUALIFIED_NAME.match(value):
+            out.append(Issue(path + (key,), f"invalid label value {value!r}: letters, digits, '-', '_' or '.', "
+                                           f"starting and ending with a letter or digit"))
+    return out
+
+
+def selector_issues(labels: dict[str, str] | None, path: Path, what: str = "selector") -> list[Issue]:
+    """Istio's workload selector rules: no empty keys, no wildcards; empty selects everything."""
+    out = []
+    if labels is not None and not labels:
+        out.append(warning(path, f"{what} has no labels, so it selects every workload in the namespace"))
+    for key, value in (labels or {}).items():
+        if not key:
+            out.append(Issue(path, f"{what}: empty label key is not allowed"))
+        elif "*" in key or "*" in value:
+            out.append(Issue(path + (key,), f"{what}: wildcards are not supported in labels ({key}={value}); "
+                                           f"name exact label values"))
+    return out
+
+
+def export_to_issues(values: Sequence[str] | None, namespace: str, path: Path, *,
+                     service_entry: bool = False) -> list[Issue]:
+    """Istio's ``validateExportTo``: '.', '*', a namespace, or (ServiceEntry only) '~'."""
+    out: list[Issue] = []
+    if not values:
+        return out
+    seen: set[str] = set()
+    for i, value in enumerate(values):
+        key = namespace if value == "." else value
+        if key in seen:
+            what = f"'.' and the resource's own namespace {namespace!r}" if value == "." or value == namespace \
+                else repr(value)
+            out.append(Issue(path + (i,), f"duplicate exportTo entry: {what} name the same namespaces; remove one"))
+            continue
+        if value == "~" and not service_entry:
+            out.append(Issue(path + (i,), "exportTo '~' (no one) is allowed only in a ServiceEntry; "
+                                          "use '.' to keep this resource in its own namespace"))
+            continue
+        if value not in (".", "*", "~") and not is_dns_label(value):
+            tilde = ", '~'" if service_entry else ""
+            out.append(Issue(path + (i,), f"exportTo entry {value!r} must be '.', '*'{tilde} or a namespace name"))
+            continue
+        seen.add(key)
+    if "*" in seen and len(values) > 1:
+        out.append(Issue(path, "exportTo '*' (every namespace) cannot be combined with other entries; "
+                               "use '*' alone or list the namespaces"))
+    if "~" in seen and len(values) > 1:
+        out.append(Issue(path, "exportTo '~' (no one) cannot be combined with other entries"))
+    return out
+
+
+def checked(fn: Callable[[str], str | None]) -> AfterValidator:
+    """A pydantic validator from one of the checks above."""
+
+    def run(value: str) -> str:
+        problem = fn(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+    return AfterValidator(run)
+
+
+# Value types with Istio's syntax checked by pydantic, so the error names the list index.
+IPOrCIDR = Annotated[str, checked(ip_or_cidr_problem)]
+PortName = Annotated[str, checked(lambda v: label_problem(v, "port name"))]
+SubsetName = Annotated[str, checked(lambda v: label_problem(v, "subset name"))]
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+
+
+def duration_problem(value: str) -> str | None:
+    """A duration as Istio's CRDs take it ("5s", "1m30s", "100ms"), at least 1ms, in whole ms."""
+    pos, total = 0, 0.0
+    while pos < len(value):
+        m = _DURATION_PART.match(value, pos)
+        if m is None:
+            return f"{value!r} is not a duration: write it like 5s, 100ms or 1m30s"
+        total += float(m.group(1)) * _DURATION_NS[m.group(2)]
+        pos = m.end()
+    if not value:
+        return "a duration must not be empty: write it like 5s, 100ms or 1m30s"
+    if total < 1_000_000:
+        return f"duration {value!r} must be at least 1ms"
+    if total % 1_000_000:
+        return f"duration {value!r} must be a whole number of milliseconds"
+    return None
+
+
+Duration = Annotated[str, checked(duration_problem)]

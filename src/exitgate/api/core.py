@@ -11,20 +11,34 @@ import binascii
 import re
 from dataclasses import dataclass, field
 
+from collections.abc import Iterable
 from typing import Annotated
 
-from pydantic import AfterValidator, field_validator, model_validator
+from pydantic import AfterValidator
 
-from exitgate.api.base import Spec
+from exitgate.api.base import Issue, Spec, Where, warning
+from exitgate.api.diagnostics import Severity
 
 SECRET_TYPES = ("Opaque", "kubernetes.io/tls", "istio.io/key-and-cert", "generic")
 KEY_NAME = re.compile(r"^[-._a-zA-Z0-9]+$")
+MAX_SECRET_BYTES = 1024 * 1024  # Kubernetes' limit on a Secret's data
 
 # Istio's key names (pilot/pkg/credentials/kube): generic and TLS Secrets.
 TLS_CERT_KEYS = ("tls.crt", "cert")
 TLS_KEY_KEYS = ("tls.key", "key")
 CA_CERT_KEYS = ("ca.crt", "cacert")
 CRL_KEYS = ("ca.crl", "crl")
+
+
+def key_problem(key: str) -> str | None:
+    """Kubernetes' rule for Secret keys (``IsConfigMapKey``)."""
+    if not key:
+        return "a key must not be empty"
+    if len(key) > 253:
+        return f"key {key[:40]!r}... is longer than 253 characters"
+    if key in (".", "..") or not KEY_NAME.match(key):
+        return f"invalid key name {key!r}: letters, digits, '-', '_' and '.' only (and not '.' or '..')"
+    return None
 
 
 def _check_base64(value: str) -> str:
@@ -52,22 +66,28 @@ class SecretSpec(Spec):
 
     __str__ = __repr__
 
-    @field_validator("data", "string_data")
-    @classmethod
-    def _key_names(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        for key in v or {}:
-            if not KEY_NAME.match(key):
-                raise ValueError(f"invalid key name {key!r}: letters, digits, '-', '_' and '.' only")
-        return v
-
-    @model_validator(mode="after")
-    def _tls_keys(self) -> SecretSpec:
-        if self.type == "kubernetes.io/tls":
+    def issues(self, where: Where) -> Iterable[Issue]:
+        """Kubernetes' rules for a Secret, and what Istio needs of a TLS one."""
+        out: list[Issue] = []
+        for field, values in (("data", self.data), ("stringData", self.string_data)):
+            for key in values or {}:
+                problem = key_problem(key)
+                if problem:
+                    out.append(Issue((field, key), problem))
+        for key in sorted(set(self.data or {}) & set(self.string_data or {})):
+            out.append(warning(("stringData", key), f"{key!r} is in both data and stringData; stringData wins"))
+        if not any(i.severity is Severity.ERROR for i in out):
             have = self.decoded()
-            missing = [k for k in ("tls.crt", "tls.key") if k not in have]
-            if missing:
-                raise ValueError(f"a kubernetes.io/tls Secret needs {' and '.join(missing)}")
-        return self
+            if sum(len(v) for v in have.values()) > MAX_SECRET_BYTES:
+                out.append(Issue(("data",) if self.data else ("stringData",), "a Secret holds at most 1 MiB of data"))
+            if self.type == "kubernetes.io/tls":
+                missing = [k for k in ("tls.crt", "tls.key") if k not in have]
+                if missing:
+                    at = ("data",) if self.data is not None else ("stringData",) if self.string_data is not None \
+                        else ("type",)
+                    out.append(Issue(at, f"a kubernetes.io/tls Secret needs {' and '.join(missing)}; add "
+                                         f"{'them' if len(missing) > 1 else 'it'}, or use type Opaque"))
+        return out
 
     def decoded(self) -> dict[str, bytes]:
         out = {k: base64.b64decode(v) for k, v in (self.data or {}).items()}

@@ -23,7 +23,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.scalarbool import ScalarBoolean
 
 from exitgate.api import diagnostics as dx
-from exitgate.api.base import Spec, find_unsupported
+from exitgate.api.base import Spec, Where, find_issues, find_unsupported
 from exitgate.api.core import SecretSpec
 from exitgate.api.diagnostics import Diagnostic, Severity
 from exitgate.api.networking import (
@@ -33,6 +33,8 @@ from exitgate.api.networking import (
     VirtualServiceSpec,
 )
 from exitgate.api.resources import Resource, Source
+from exitgate.api.security import AuthorizationPolicySpec
+from exitgate.api.sidecar import SidecarSpec
 
 NETWORKING = "networking.istio.io"
 NETWORKING_VERSIONS = ("v1alpha3", "v1beta1", "v1")
@@ -44,11 +46,23 @@ SPEC_MODELS: dict[str, type[Spec]] = {
     "DestinationRule": DestinationRuleSpec,
 }
 
-# Kinds users bring with Istio egress YAML that exitgate knows of but does not implement yet.
+SECURITY = "security.istio.io"
+SECURITY_VERSIONS = ("v1beta1", "v1")
+
+# Kinds exitgate validates fully, as Istio does, but does not enforce yet: a valid one is reported
+# as not supported (EG0006), an invalid one with its mistakes as well.
+VALIDATED_UNSUPPORTED_MODELS: dict[str, tuple[str, tuple[str, ...], type[Spec]]] = {
+    "AuthorizationPolicy": (SECURITY, SECURITY_VERSIONS, AuthorizationPolicySpec),
+    "Sidecar": (NETWORKING, NETWORKING_VERSIONS, SidecarSpec),
+}
+
+# Other kinds users bring with Istio egress YAML that exitgate knows of but does not implement yet.
 KNOWN_UNSUPPORTED_KINDS = {
-    "AuthorizationPolicy", "Sidecar", "PeerAuthentication", "RequestAuthentication",
+    "PeerAuthentication", "RequestAuthentication",
     "WorkloadEntry", "WorkloadGroup", "EnvoyFilter", "ProxyConfig", "Telemetry",
 }
+
+DRY_RUN_ANNOTATION = "istio.io/dry-run"
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -200,6 +214,44 @@ def to_plain(node: Any) -> Any:
     return node
 
 
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "a string" if isinstance(value, str) else type(value).__name__
+
+
+def _message(etype: str, msg: str, loc: tuple[str | int, ...], value: Any, ctx: dict[str, Any]) -> str:
+    """pydantic's message, where it is unclear, in the words of a YAML user."""
+    name = str(loc[-1]) if loc and isinstance(loc[-1], str) else "this item"
+    if etype in ("model_type", "dict_type", "model_attributes_type"):
+        if value is None:
+            return f"{name} must not be empty"
+        return f"{name} must be a mapping of fields (key: value), not {_describe(value)}"
+    if etype == "list_type":
+        if value is None:
+            return f"{name} must not be empty: list at least one entry"
+        return f"{name} must be a list (YAML '- item' lines or [a, b]), not {_describe(value)}"
+    if etype == "too_short" and ctx.get("min_length") == 1:
+        return f"{name} must list at least one entry"
+    if etype == "string_too_short" and ctx.get("min_length") == 1:
+        return f"{name} must not be empty"
+    if etype == "string_type":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return f"must be a string, not {_describe(value)}: quote it, like \"{value}\""
+        if value is None:
+            return f"{name} must not be empty"
+        return f"must be a string, not {_describe(value)}"
+    if etype == "bool_type" or etype == "bool_parsing":
+        return "must be true or false"
+    return msg
+
+
 def _pydantic_diags(err: ValidationError, doc: Any, base: tuple[str | int, ...], filename: str, ref: str) -> list[Diagnostic]:
     out = []
     for e in err.errors():
@@ -213,8 +265,55 @@ def _pydantic_diags(err: ValidationError, doc: Any, base: tuple[str | int, ...],
             code, msg = dx.UNKNOWN_FIELD, f"unknown field {loc[-1]!r}"
         else:
             code = dx.INVALID_VALUE
+            msg = _message(etype, msg, loc, e.get("input"), dict(e.get("ctx") or {}))
         out.append(Diagnostic(code, Severity.ERROR, msg, file=filename, line=locate(doc, loc), resource=ref, field=field_path(loc)))
     return out
+
+
+def _issue_diags(spec: Spec, where: Where, doc: Any, base: tuple[str | int, ...], filename: str,
+                 ref: str) -> list[Diagnostic]:
+    return [Diagnostic(i.code, i.severity, i.message, file=filename, line=locate(doc, i.path), resource=ref,
+                       field=field_path(i.path))
+            for i in find_issues(spec, where, base)]
+
+
+def _served(kind: str, group: str, versions: tuple[str, ...], api_version: str, doc: Any, filename: str,
+            ref: str) -> Diagnostic | None:
+    g, _, version = api_version.rpartition("/")
+    if g == group and version in versions:
+        return None
+    return Diagnostic(dx.UNKNOWN_KIND, Severity.ERROR, f"{kind} is served as {group}/{{{','.join(versions)}}}, "
+                      f"not {api_version}", file=filename, line=locate(doc, ("apiVersion",)), resource=ref,
+                      field="apiVersion")
+
+
+def _not_enforced(kind: str, doc: Any, filename: str, ref: str) -> list[Diagnostic]:
+    if kind not in VALIDATED_UNSUPPORTED_MODELS:
+        return []
+    return [Diagnostic(dx.UNSUPPORTED, Severity.ERROR, f"kind {kind} is not supported by exitgate yet",
+                       file=filename, line=locate(doc, ("kind",)), resource=ref, field="kind")]
+
+
+def _dry_run_diags(kind: str, meta: ObjectMeta, doc: Any, filename: str, ref: str) -> list[Diagnostic]:
+    """Istio's ``istio.io/dry-run`` annotation: AuthorizationPolicy (ALLOW or DENY) only."""
+    value = (meta.annotations or {}).get(DRY_RUN_ANNOTATION)
+    if value is None:
+        return []
+    at = ("metadata", "annotations", DRY_RUN_ANNOTATION)
+    problem = None
+    if kind != "AuthorizationPolicy":
+        problem = f"the {DRY_RUN_ANNOTATION} annotation is only for AuthorizationPolicy; remove it"
+    else:
+        spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
+        action = str(spec.get("action") or "ALLOW")
+        if action not in ("ALLOW", "DENY"):
+            problem = f"the {DRY_RUN_ANNOTATION} annotation works only with action ALLOW or DENY, not {action}"
+        elif value not in ("1", "t", "T", "TRUE", "true", "True", "0", "f", "F", "FALSE", "false", "False"):
+            problem = f"the {DRY_RUN_ANNOTATION} annotation must be \"true\" or \"false\", not {value!r}"
+    if problem is None:
+        return []
+    return [Diagnostic(dx.INVALID_VALUE, Severity.ERROR, problem, file=filename, line=locate(doc, at),
+                       resource=ref, field=field_path(at))]
 
 
 def load_document(doc: Any, filename: str, default_namespace: str = "default") -> tuple[Resource | None, list[Diagnostic]]:
@@ -228,37 +327,44 @@ def load_document(doc: Any, filename: str, default_namespace: str = "default") -
     if diags:
         return None, diags
     api_version, kind = str(doc["apiVersion"]), str(doc["kind"])
-    group, _, version = api_version.rpartition("/")
     ref_name = doc["metadata"].get("name") if isinstance(doc["metadata"], dict) else None
     ref = f"{kind} {ref_name}" if ref_name else kind
     if kind == "Secret":
         if api_version != "v1":
             return None, [Diagnostic(dx.UNKNOWN_KIND, Severity.ERROR, f"Secret is served as v1, not {api_version}",
                                      file=filename, line=locate(doc, ("apiVersion",)), resource=ref, field="apiVersion")]
-    elif kind in SPEC_MODELS:
-        if group != NETWORKING or version not in NETWORKING_VERSIONS:
-            return None, [Diagnostic(dx.UNKNOWN_KIND, Severity.ERROR,
-                                     f"{kind} is served as {NETWORKING}/{{{','.join(NETWORKING_VERSIONS)}}}, not {api_version}",
-                                     file=filename, line=locate(doc, ("apiVersion",)), resource=ref, field="apiVersion")]
+    elif kind in SPEC_MODELS or kind in VALIDATED_UNSUPPORTED_MODELS:
+        group, versions, _ = VALIDATED_UNSUPPORTED_MODELS.get(kind, (NETWORKING, NETWORKING_VERSIONS, Spec))
+        wrong = _served(kind, group, versions, api_version, doc, filename, ref)
+        if wrong is not None:
+            return None, [wrong]
     elif kind in KNOWN_UNSUPPORTED_KINDS:
         return None, [Diagnostic(dx.UNSUPPORTED, Severity.ERROR, f"kind {kind} is not supported by exitgate yet",
                                  file=filename, line=locate(doc, ("kind",)), resource=ref, field="kind")]
     else:
         return None, [Diagnostic(dx.UNKNOWN_KIND, Severity.ERROR,
-                                 f"unknown kind {kind!r} (supported: {', '.join(sorted([*SPEC_MODELS, 'Secret']))})",
+                                 f"unknown kind {kind!r} (supported: {', '.join(sorted([*SPEC_MODELS, 'Secret']))}; "
+                                 f"validated but not enforced yet: {', '.join(sorted(VALIDATED_UNSUPPORTED_MODELS))})",
                                  file=filename, line=locate(doc, ("kind",)), resource=ref, field="kind")]
     try:
         meta = ObjectMeta.model_validate(doc["metadata"])
     except ValidationError as e:
-        return None, _pydantic_diags(e, doc, ("metadata",), filename, ref)
+        return None, _pydantic_diags(e, doc, ("metadata",), filename, ref) + _not_enforced(kind, doc, filename, ref)
     namespace = meta.namespace or default_namespace
     ref = f"{kind} {namespace}/{meta.name}"
     for value, fld in ((meta.name, "metadata.name"), (namespace, "metadata.namespace")):
         pattern = DNS1123_LABEL if fld.endswith("namespace") else DNS1123_SUBDOMAIN
-        if not pattern.match(value):
+        if not pattern.match(value) or len(value) > (63 if fld.endswith("namespace") else 253):
             diags.append(Diagnostic(dx.INVALID_VALUE, Severity.ERROR,
                                     f"{value!r} is not a valid name (lower case letters, digits, '-' and '.')",
                                     file=filename, line=locate(doc, tuple(fld.split("."))), resource=ref, field=fld))
+        elif kind == "Gateway" and fld == "metadata.name" and not DNS1123_LABEL.match(value):
+            # Istio: VirtualServices name a Gateway as namespace/name, so the name has no dots.
+            diags.append(Diagnostic(dx.INVALID_VALUE, Severity.ERROR,
+                                    f"{value!r} is not a valid Gateway name: lower case letters, digits and '-', "
+                                    f"no dots", file=filename, line=locate(doc, ("metadata", "name")), resource=ref,
+                                    field=fld))
+    diags.extend(_dry_run_diags(kind, meta, doc, filename, ref))
     if kind == "Secret":
         # A Secret's fields are top-level, not under spec.
         body = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")}
@@ -266,6 +372,7 @@ def load_document(doc: Any, filename: str, default_namespace: str = "default") -
             spec: Spec = SecretSpec.model_validate(body)
         except ValidationError as e:
             return None, diags + _pydantic_diags(e, doc, (), filename, ref)
+        diags.extend(_issue_diags(spec, Where(namespace), doc, (), filename, ref))
         if dx.has_errors(diags):
             return None, diags
         raw = to_plain(doc)
@@ -277,11 +384,16 @@ def load_document(doc: Any, filename: str, default_namespace: str = "default") -
                                 line=locate(doc, (k,)), resource=ref, field=k))
     if "spec" not in doc:
         diags.append(Diagnostic(dx.MISSING_FIELD, Severity.ERROR, "required field 'spec' is missing", file=filename, line=line, resource=ref, field="spec"))
-        return None, diags
+        return None, diags + _not_enforced(kind, doc, filename, ref)
+    model = VALIDATED_UNSUPPORTED_MODELS[kind][2] if kind in VALIDATED_UNSUPPORTED_MODELS else SPEC_MODELS[kind]
     try:
-        spec = SPEC_MODELS[kind].model_validate(doc["spec"])
+        spec = model.model_validate(doc["spec"])
     except ValidationError as e:
-        return None, diags + _pydantic_diags(e, doc, ("spec",), filename, ref)
+        diags += _pydantic_diags(e, doc, ("spec",), filename, ref)
+        return None, diags + _not_enforced(kind, doc, filename, ref)
+    diags.extend(_issue_diags(spec, Where(namespace), doc, ("spec",), filename, ref))
+    if kind in VALIDATED_UNSUPPORTED_MODELS:
+        return None, diags + _not_enforced(kind, doc, filename, ref)
     for path, message in find_unsupported(spec, ("spec",)):
         diags.append(Diagnostic(dx.UNSUPPORTED, Severity.ERROR, message, file=filename, line=locate(doc, path),
                                 resource=ref, field=field_path(path)))
