@@ -12,7 +12,7 @@ import datetime
 import io
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +121,10 @@ def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[Diagnost
     return files, problems
 
 
-def load_paths(paths: Iterable[str | Path], default_namespace: str = "default") -> LoadResult:
+def load_paths(paths: Iterable[str | Path], default_namespace: str = "default", keep_unsupported: bool = False) -> LoadResult:
+    """``keep_unsupported``: keep resources whose only errors are fields exitgate does not
+    support yet (EG0006, then reported as warnings), for ``analyze``, which judges YAML written
+    for Istio whatever exitgate can run."""
     files, problems = expand_paths(paths)
     result = LoadResult([], problems)
     for f in files:
@@ -130,13 +133,13 @@ def load_paths(paths: Iterable[str | Path], default_namespace: str = "default") 
         except (OSError, UnicodeDecodeError) as e:
             result.diagnostics.append(Diagnostic(dx.NOT_FOUND, Severity.ERROR, f"cannot read: {e}", file=str(f)))
             continue
-        sub = load_text(text, str(f), default_namespace)
+        sub = load_text(text, str(f), default_namespace, keep_unsupported)
         result.resources.extend(sub.resources)
         result.diagnostics.extend(sub.diagnostics)
     return result
 
 
-def load_text(text: str, filename: str, default_namespace: str = "default") -> LoadResult:
+def load_text(text: str, filename: str, default_namespace: str = "default", keep_unsupported: bool = False) -> LoadResult:
     """Parse every YAML document of ``text``; see the module docstring."""
     result = LoadResult([], [])
     try:
@@ -158,7 +161,7 @@ def load_text(text: str, filename: str, default_namespace: str = "default") -> L
     for doc in docs:
         if doc is None:
             continue
-        res, diags = load_document(doc, filename, default_namespace)
+        res, diags = load_document(doc, filename, default_namespace, keep_unsupported)
         result.diagnostics.extend(diags)
         if res is not None:
             result.resources.append(res)
@@ -316,7 +319,8 @@ def _dry_run_diags(kind: str, meta: ObjectMeta, doc: Any, filename: str, ref: st
                        resource=ref, field=field_path(at))]
 
 
-def load_document(doc: Any, filename: str, default_namespace: str = "default") -> tuple[Resource | None, list[Diagnostic]]:
+def load_document(doc: Any, filename: str, default_namespace: str = "default",
+                  keep_unsupported: bool = False) -> tuple[Resource | None, list[Diagnostic]]:
     line = _line(doc)
     if not isinstance(doc, dict):
         return None, [Diagnostic(dx.YAML_SYNTAX, Severity.ERROR, "a resource must be a YAML mapping", file=filename, line=line)]
@@ -397,6 +401,8 @@ def load_document(doc: Any, filename: str, default_namespace: str = "default") -
     for path, message in find_unsupported(spec, ("spec",)):
         diags.append(Diagnostic(dx.UNSUPPORTED, Severity.ERROR, message, file=filename, line=locate(doc, path),
                                 resource=ref, field=field_path(path)))
+    if keep_unsupported and all(d.code == dx.UNSUPPORTED for d in diags if d.is_error):
+        diags = [replace(d, severity=Severity.WARNING) if d.code == dx.UNSUPPORTED else d for d in diags]
     if dx.has_errors(diags):
         return None, diags
     raw = to_plain(doc)

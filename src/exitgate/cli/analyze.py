@@ -79,6 +79,7 @@ def analyze_command(
         _fail([str(d) for d in mesh_diags])
     what: list[str] = []
     resources: list[Resource] = []
+    load_warnings: list[Diagnostic] = []
     if use_store:
         try:
             snap = Store(root).load()
@@ -87,12 +88,13 @@ def analyze_command(
         resources = list(snap.resources)
         what.append(f"the applied configuration (version {snap.version})")
     if files:
-        loaded = load_paths(files, default_namespace=namespace)
+        loaded = load_paths(files, default_namespace=namespace, keep_unsupported=True)
+        load_warnings = [d for d in loaded.diagnostics if not d.is_error]
         if not loaded.ok:
             _fail([str(d) for d in loaded.diagnostics] + ["error: the files do not load; nothing was analyzed"])
         resources = merge(resources, loaded.resources)
         what.append(", ".join(str(f) for f in files))
-    diags = analyze(resources, config, now=datetime.now(timezone.utc), locate=FileLocator())
+    diags = load_warnings + analyze(resources, config, now=datetime.now(timezone.utc), locate=FileLocator())
     if output == "json":
         typer.echo(json.dumps([d.to_dict() for d in diags], indent=2))
     elif output == "yaml":

@@ -281,8 +281,9 @@ def build_app() -> typer.Typer:
     """The whole command: the verbs above plus those registered by their own modules."""
     from exitgate.cli import analyze, secrets
 
-    secrets.register(app)
-    analyze.register(app)
+    if not any(g.name == "create" for g in app.registered_groups):  # once, however often called
+        secrets.register(app)
+        analyze.register(app)
     return app
 
 
