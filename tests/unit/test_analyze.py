@@ -458,8 +458,12 @@ def test_analyzer(case: Case, pki: Pki) -> None:
 
 
 def test_every_analyzer_has_a_trigger_case() -> None:
+    from tests.unit.test_analyze_sidecar_authz import CASES as SIDECAR_AUTHZ_CASES
+
     triggered = {c.analyzer for c in CASE_TABLE if c.expect is not None}
     quiet = {c.analyzer for c in CASE_TABLE if c.expect is None}
+    triggered |= {c.analyzer for c in SIDECAR_AUTHZ_CASES if c.expect}
+    quiet |= {c.analyzer for c in SIDECAR_AUTHZ_CASES if not c.expect}
     assert set(az.ANALYZERS) == triggered == quiet
 
 

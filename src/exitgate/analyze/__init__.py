@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from exitgate.analyze import (
+    authz_workloads,
     certificate_expiry,
     client_credential,
     conflicting_gateways,
@@ -32,6 +33,8 @@ from exitgate.analyze import (
     plaintext_to_tls,
     port_selector,
     serviceentry_protocols,
+    sidecar_default_selector,
+    sidecar_selector_conflict,
     skip_verify_destination,
     skip_verify_port,
     subset_selects,
@@ -58,6 +61,9 @@ ANALYZERS: tuple[Analyzer, ...] = (
     gateway_selector.ANALYZER,
     credential_ref.ANALYZER,
     mesh_host_conflict.ANALYZER,
+    sidecar_selector_conflict.ANALYZER,
+    sidecar_default_selector.ANALYZER,
+    authz_workloads.ANALYZER,
     port_selector.ANALYZER,
     skip_verify_destination.ANALYZER,
     skip_verify_port.ANALYZER,

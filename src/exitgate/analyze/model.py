@@ -29,6 +29,8 @@ from exitgate.api.networking import (
     VirtualServiceSpec,
 )
 from exitgate.api.resources import Resource
+from exitgate.api.security import AuthorizationPolicySpec
+from exitgate.api.sidecar import SidecarSpec
 from exitgate.mesh import GatewayProxy, MeshConfig, WorkloadProxy
 from exitgate.translate.registry import (
     Service,
@@ -94,6 +96,12 @@ def quoted(value: str) -> str:
 def selector_string(selector: dict[str, str]) -> str:
     """A label selector as Kubernetes prints it: ``app=x,istio=egressgateway``."""
     return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+
+
+def labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    """Kubernetes' equality selector: every label of ``selector`` present with the same value
+    (an empty selector selects everything)."""
+    return all(labels.get(k) == v for k, v in selector.items())
 
 
 def server_host_parts(host: str) -> tuple[str | None, str]:
@@ -183,6 +191,19 @@ class Context:
     @cached_property
     def secrets(self) -> list[Resource]:
         return [r for r in self.of_kind("Secret") if isinstance(r.spec, SecretSpec)]
+
+    @cached_property
+    def sidecars(self) -> list[Resource]:
+        return [r for r in self.of_kind("Sidecar") if isinstance(r.spec, SidecarSpec)]
+
+    @cached_property
+    def authorization_policies(self) -> list[Resource]:
+        return [r for r in self.of_kind("AuthorizationPolicy") if isinstance(r.spec, AuthorizationPolicySpec)]
+
+    @cached_property
+    def proxies(self) -> list[Proxy]:
+        """Every proxy of the mesh (Istio's in-mesh pods): gateways, then workload sidecars."""
+        return [*self.mesh.gateways, *self.mesh.workloads]
 
     @cached_property
     def services(self) -> list[Service]:

@@ -397,7 +397,15 @@ def load_document(doc: Any, filename: str, default_namespace: str = "default",
         return None, diags + _not_enforced(kind, doc, filename, ref)
     diags.extend(_issue_diags(spec, Where(namespace), doc, ("spec",), filename, ref))
     if kind in VALIDATED_UNSUPPORTED_MODELS:
-        return None, diags + _not_enforced(kind, doc, filename, ref)
+        diags += _not_enforced(kind, doc, filename, ref)
+        if not keep_unsupported or any(d.is_error and d.code != dx.UNSUPPORTED for d in diags):
+            return None, diags
+        # For analyze: a valid one is kept, its "not supported yet" reported as a warning.
+        diags = [replace(d, severity=Severity.WARNING) if d.code == dx.UNSUPPORTED else d for d in diags]
+        raw = to_plain(doc)
+        raw.pop("status", None)
+        raw["metadata"]["namespace"] = namespace
+        return Resource(api_version, kind, namespace, meta.name, spec, raw, Source(filename, line or 1)), diags
     for path, message in find_unsupported(spec, ("spec",)):
         diags.append(Diagnostic(dx.UNSUPPORTED, Severity.ERROR, message, file=filename, line=locate(doc, path),
                                 resource=ref, field=field_path(path)))

@@ -1,0 +1,36 @@
+"""IST0111 MultipleSidecarsWithoutWorkloadSelectors: more than one Sidecar without a
+workloadSelector in a namespace. Each would be the namespace's default; which one applies is
+undefined. As Istio's ``sidecar.DefaultSelectorAnalyzer``: only an absent workloadSelector
+counts (one without labels is a selector)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from exitgate.analyze.analyzer import Analyzer
+from exitgate.analyze.model import Context, Finding, quoted
+from exitgate.api.diagnostics import Severity
+from exitgate.api.resources import Resource
+from exitgate.api.sidecar import SidecarSpec
+
+CODE = "IST0111"
+
+
+def check(ctx: Context) -> Iterator[Finding]:
+    by_namespace: dict[str, list[Resource]] = {}
+    for sc in sorted(ctx.sidecars, key=lambda r: (r.namespace, r.name)):
+        assert isinstance(sc.spec, SidecarSpec)
+        if sc.spec.workload_selector is None:
+            by_namespace.setdefault(sc.namespace, []).append(sc)
+    for ns, group in sorted(by_namespace.items()):
+        if len(group) < 2:
+            continue
+        names = "[" + " ".join(sc.name for sc in group) + "]"
+        for sc in group:
+            yield Finding(CODE, Severity.ERROR,
+                          f"The Sidecars {names} in namespace {quoted(ns)} have no workload selector, which can "
+                          f"lead to undefined behavior.", sc)
+
+
+ANALYZER = Analyzer(CODE, "MultipleSidecarsWithoutWorkloadSelectors",
+                    "at most one Sidecar without a workloadSelector per namespace", check)

@@ -1,0 +1,42 @@
+"""IST0110 ConflictingSidecarWorkloadSelectors: two or more Sidecars of a namespace whose
+workloadSelectors select the same workload (a proxy of the mesh in that namespace). Which one
+the proxy uses is undefined. As Istio's ``sidecar.SelectorAnalyzer``: Sidecars without a
+selector, or with one that has no labels, are left out (IST0111 covers the former)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from exitgate.analyze.analyzer import Analyzer
+from exitgate.analyze.model import Context, Finding, labels_match, quoted
+from exitgate.api.diagnostics import Severity
+from exitgate.api.resources import Resource
+from exitgate.api.sidecar import SidecarSpec
+
+CODE = "IST0110"
+
+
+def check(ctx: Context) -> Iterator[Finding]:
+    # (namespace, proxy name) -> the Sidecars selecting it; proxies are not hashable (labels).
+    selecting: dict[tuple[str, str], list[Resource]] = {}
+    for sc in sorted(ctx.sidecars, key=lambda r: (r.namespace, r.name)):
+        assert isinstance(sc.spec, SidecarSpec)
+        sel = sc.spec.workload_selector
+        if sel is None or not sel.labels:
+            continue
+        for proxy in ctx.proxies:
+            if proxy.namespace == sc.namespace and labels_match(sel.labels, proxy.labels):
+                selecting.setdefault((proxy.namespace, proxy.name), []).append(sc)
+    for (ns, pod), group in selecting.items():
+        if len(group) < 2:
+            continue
+        names = "[" + " ".join(sc.name for sc in group) + "]"
+        for sc in group:
+            yield Finding(CODE, Severity.ERROR,
+                          f"The Sidecars {names} in namespace {quoted(ns)} select the same workload "
+                          f"pod {quoted(pod)}, which can lead to undefined behavior.",
+                          sc, ("spec", "workloadSelector"))
+
+
+ANALYZER = Analyzer(CODE, "ConflictingSidecarWorkloadSelectors",
+                    "no two Sidecars of a namespace select the same workload", check)

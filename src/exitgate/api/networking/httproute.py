@@ -1,0 +1,359 @@
+"""A VirtualService's HTTP routes: request matches (string, header and regex rules), route
+destinations, header operations, redirects, direct responses, rewrites, retries, fault
+injection, mirroring and CORS.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from exitgate.api.base import (
+    Duration,
+    Issue,
+    Path,
+    Spec,
+    Where,
+    is_dns_label,
+    labels_issues,
+    warning,
+)
+from exitgate.api.networking.common import Destination, gateway_name_issues
+
+
+_HEADER_NAME = re.compile(r"^[-_A-Za-z0-9]+$")
+_HEADER_VALUE = re.compile(r"^[^\x00-\x08\x0a-\x1f\x7f]*$")
+RE2_UNSUPPORTED = re.compile(r"\(\?[=!<]|\\[1-9]")
+
+
+def _regex_problem(regex: str) -> str | None:
+    if not regex:
+        return "a regex match must not be empty"
+    if len(regex) > 1024:
+        return "regex is too long: at most 1024 characters"
+    if RE2_UNSUPPORTED.search(regex):
+        return f"regex {regex!r} uses lookaround or a backreference, which RE2 (Envoy's regex engine) does not have"
+    try:
+        re.compile(regex)
+    except re.error as e:
+        return f"regex {regex!r} is invalid: {e}; Istio uses RE2 syntax"
+    return None
+
+
+def _header_name_issues(names: Iterable[str], path: Path, *, claims: bool = False) -> list[Issue]:
+    out = []
+    for name in names:
+        if claims and name.startswith("@request.auth.claims"):
+            continue
+        if not _HEADER_NAME.match(name):
+            out.append(Issue(path + (name,), f"header name {name!r} is invalid: letters, digits, '-' and '_' only"))
+    return out
+
+
+class StringMatch(Spec):
+    exact: str | None = None
+    prefix: str | None = None
+    regex: str | None = None
+
+    UNSUPPORTED = frozenset({"regex"})
+
+    @model_validator(mode="after")
+    def _one_of(self) -> StringMatch:
+        if sum(v is not None for v in (self.exact, self.prefix, self.regex)) != 1:
+            raise ValueError("exactly one of exact, prefix or regex must be set")
+        return self
+
+    def issues(self, where: Where) -> Iterable[Issue]:
+        if self.prefix == "":
+            return [Issue(("prefix",), "a prefix match must not be empty; to match everything leave the match out")]
+        if self.regex is not None:
+            problem = _regex_problem(self.regex)
+            if problem:
+                return [Issue(("regex",), problem)]
+        return []
+
+
+class HTTPMatchRequest(Spec):
+    name: str | None = None
+    uri: StringMatch | None = None
+    scheme: StringMatch | None = None
+    method: StringMatch | None = None
+    authority: StringMatch | None = None
+    headers: dict[str, StringMatch] | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    source_labels: dict[str, str] | None = None
+    gateways: list[str] | None = None
+    query_params: dict[str, StringMatch] | None = None
+    ignore_uri_case: bool | None = None
+    without_headers: dict[str, StringMatch] | None = None
+    source_namespace: str | None = None
+    stat_prefix: str | None = None
+
+    UNSUPPORTED = frozenset({
+        "scheme", "method", "authority", "headers", "source_labels", "query_params",
+        "ignore_uri_case", "without_headers", "source_namespace", "stat_prefix",
+    })
+
+    def issues(self, where: Where) -> Iterable[Issue]:
+        out = _header_name_issues(self.headers or {}, ("headers",), claims=True)
+        out += _header_name_issues(self.without_headers or {}, ("withoutHeaders",), claims=True)
+        out += labels_issues(self.source_labels, ("sourceLabels",))
+        out += gateway_name_issues(self.gateways, ("gateways",))
+        if self.source_namespace is not None and not is_dns_label(self.source_namespace):
+            out.append(Issue(("sourceNamespace",), f"sourceNamespace {self.source_namespace!r} is not a namespace name"))
+        return out
+
+
+class HeaderOperations(Spec):
+    set: dict[str, str] | None = None
+    add: dict[str, str] | None = None
+    remove: list[str] | None = None
+
+
+class Headers(Spec):
+    request: HeaderOperations | None = None
+    response: HeaderOperations | None = None
+
+    def issues(self, where: Where) -> Iterable[Issue]:
+        out: list[Issue] = []
+        for side, ops in (("request", self.request), ("response", self.response)):
+            if ops is None:
+                continue
+            for op in ("set", "add", "remove"):
+                values: dict[str, str] | list[str] | None = getattr(ops, op)
+                items = list(values.items()) if isinstance(values, dict) else [(n, "") for n in values or []]
+                for i, (name, value) in enumerate(items):
+                    at: Path = (side, op, name) if isinstance(values, dict) else (side, op, i)
+                    lower = name.lower()
+                    authority = side == "request" and op != "remove" and lower in (":authority", "host")
+                    if not name:
+                        out.append(Issue(at, "header name must not be empty"))
+                    elif not authority and (name.startswith(":") or lower == "host"):
+                        out.append(Issue(at, f"header {name!r} cannot be changed here (':' pseudo-headers and Host "
+                                             f"are managed by the proxy; rewrite the authority with rewrite.authority)"))
+                    elif not _HEADER_VALUE.match(value):
+                        out.append(Issue(at, f"header {name!r}: the value has control characters"))
+        return out
+
+
+class HTTPRouteDestination(Spec):
+    destination: Destination
+    weight: int | None = Field(default=None, ge=0, le=100)
+    headers: Headers | None = None
+
+    UNSUPPORTED = frozenset({"headers"})
+
+
+class HTTPRedirect(Spec):
+    uri: str | None = None
+    authority: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    derive_port: Literal["FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT"] | None = None
+    scheme: str | None = None
+    redirect_code: int | None = None
+
+    def issues(self, where: Where) -> Iterable[Issue]:
+        out = []
+        if not (self.uri or self.authority or self.port or self.derive_port or self.scheme):
+            out.append(Issue((), "a redirect must set uri, authority, scheme or port"))
+        if self.redirect_code is not None and not 300 <= self.redirect_code <= 399:
+            out.append(Issue(("redirectCode",), f"redirect code {self.redirect_code} must be 3xx"))
+        if self.scheme is not None and self.scheme not in ("http", "https"):
+            out.append(Issue(("scheme",), "redirect scheme must be http or https"))
+        return out
+
+
+class HTTPBody(Spec):
+    string: str | None = None
+    bytes: str | None = None
+
+
+class HTTPDirectResponse(Spec):
+    status: int = Field(ge=200, le=600)
+    body: HTTPBody | None = None
+
+    def issues(self, where: Where) -> Iterable[Issue]:
+        body = (self.body.string or self.body.bytes or "") if self.body else ""
+        if len(body) > 1024 * 1024:
+            return [Issue(("body",), "a direct response body must be less than 1MB")]
+        if len(body) > 100 * 1024:
+            return [warning(("body",), "large direct response bodies slow the control plane down")]
+        return []
+
+
+class Delegate(Spec):
+    name: str | None = None
+    namespace: str | None = None
+
+
+class RegexRewrite(Spec):
+    match: str | None = None
+    rewrite: str | None = None
+
+
+class HTTPRewrite(Spec):
+    uri: str | None = None
+    authority: str | None = None
+    uri_regex_rewrite: RegexRewrite | None = None
+
+    def issues(self, where: Where) -> Iterable[Issue]:
+        out = []
+        if self.uri and self.uri_regex_rewrite is not None:
+            out.append(Issue(("uriRegexRewrite",), "a rewrite takes uri or uriRegexRewrite, not both"))
+        if not self.uri and self.uri_regex_rewrite is None and not self.authority:
+            out.append(Issue((), "a rewrite must set uri, uriRegexRewrite or authority"))
+        rx = self.uri_regex_rewrite
+        if rx is not None:
+            if not rx.match or not rx.rewrite:
+                out.append(Issue(("uriRegexRewrite",), "uriRegexRewrite needs both match and rewrite"))
+            elif _regex_problem(rx.match):
+                out.append(Issue(("uriRegexRewrite", "match"), _regex_problem(rx.match) or ""))
+        return out
+
+
+RETRY_ON = frozenset({
+    "5xx", "gateway-error", "reset", "reset-before-request", "connect-failure", "retriable-4xx", "refused-stream",
+    "retriable-status-codes", "retriable-headers", "envoy-ratelimited", "http3-post-connect-failure",
+    "cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable",
+})
+
+
+class HTTPRetry(Spec):
+    attempts: int | None = Field(default=None, ge=0)
+    per_try_timeout: Duration | None = None
+    retry_on: str | None = None
+    retry_remote_localities: bool | None = None
+    retry_ignore_previous_hosts: bool | None = None
+    backoff: Duration | None = None
+
+    def issues(self, where: Where) -> Iterable[Issue]:
+        out = []
+        if not self.attempts and (self.per_try_timeout or self.retry_on or self.retry_remote_localities is not None):
+            out.append(Issue(("attempts",), "retries are configured but attempts is 0 (retries off); set attempts"))
+        for policy in (self.retry_on or "").split(",") if self.retry_on else []:
+            if policy not in RETRY_ON and not (policy.isdigit() and 100 <= int(policy) <= 599):
+                out.append(Issue(("retryOn",), f"{policy!r} is not a retryOn policy (like 5xx, connect-failure, "
+                                               f"reset or an HTTP status code)"))
+        return out
+
+
+class Percent(Spec):
+    value: float = Field(ge=0, le=100)
+
+
+class FaultDelay(Spec):
+    fixed_delay: Duration | None = None
+    exponential_delay: Duration | None = None
+    percentage: Percent | None = None
+    percent: int | None = Field(default=None, ge=0, le=100)
+
+    def issues(self, where: Where) -> Iterable[Issue]:
+        if self.exponential_delay is not None:
+            return [Issue(("exponentialDelay",), "exponentialDelay is not supported by Istio; use fixedDelay")]
+        return []
+
+
+class FaultAbort(Spec):
+    http_status: int | None = Field(default=None, ge=200, le=600)
+    grpc_status: str | None = None
+    http2_error: str | None = None
+    percentage: Percent | None = None
+
+    def issues(self, where: Where) -> Iterable[Issue]:
+        if self.http2_error is not None:
+            return [Issue(("http2Error",), "http2Error aborts are not supported by Istio; use httpStatus")]
+        if self.http_status is None and self.grpc_status is None:
+            return [warning((), "abort is configured without httpStatus or grpcStatus")]
+        return []
+
+
+class HTTPFaultInjection(Spec):
+    delay: FaultDelay | None = None
+    abort: FaultAbort | None = None
+
+    def issues(self, where: Where) -> Iterable[Issue]:
+        if self.delay is None and self.abort is None:
+            return [Issue((), "fault injection needs an abort, a delay or both")]
+        return []
+
+
+class HTTPMirrorPolicy(Spec):
+    destination: Destination
+    percentage: Percent | None = None
+
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE"})
+
+
+class CorsPolicy(Spec):
+    allow_origins: list[StringMatch] | None = None
+    allow_origin: list[str] | None = None
+    allow_methods: list[str] | None = None
+    allow_headers: list[str] | None = None
+    expose_headers: list[str] | None = None
+    max_age: Duration | None = None
+    allow_credentials: bool | None = None
+    unmatched_preflights: Literal["UNSPECIFIED", "FORWARD", "IGNORE"] | None = None
+
+    def issues(self, where: Where) -> Iterable[Issue]:
+        out = []
+        for i, m in enumerate(self.allow_methods or []):
+            if m not in HTTP_METHODS:
+                out.append(Issue(("allowMethods", i), f"{m!r} is not an HTTP method ({', '.join(sorted(HTTP_METHODS))})"))
+        for field, names in (("allowHeaders", self.allow_headers), ("exposeHeaders", self.expose_headers)):
+            for i, name in enumerate(names or []):
+                if name != "*" and not _HEADER_NAME.match(name):
+                    out.append(Issue((field, i), f"header name {name!r} is invalid: letters, digits, '-' and '_' only"))
+        return out
+
+
+class HTTPRoute(Spec):
+    name: str | None = None
+    match: list[HTTPMatchRequest] | None = None
+    route: list[HTTPRouteDestination] | None = None
+    redirect: HTTPRedirect | None = None
+    direct_response: HTTPDirectResponse | None = None
+    delegate: Delegate | None = None
+    rewrite: HTTPRewrite | None = None
+    timeout: Duration | None = None
+    retries: HTTPRetry | None = None
+    fault: HTTPFaultInjection | None = None
+    mirror: Destination | None = None
+    mirrors: list[HTTPMirrorPolicy] | None = None
+    mirror_percentage: Percent | None = None
+    mirror_percent: int | None = Field(default=None, ge=0, le=100)
+    cors_policy: CorsPolicy | None = None
+    headers: Headers | None = None
+
+    UNSUPPORTED = frozenset({
+        "redirect", "direct_response", "delegate", "rewrite", "timeout", "retries", "fault",
+        "mirror", "mirrors", "mirror_percentage", "mirror_percent", "cors_policy", "headers",
+    })
+
+    @model_validator(mode="after")
+    def _weights(self) -> HTTPRoute:
+        if self.route and len(self.route) > 1:
+            total = sum(d.weight or 0 for d in self.route)
+            if total != 100:
+                raise ValueError(f"route weights must sum to 100, they sum to {total}")
+        if not self.route and self.redirect is None and self.direct_response is None and self.delegate is None:
+            raise ValueError("an http route needs route, redirect, directResponse or delegate")
+        return self
+
+    def issues(self, where: Where) -> Iterable[Issue]:
+        out = []
+        if self.delegate is not None:
+            for name in ("route", "redirect"):
+                if getattr(self, name) is not None:
+                    out.append(Issue((name,), f"a route with delegate cannot also set {name}"))
+        if self.redirect is not None:
+            for name, alias in (("route", "route"), ("fault", "fault"), ("rewrite", "rewrite"),
+                                ("direct_response", "directResponse")):
+                if getattr(self, name):
+                    out.append(Issue((alias,), f"a route with redirect cannot also set {alias}"))
+        if self.mirror_percent is not None:
+            out.append(warning(("mirrorPercent",), "mirrorPercent is deprecated; use mirrorPercentage"))
+        return out
