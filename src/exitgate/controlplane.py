@@ -11,6 +11,7 @@ import json
 import os
 import secrets as pysecrets
 import threading
+import warnings
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -18,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.hazmat.primitives import serialization
 
 from exitgate import ir, names
@@ -73,7 +75,11 @@ def _read(path: str, what: str, pem: str) -> tuple[bytes | None, Diagnostic | No
 def pem_problem(data: bytes, pem: str) -> str | None:
     try:
         if pem == "certs":
-            x509.load_pem_x509_certificates(data)
+            with warnings.catch_warnings():
+                # System bundles hold a few old roots with serial 0, which cryptography warns
+                # about on every load; BoringSSL accepts them, and so do we.
+                warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+                x509.load_pem_x509_certificates(data)
         elif pem == "key":
             serialization.load_pem_private_key(data, password=None)
         else:
