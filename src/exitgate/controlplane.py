@@ -59,6 +59,15 @@ class PlannedProxy:
 UNREADABLE = "EG0009"
 
 
+def file_stamp(path: str) -> tuple[int, int] | None:
+    """What tells that a file changed: (mtime in ns, size), or None when it is missing."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
 def _read(path: str, what: str, pem: str) -> tuple[bytes | None, Diagnostic | None]:
     """A file's bytes, checked to be what it should be (``pem``: "certs", "key" or "crl"), so
     that Envoy is never sent something it would reject."""
@@ -89,6 +98,21 @@ def pem_problem(data: bytes, pem: str) -> str | None:
     return None
 
 
+def key_mismatch(cert_pem: bytes, key_pem: bytes) -> str | None:
+    """Why a certificate and key do not belong together (Envoy would reject the pair)."""
+    try:
+        cert = x509.load_pem_x509_certificates(cert_pem)[0]
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as e:
+        return f"cannot be loaded ({e})"
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    try:
+        same = cert.public_key().public_bytes(*spki) == key.public_key().public_bytes(*spki)
+    except ValueError:
+        same = False
+    return None if same else "the private key does not match the certificate"
+
+
 def _check_credential(data: ir.SecretData, proxy: str) -> Diagnostic | None:
     for blob, pem, what in ((data.cert_pem, "certs", "tls.crt"), (data.key_pem, "key", "tls.key"),
                             (data.ca_pem, "certs", "ca.crt"), (data.crl_pem, "crl", "ca.crl")):
@@ -97,7 +121,22 @@ def _check_credential(data: ir.SecretData, proxy: str) -> Diagnostic | None:
             if problem:
                 name, _ = names.parse_credential_secret(data.name)
                 return Diagnostic(UNREADABLE, Severity.ERROR, f"{proxy}: Secret {name}, {what}: {problem}")
+    if data.cert_pem is not None and data.key_pem is not None:
+        problem = key_mismatch(data.cert_pem, data.key_pem)
+        if problem:
+            name, _ = names.parse_credential_secret(data.name)
+            return Diagnostic(UNREADABLE, Severity.ERROR, f"{proxy}: Secret {name}: {problem}")
     return None
+
+
+def secret_files(wanted: Sequence[str], mesh: MeshConfig) -> list[str]:
+    """The files behind the file-based SDS names among ``wanted``."""
+    out: list[str] = []
+    for name in wanted:
+        if name.startswith((names.FILE_CERT_PREFIX, names.FILE_ROOT_PREFIX)):
+            _, first, second = names.parse_file_secret(name)
+            out += [mesh.system_trust_store if first == SYSTEM_CA else first] + ([second] if second else [])
+    return out
 
 
 def resolve_secrets(wanted: Sequence[str], proxy: PlannedProxy, resources: Sequence[Resource],
@@ -129,7 +168,10 @@ def resolve_secrets(wanted: Sequence[str], proxy: PlannedProxy, resources: Seque
                 cert_pem, d1 = _read(first, "client certificate", "certs")
                 key_pem, d2 = _read(second or "", "private key", "key")
                 diags += [d for d in (d1, d2) if d]
-                if cert_pem and key_pem:
+                mismatch = key_mismatch(cert_pem, key_pem) if cert_pem and key_pem else None
+                if mismatch:
+                    diags.append(Diagnostic(UNREADABLE, Severity.ERROR, f"client certificate {first} and private key {second}: {mismatch}"))
+                elif cert_pem and key_pem:
                     out[name] = ir.SecretData(name, cert_pem=cert_pem, key_pem=key_pem)
             else:
                 ca_pem, d1 = _read(mesh.system_trust_store if first == SYSTEM_CA else first, "CA certificates", "certs")
@@ -152,6 +194,8 @@ class ControlPlane:
         self.supervisor: Supervisor | None = None
         self.ads: AdsServer | None = None
         self.applied_version = -1
+        # Certificate files the last push read, and their stamps: a change re-pushes.
+        self._files: dict[str, tuple[int, int] | None] = {}
         self.ads_port = 0
         self.ca: MeshCA | None = None
         self.certs: WorkloadCertManager | None = None
@@ -262,12 +306,15 @@ class ControlPlane:
         """Translate the current snapshot for every proxy and hand it to the xDS cache."""
         with self._lock:
             version = self.store.version()
-            if not force and version == self.applied_version and not self._rotation_due():
+            if not force and version == self.applied_version and not self._rotation_due() and not self._files_changed():
                 return []
             snapshot = self.store.load()
             diags = self._push(snapshot.resources)
             self.applied_version = snapshot.version
             return diags
+
+    def _files_changed(self) -> bool:
+        return any(file_stamp(path) != stamp for path, stamp in self._files.items())
 
     def _rotation_due(self) -> bool:
         assert self.certs is not None
@@ -276,12 +323,15 @@ class ControlPlane:
     def _push(self, resources: Sequence[Resource]) -> list[Diagnostic]:
         assert self.certs is not None and self.ca is not None
         all_diags: list[Diagnostic] = []
+        self._files = {}
         for p in self.proxies:
             if isinstance(p.spec, GatewayProxy):
                 pc, diags = translate_gateway(resources, self.mesh, p.spec)
             else:
                 pc, diags = translate_sidecar(resources, self.mesh, p.spec, p.record.proxy_port)
             secrets, sdiags = resolve_secrets(pc.secret_names, p, resources, self.certs, self.ca, self.mesh)
+            for path in secret_files(pc.secret_names, self.mesh):
+                self._files[path] = file_stamp(path)
             blocking = any(d.code == UNREADABLE for d in sdiags)
             if p.record.role == "sidecar":
                 # A sidecar is given every cluster of the mesh, including ones only a gateway

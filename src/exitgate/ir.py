@@ -63,8 +63,9 @@ class Cluster:
     connect_timeout_s: float = 10.0
     # Bound connection lifetime so pooled connections pick up rotated certificates.
     max_connection_duration_s: float | None = None
-    # A digest of the credential Secrets the cluster's TLS uses. When a Secret changes, the
-    # cluster changes with it, and Envoy drains the pooled connections made with the old one.
+    # A digest of the user-provided secrets (Secrets, files) the cluster's TLS uses, filled in
+    # when the secrets are resolved. When one changes, the cluster changes with it, and Envoy
+    # drains the pooled connections made with the old certificate.
     credential_version: str | None = None
 
 

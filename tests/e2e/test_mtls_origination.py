@@ -271,3 +271,26 @@ def test_insecure_skip_verify_accepts_an_untrusted_server(exitgate: Exitgate, pk
         f"        clientCertificate: {crt}\n        privateKey: {key}\n        insecureSkipVerify: true\n"))
     apply_task(exitgate, dr)
     assert "Welcome to nginx!" in wait_status(exitgate, "200")
+
+
+def test_a_renewed_certificate_file_is_used_without_restart(exitgate: Exitgate, pki: Pki, tmp_path: Path) -> None:
+    """With clientCertificate/privateKey paths, replacing the files on disk is enough: the
+    control plane notices, re-reads them and sends them by SDS; connections made with the old
+    certificate are drained."""
+    crt, key = pki.client(3)
+    live_crt, live_key = tmp_path / "live-client.crt", tmp_path / "live-client.key"
+    certs.write_private(live_crt, crt.read_bytes())
+    certs.write_private(live_key, key.read_bytes())
+    dr = tmp_path / "dr-files.yaml"
+    dr.write_text((MTLS / "03-originate-mtls.yaml").read_text().replace(
+        "        credentialName: client-credential # this must match the secret created earlier to hold client certs\n",
+        f"        clientCertificate: {live_crt}\n        privateKey: {live_key}\n        caCertificates: {pki.dir / 'example.com.crt'}\n"))
+    apply_task(exitgate, dr)
+    assert re.search(r"(?im)^x-client-serial: 0?3\r?$", wait_status(exitgate, "200"))
+    pids = [p.record.pid for p in exitgate.cp.proxies]
+    crt9, key9 = pki.client(9)
+    certs.write_private(live_key, key9.read_bytes())
+    certs.write_private(live_crt, crt9.read_bytes())
+    out = until(lambda: fetch(exitgate)[1], lambda o: re.search(r"(?im)^x-client-serial: 0?9\r?$", o) is not None)
+    assert re.search(r"(?im)^x-client-serial: 0?9\r?$", out), out
+    assert [p.record.pid for p in exitgate.cp.proxies] == pids

@@ -33,3 +33,13 @@ def test_pem_checks() -> None:
     assert pem_problem(b"garbage", "certs") is not None
     assert pem_problem(root, "key") is not None
     assert pem_problem(root, "crl") is not None
+
+
+def test_a_key_that_does_not_match_its_certificate_is_caught() -> None:
+    from exitgate.controlplane import key_mismatch
+
+    root, root_key = certs.make_root("r", "o", key_type="ec256")
+    leaf, leaf_key = certs.make_leaf(root, root_key, "c", [], client=True, key_type="ec256")
+    assert key_mismatch(leaf, leaf_key) is None
+    assert key_mismatch(leaf, root_key) == "the private key does not match the certificate"
+    assert key_mismatch(b"junk", leaf_key) is not None

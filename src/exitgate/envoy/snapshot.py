@@ -4,24 +4,51 @@ golden tests store."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from exitgate import ir
+from exitgate import ir, names
 from exitgate.envoy import resources as res
 from exitgate.xds.cache import CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE
 
 
+# The control plane's own secrets: rotating them must not churn clusters (SDS alone updates them,
+# and connection lifetimes are bounded).
+MESH_SECRETS = frozenset({names.WORKLOAD_CERT_SECRET, names.ROOT_CA_SECRET})
+
+
+def credential_version(c: ir.Cluster, secrets: Mapping[str, ir.SecretData]) -> str | None:
+    """A digest of the user-provided secrets a cluster's TLS uses (None if it uses none)."""
+    if c.tls is None:
+        return None
+    digest = hashlib.sha256()
+    used = False
+    for name in (c.tls.client_cert_secret, c.tls.validation_secret):
+        data = secrets.get(name) if name and name not in MESH_SECRETS else None
+        if data is not None:
+            for part in (data.cert_pem, data.key_pem, data.ca_pem, data.crl_pem):
+                digest.update(hashlib.sha256(part or b"").digest())
+            used = True
+    return digest.hexdigest()[:16] if used else None
+
+
 def xds_resources(pc: ir.ProxyConfig, secrets: Mapping[str, ir.SecretData]) -> dict[str, dict[str, Message]]:
     """Secrets named by the IR but missing from ``secrets`` are left out: Envoy then keeps the
-    listener or cluster that needs them warming, and no traffic flows without its TLS."""
+    listener or cluster that needs them warming, and no traffic flows without its TLS.
+
+    Each cluster is stamped with the version of the user secrets it uses, so that a renewed
+    client certificate or CA replaces the cluster and Envoy drains connections made with the
+    old one (an SDS update alone leaves pooled connections as they are)."""
+    clusters = [replace(c, credential_version=credential_version(c, secrets)) for c in pc.clusters]
     return {
         LISTENER_TYPE: {x.name: res.listener(x) for x in pc.listeners},
         ROUTE_TYPE: {x.name: res.route_config(x) for x in pc.route_configs},
-        CLUSTER_TYPE: {x.name: res.cluster(x) for x in pc.clusters},
+        CLUSTER_TYPE: {x.name: res.cluster(x) for x in clusters},
         SECRET_TYPE: {n: res.secret(secrets[n]) for n in pc.secret_names if n in secrets},
     }
 
@@ -57,7 +84,8 @@ def static_bootstrap(pc: ir.ProxyConfig, secrets: Mapping[str, ir.SecretData], a
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
             "listeners": listeners,
-            "clusters": [_inline_sds(_to_dict(res.cluster(c))) for c in pc.clusters],
+            "clusters": [_inline_sds(_to_dict(res.cluster(replace(c, credential_version=credential_version(c, secrets)))))
+                         for c in pc.clusters],
             "secrets": [_to_dict(res.secret(secrets[n])) for n in pc.secret_names if n in secrets],
         },
     }

@@ -5,7 +5,6 @@ Pure: resources and the mesh inventory in, an ``ir.ProxyConfig`` and diagnostics
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 from exitgate import names
@@ -27,7 +26,6 @@ from exitgate.ir import (
     Route,
     RouteConfig,
     TlsMode,
-    UpstreamTls,
     VirtualHost,
     WeightedCluster,
 )
@@ -40,7 +38,7 @@ from exitgate.translate.registry import (
     host_matches,
     visible_services,
 )
-from exitgate.translate.credentials import ca_of, find_secret
+from exitgate.translate.credentials import ca_of
 from exitgate.translate.routing import MESH, routes_for, virtual_services_for, vs_gateways
 from exitgate.translate.tls import effective_policy, upstream_tls
 
@@ -77,7 +75,6 @@ def build_clusters(resources: Sequence[Resource], services: Sequence[Service], p
                     http2=http2,
                     # Connections carrying a mesh certificate are bounded so rotation takes effect.
                     max_connection_duration_s=600.0 if tls is not None and tls.client_cert_secret else None,
-                    credential_version=credential_version(resources, proxy_ns, tls),
                 ))
     return clusters
 
@@ -92,22 +89,6 @@ def istio_mutual_gateway_ports(resources: Sequence[Resource], mesh: MeshConfig) 
                 if server.tls is not None and server.tls.mode == "ISTIO_MUTUAL":
                     out.setdefault(g.service_host, set()).add(server.port.number)
     return out
-
-
-def credential_version(resources: Sequence[Resource], proxy_ns: str, tls: UpstreamTls | None) -> str | None:
-    if tls is None:
-        return None
-    digest = hashlib.sha256()
-    used = False
-    for sds in (tls.client_cert_secret, tls.validation_secret):
-        if sds and sds.startswith(names.CREDENTIAL_PREFIX):
-            name, is_ca = names.parse_credential_secret(sds)
-            for candidate in ((name + names.CACERT_SUFFIX, name) if is_ca else (name,)):
-                secret = find_secret(resources, proxy_ns, candidate)
-                if secret is not None:
-                    digest.update(repr(sorted(secret.raw.items())).encode())
-                    used = True
-    return digest.hexdigest()[:16] if used else None
 
 
 def _secret_names(listeners: Sequence[HttpListener], clusters: Sequence[Cluster]) -> tuple[str, ...]:
