@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from exitgate.analyze.analyzer import Analyzer
-from exitgate.analyze.model import Context, Finding, quoted
+from exitgate.analyze.model import Context, Finding, quoted, route_destinations
 from exitgate.api.diagnostics import Severity
-from exitgate.api.networking import DestinationRuleSpec, VirtualServiceSpec
+from exitgate.api.networking import DestinationRuleSpec
 from exitgate.translate.registry import fqdn, host_matches
 
 CODE = "IST0101"
@@ -23,15 +23,11 @@ def subset_defined(ctx: Context, host: str, subset: str) -> bool:
 
 
 def check(ctx: Context) -> Iterator[Finding]:
-    for vs in ctx.virtual_services:
-        assert isinstance(vs.spec, VirtualServiceSpec)
-        for i, http in enumerate(vs.spec.http or []):
-            for j, rd in enumerate(http.route or []):
-                d = rd.destination
-                if d.subset and not subset_defined(ctx, fqdn(d.host, vs.namespace), d.subset):
-                    yield Finding(CODE, Severity.ERROR,
-                                  f"Referenced host+subset in destinationrule not found: {quoted(f'{d.host}+{d.subset}')}",
-                                  vs, ("spec", "http", i, "route", j, "destination", "subset"))
+    for vs, path, d in route_destinations(ctx):
+        if d.subset and not subset_defined(ctx, fqdn(d.host, vs.namespace), d.subset):
+            yield Finding(CODE, Severity.ERROR,
+                          f"Referenced host+subset in destinationrule not found: {quoted(f'{d.host}+{d.subset}')}",
+                          vs, path + ("subset",))
 
 
 ANALYZER = Analyzer(CODE, "ReferencedResourceNotFound", "VirtualService destination subsets are defined by a DestinationRule", check)

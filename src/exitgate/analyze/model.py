@@ -10,7 +10,7 @@ The resolution rules are the translator's (``translate.registry``, ``translate.r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -20,6 +20,7 @@ from exitgate.api.core import SecretSpec
 from exitgate.api.diagnostics import Severity
 from exitgate.api.networking import (
     ClientTLSSettings,
+    Destination,
     DestinationRuleSpec,
     GatewaySpec,
     HTTPRoute,
@@ -391,3 +392,12 @@ def credential_uses(ctx: Context) -> list[CredentialUse]:
     for (_, _, _, where), (dr, name, mode, proxies) in by_setting.items():
         out.append(CredentialUse(dr, where + ("credentialName",), name, mode, True, tuple(proxies)))
     return out
+
+
+def route_destinations(ctx: Context) -> Iterator[tuple[Resource, Path, Destination]]:
+    """Every http route destination of every VirtualService, with its field path."""
+    for vs in ctx.virtual_services:
+        assert isinstance(vs.spec, VirtualServiceSpec)
+        for i, http in enumerate(vs.spec.http or []):
+            for j, rd in enumerate(http.route or []):
+                yield vs, ("spec", "http", i, "route", j, "destination"), rd.destination

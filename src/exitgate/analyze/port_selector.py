@@ -6,27 +6,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from exitgate.analyze.analyzer import Analyzer
-from exitgate.analyze.model import Context, Finding, quoted
+from exitgate.analyze.model import Context, Finding, quoted, route_destinations
 from exitgate.api.diagnostics import Severity
-from exitgate.api.networking import VirtualServiceSpec
 from exitgate.translate.registry import fqdn
 
 CODE = "IST0112"
 
 
 def check(ctx: Context) -> Iterator[Finding]:
-    for vs in ctx.virtual_services:
-        assert isinstance(vs.spec, VirtualServiceSpec)
-        for i, http in enumerate(vs.spec.http or []):
-            for j, rd in enumerate(http.route or []):
-                d = rd.destination
-                svc = ctx.service(fqdn(d.host, vs.namespace), vs.namespace)
-                if d.port is None and svc is not None and len(svc.ports) > 1:
-                    ports = " ".join(str(p.number) for p in svc.ports)
-                    yield Finding(CODE, Severity.ERROR,
-                                  f"This VirtualService routes to a service {quoted(d.host)} that exposes multiple "
-                                  f"ports [{ports}]. Specifying a port in the destination is required to "
-                                  f"disambiguate.", vs, ("spec", "http", i, "route", j, "destination"))
+    for vs, path, d in route_destinations(ctx):
+        svc = ctx.service(fqdn(d.host, vs.namespace), vs.namespace)
+        if d.port is None and svc is not None and len(svc.ports) > 1:
+            ports = " ".join(str(p.number) for p in svc.ports)
+            yield Finding(CODE, Severity.ERROR,
+                          f"This VirtualService routes to a service {quoted(d.host)} that exposes multiple "
+                          f"ports [{ports}]. Specifying a port in the destination is required to "
+                          f"disambiguate.", vs, path)
 
 
 ANALYZER = Analyzer(CODE, "VirtualServiceDestinationPortSelectorRequired",
