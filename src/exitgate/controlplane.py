@@ -35,7 +35,9 @@ from exitgate.mesh import GatewayProxy, MeshConfig, WorkloadProxy
 from exitgate.runtime import ProxyRecord, RuntimeInfo, StateDir
 from exitgate.store import Store, write_private_atomic
 from exitgate.translate.credentials import resolve_credential
-from exitgate.translate.proxy import translate_gateway, translate_sidecar
+from exitgate.translate.gateway import translate_gateway
+from exitgate.translate.sidecar import translate_sidecar
+from exitgate.translate.snapshot import Snapshot
 from exitgate.translate.tls import SYSTEM_CA
 from exitgate.xds.cache import WILDCARD_TYPES, SnapshotCache
 from exitgate.xds.server import AdsServer, EventKind, XdsEvent
@@ -139,7 +141,7 @@ def secret_files(wanted: Sequence[str], mesh: MeshConfig) -> list[str]:
     return out
 
 
-def resolve_secrets(wanted: Sequence[str], proxy: PlannedProxy, resources: Sequence[Resource],
+def resolve_secrets(wanted: Sequence[str], proxy: PlannedProxy, snap: Snapshot,
                     certs: WorkloadCertManager, ca: MeshCA, mesh: MeshConfig) -> tuple[dict[str, ir.SecretData], list[Diagnostic]]:
     """The data behind each SDS name one proxy needs. Files are read here, by the control
     plane; Envoy never reads a key from disk. A secret that cannot be had is left out and
@@ -155,7 +157,7 @@ def resolve_secrets(wanted: Sequence[str], proxy: PlannedProxy, resources: Seque
         elif name == names.ROOT_CA_SECRET:
             out[name] = ir.SecretData(name, ca_pem=ca.root_pem)
         elif name.startswith(names.CREDENTIAL_PREFIX):
-            data, diag = resolve_credential(resources, proxy.record.namespace, name, who)
+            data, diag = resolve_credential(snap, proxy.record.namespace, name, who)
             if data is not None:
                 diag = _check_credential(data, who)
                 if diag is None:
@@ -324,12 +326,14 @@ class ControlPlane:
         assert self.certs is not None and self.ca is not None
         all_diags: list[Diagnostic] = []
         self._files = {}
+        # Indexed once per configuration version, read by every proxy's translation.
+        snap = Snapshot(resources, self.mesh)
         for p in self.proxies:
             if isinstance(p.spec, GatewayProxy):
-                pc, diags = translate_gateway(resources, self.mesh, p.spec)
+                pc, diags = translate_gateway(snap, p.spec)
             else:
-                pc, diags = translate_sidecar(resources, self.mesh, p.spec, p.record.proxy_port)
-            secrets, sdiags = resolve_secrets(pc.secret_names, p, resources, self.certs, self.ca, self.mesh)
+                pc, diags = translate_sidecar(snap, p.spec, p.record.proxy_port)
+            secrets, sdiags = resolve_secrets(pc.secret_names, p, snap, self.certs, self.ca, self.mesh)
             for path in secret_files(pc.secret_names, self.mesh):
                 self._files[path] = file_stamp(path)
             blocking = any(d.code == UNREADABLE for d in sdiags)

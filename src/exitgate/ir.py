@@ -21,6 +21,9 @@ class DiscoveryType(str, Enum):
     STATIC = "STATIC"
     STRICT_DNS = "STRICT_DNS"
     LOGICAL_DNS = "LOGICAL_DNS"
+    # Resolves whichever host the request names (Envoy's dynamic forward proxy): the sidecar's
+    # PassthroughCluster for ALLOW_ANY, where a forward proxy has no original destination.
+    DYNAMIC_FORWARD_PROXY = "DYNAMIC_FORWARD_PROXY"
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,10 @@ class HttpListener:
     access_log: bool = True
     # Gateways match virtual hosts on the host alone; sidecars need the port to tell services apart.
     ignore_port_in_host: bool = False
+    # Envoy RBAC HTTP filters, in the order they run (translate/authz.py: Istio's AUDIT, DENY, ALLOW).
+    rbac: tuple[RbacFilter, ...] = ()
+    # A route of this listener goes to a DYNAMIC_FORWARD_PROXY cluster, which needs its filter.
+    dynamic_forward_proxy: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,3 +152,141 @@ class ProxyConfig:
     clusters: tuple[Cluster, ...]
     secret_names: tuple[str, ...]
     secrets: tuple[SecretData, ...] = ()
+
+
+# --- RBAC (AuthorizationPolicy) -------------------------------------------------------------------
+# Istio's authorization model as Envoy's RBAC filter runs it: a filter has an action and named
+# policies; a policy matches when one of its permissions (what the request asks for) and one of
+# its principals (who asks) match. The matchers below are the leaves and combinators Istio's
+# generators emit (pilot/pkg/security/authz/model); envoy/filters.py renders them.
+
+
+class RbacAction(str, Enum):
+    ALLOW = "ALLOW"  # the request passes only if a policy matches
+    DENY = "DENY"  # the request is refused if a policy matches
+    LOG = "LOG"  # Istio's AUDIT: a match is recorded, nothing is refused
+
+
+class StringMatchKind(str, Enum):
+    EXACT = "exact"
+    PREFIX = "prefix"
+    SUFFIX = "suffix"
+    REGEX = "safe_regex"  # RE2, matched against the whole value
+
+
+@dataclass(frozen=True)
+class StringMatch:
+    kind: StringMatchKind
+    value: str
+    ignore_case: bool = False
+
+
+@dataclass(frozen=True)
+class MatchAny:
+    """Matches every request."""
+
+
+@dataclass(frozen=True)
+class MatchAll:
+    """Every one of ``items`` matches (Envoy ``and_rules`` / ``and_ids``)."""
+
+    items: tuple[RbacMatch, ...]
+
+
+@dataclass(frozen=True)
+class MatchOneOf:
+    """At least one of ``items`` matches (Envoy ``or_rules`` / ``or_ids``)."""
+
+    items: tuple[RbacMatch, ...]
+
+
+@dataclass(frozen=True)
+class MatchNot:
+    item: RbacMatch
+
+
+@dataclass(frozen=True)
+class HeaderMatch:
+    """A request header (``:authority``, ``:method`` or any other); ``match`` None: present."""
+
+    name: str
+    match: StringMatch | None
+
+
+@dataclass(frozen=True)
+class PathMatch:
+    """The request path without the query string (Envoy ``url_path``)."""
+
+    match: StringMatch
+
+
+@dataclass(frozen=True)
+class PathTemplate:
+    """Envoy's uri_template syntax (``*`` one segment, ``**`` any), from Istio's ``{*}``/``{**}``."""
+
+    template: str
+
+
+@dataclass(frozen=True)
+class DestinationPort:
+    port: int
+
+
+@dataclass(frozen=True)
+class DestinationIp:
+    cidr: str  # "10.0.0.0/16", "10.0.0.1/32"
+
+
+@dataclass(frozen=True)
+class ServerName:
+    """The TLS SNI of the downstream connection."""
+
+    match: StringMatch
+
+
+@dataclass(frozen=True)
+class PeerPrincipal:
+    """The peer certificate's identity (its SPIFFE URI SAN; Envoy ``authenticated``)."""
+
+    match: StringMatch
+
+
+@dataclass(frozen=True)
+class DirectRemoteIp:
+    """The address of the connection's peer (Istio ``ipBlocks``, ``source.ip``)."""
+
+    cidr: str
+
+
+@dataclass(frozen=True)
+class RemoteIp:
+    """The original client, from X-Forwarded-For (Istio ``remoteIpBlocks``, ``remote.ip``)."""
+
+    cidr: str
+
+
+# Permissions use MatchAny/All/OneOf/Not, HeaderMatch, PathMatch, PathTemplate, DestinationPort,
+# DestinationIp and ServerName; principals use the combinators, HeaderMatch, PeerPrincipal,
+# DirectRemoteIp and RemoteIp (envoy/filters.py refuses a leaf on the wrong side).
+RbacMatch = (MatchAny | MatchAll | MatchOneOf | MatchNot | HeaderMatch | PathMatch | PathTemplate
+             | DestinationPort | DestinationIp | ServerName | PeerPrincipal | DirectRemoteIp | RemoteIp)
+
+
+@dataclass(frozen=True)
+class RbacPolicy:
+    """One rule of one AuthorizationPolicy; ``name`` is Istio's (names.rbac_policy_name)."""
+
+    name: str
+    permissions: tuple[RbacMatch, ...]
+    principals: tuple[RbacMatch, ...]
+
+
+@dataclass(frozen=True)
+class RbacFilter:
+    """One Envoy RBAC HTTP filter. ``policies`` None: nothing enforced (only dry-run policies
+    apply); an empty tuple with ALLOW refuses every request. ``shadow`` holds the dry-run
+    (``istio.io/dry-run``) policies, evaluated and counted but never enforced."""
+
+    action: RbacAction
+    policies: tuple[RbacPolicy, ...] | None
+    shadow: tuple[RbacPolicy, ...] | None = None

@@ -93,6 +93,14 @@ class DnsSettings(_Model):
         return tuple(out)
 
 
+class OutboundTrafficPolicy(_Model):
+    """Istio's ``meshConfig.outboundTrafficPolicy``: ALLOW_ANY (Istio's default install) lets a
+    host no service declares go out (``PassthroughCluster``); REGISTRY_ONLY answers it with 502
+    (``block_all``)."""
+
+    mode: Literal["ALLOW_ANY", "REGISTRY_ONLY"] = "ALLOW_ANY"
+
+
 class MeshConfig(_Model):
     trust_domain: str = names.DEFAULT_TRUST_DOMAIN
     root_namespace: str = "istio-system"
@@ -106,6 +114,7 @@ class MeshConfig(_Model):
     external_port_map: dict[int, int] = Field(default_factory=dict)
     workload_cert_ttl_seconds: int = Field(default=3600, ge=60)
     access_log: bool = True
+    outbound_traffic_policy: OutboundTrafficPolicy = Field(default_factory=OutboundTrafficPolicy)
     gateways: list[GatewayProxy] = Field(default_factory=lambda: [default_egress_gateway()])
     workloads: list[WorkloadProxy] = Field(default_factory=lambda: [WorkloadProxy(name="sleep", service_account="sleep", labels={"app": "sleep"})])
     services: list[ExternalService] = Field(default_factory=list)

@@ -25,6 +25,14 @@ CACERT_SUFFIX = "-cacert"
 # The route configuration served to sidecars' forward-proxy listener (Istio's RDSHttpProxy).
 HTTP_PROXY_ROUTE = "http_proxy"
 
+# Istio's catch-all names for hosts no service declares: the virtual host and route of each
+# outbound policy, and the clusters (ALLOW_ANY goes to PassthroughCluster; BlackHoleCluster has
+# no endpoints). Users grep access logs for them.
+PASSTHROUGH_CLUSTER = "PassthroughCluster"
+BLACKHOLE_CLUSTER = "BlackHoleCluster"
+ALLOW_ANY_ROUTE = "allow_any"
+BLOCK_ALL_ROUTE = "block_all"
+
 
 _PORT = re.compile(r"[1-9][0-9]{0,4}")
 # SPIFFE ID syntax (spiffe.io standard, section 2): no port, user info, query or fragment.
@@ -192,3 +200,83 @@ def gateway_route_name(protocol: str, port: int, port_name: str, gateway: str, n
 
 def virtual_host_name(host: str, port: int) -> str:
     return f"{host}:{port}"
+
+
+# --- RBAC policy names (AuthorizationPolicy rules) -------------------------------------------------
+# Istio's ``ns[NAMESPACE]-policy[NAME]-rule[INDEX]``: Envoy reports a denial as
+# ``rbac_access_denied_matched_policy[ns[istio-system]-policy[deny-cnn]-rule[0]]`` in
+# %RESPONSE_CODE_DETAILS%, so users find the rule that refused them. A CUSTOM policy exitgate
+# cannot delegate is enforced as a DENY under Istio's name for that case:
+# ``istio-ext-authz-PROVIDER-ns[..]-policy[..]-rule[..]-deny-due-to-bad-CUSTOM-action``.
+
+EXT_AUTHZ_PREFIX = "istio-ext-authz"
+BAD_CUSTOM_SUFFIX = "-deny-due-to-bad-CUSTOM-action"
+RBAC_DENIED_DETAILS_PREFIX = "rbac_access_denied_matched_policy"
+
+# Kubernetes names: a namespace is a DNS label, a policy name a DNS subdomain; neither has brackets,
+# which is what makes the name parse back unambiguously.
+_K8S_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_K8S_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_PROVIDER = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
+_RBAC_NAME = re.compile(r"ns\[(?P<ns>[^\[\]]+)\]-policy\[(?P<name>[^\[\]]+)\]-rule\[(?P<rule>0|[1-9][0-9]{0,5})\]")
+
+
+@dataclass(frozen=True)
+class RbacPolicyName:
+    namespace: str
+    name: str
+    rule: int
+    # Set for a CUSTOM policy's rule enforced as a DENY (Istio's bad-CUSTOM-action form).
+    custom_provider: str | None = None
+
+    def __str__(self) -> str:
+        base = f"ns[{self.namespace}]-policy[{self.name}]-rule[{self.rule}]"
+        if self.custom_provider is None:
+            return base
+        return f"{EXT_AUTHZ_PREFIX}-{self.custom_provider}-{base}{BAD_CUSTOM_SUFFIX}"
+
+
+def rbac_policy_name(namespace: str, name: str, rule: int, custom_provider: str | None = None) -> str:
+    parsed = RbacPolicyName(namespace, name, rule, custom_provider)
+    # Refuse what would not parse back (a bracket in a name, a negative index).
+    if (not _K8S_LABEL.fullmatch(namespace) or not _K8S_SUBDOMAIN.fullmatch(name) or not 0 <= rule <= 999999
+            or (custom_provider is not None and not _PROVIDER.fullmatch(custom_provider))):
+        raise ValueError(f"cannot name RBAC policy for {namespace}/{name} rule {rule}")
+    return str(parsed)
+
+
+def parse_rbac_policy_name(value: str) -> RbacPolicyName:
+    provider: str | None = None
+    body = value
+    if value.startswith(EXT_AUTHZ_PREFIX + "-"):
+        if not value.endswith(BAD_CUSTOM_SUFFIX):
+            raise ValueError(f"not an RBAC policy name: {value!r}")
+        body = value[len(EXT_AUTHZ_PREFIX) + 1:-len(BAD_CUSTOM_SUFFIX)]
+        provider, sep, body = body.partition("-ns[")
+        if not sep:
+            raise ValueError(f"not an RBAC policy name: {value!r}")
+        body = "ns[" + body
+    m = _RBAC_NAME.fullmatch(body)
+    if m is None:
+        raise ValueError(f"not an RBAC policy name of the form ns[NS]-policy[NAME]-rule[N]: {value!r}")
+    try:
+        built = rbac_policy_name(m["ns"], m["name"], int(m["rule"]), provider)
+    except ValueError:
+        raise ValueError(f"not an RBAC policy name: {value!r}") from None
+    if built != value:
+        raise ValueError(f"not an RBAC policy name: {value!r}")
+    return RbacPolicyName(m["ns"], m["name"], int(m["rule"]), provider)
+
+
+def rbac_denied_details(policy: str) -> str:
+    """%RESPONSE_CODE_DETAILS% of a request a DENY policy refused (what Envoy writes)."""
+    return f"{RBAC_DENIED_DETAILS_PREFIX}[{policy}]"
+
+
+def parse_rbac_denied_details(details: str) -> RbacPolicyName | None:
+    """The policy named in a denial's %RESPONSE_CODE_DETAILS%; None for an ALLOW policy's
+    refusal (``rbac_access_denied_matched_policy[none]``) or any other details."""
+    prefix = RBAC_DENIED_DETAILS_PREFIX + "["
+    if not details.startswith(prefix) or not details.endswith("]") or details == prefix + "none]":
+        return None
+    return parse_rbac_policy_name(details[len(prefix):-1])

@@ -96,11 +96,12 @@ def test_up_serves_then_ctrl_c_stops_everything(up: tuple[subprocess.Popen[str],
     info = runtime(state)
     assert all(wait_for(lambda p=p: ready(p["admin_port"])) for p in info["proxies"])
     sidecar = next(p for p in info["proxies"] if p["role"] == "sidecar")
-    # No ServiceEntry: the sidecar answers a host outside the registry with 502 (REGISTRY_ONLY).
+    # No ServiceEntry and Istio's default ALLOW_ANY: the sidecar passes a host outside the
+    # registry through; ".invalid" never resolves (RFC 6761), so Envoy answers 503.
     out = subprocess.run([sys.executable, "-m", "exitgate.cli.main", "exec", "--state-dir", str(state), "sleep", "--",
-                          "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://unknown.example/"],
+                          "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://unknown.invalid/"],
                          capture_output=True, text=True, timeout=30)
-    assert out.stdout == "502", out.stdout + out.stderr
+    assert out.stdout == "503", out.stdout + out.stderr
     assert sidecar["proxy_port"] > 0
     pids = [p["pid"] for p in info["proxies"]]
     proc.send_signal(signal.SIGINT)

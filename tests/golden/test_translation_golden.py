@@ -17,7 +17,9 @@ from exitgate.api.loader import load_paths
 from exitgate.envoy.snapshot import static_bootstrap
 from exitgate.ir import ProxyConfig
 from exitgate.mesh import MeshConfig, load_mesh
-from exitgate.translate.proxy import translate_gateway, translate_sidecar
+from exitgate.translate.gateway import translate_gateway
+from exitgate.translate.sidecar import translate_sidecar
+from exitgate.translate.snapshot import Snapshot
 
 CASES = Path(__file__).parent / "cases"
 SIDECAR_PORT = 15001
@@ -29,10 +31,11 @@ def translate(case: Path, role: str) -> tuple[ProxyConfig, MeshConfig]:
     mesh_file = case.with_name(case.name.replace(".in.yaml", ".mesh.yaml"))
     mesh, mesh_diags = load_mesh(mesh_file if mesh_file.exists() else None)
     assert mesh is not None, [str(d) for d in mesh_diags]
+    snap = Snapshot(loaded.resources, mesh)
     if role == "sidecar":
-        pc, diags = translate_sidecar(loaded.resources, mesh, mesh.workloads[0], SIDECAR_PORT)
+        pc, diags = translate_sidecar(snap, mesh.workloads[0], SIDECAR_PORT)
     else:
-        pc, diags = translate_gateway(loaded.resources, mesh, mesh.gateways[0])
+        pc, diags = translate_gateway(snap, mesh.gateways[0])
     assert not diags, [str(d) for d in diags]
     return pc, mesh
 

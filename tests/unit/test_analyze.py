@@ -51,7 +51,7 @@ def load(text: str, filename: str = "case.yaml", namespace: str = "default") -> 
         kind, meta = str(doc["kind"]), doc["metadata"]
         ns = meta.get("namespace", namespace)
         spec = (SecretSpec.model_validate({k: doc[k] for k in ("type", "data", "stringData") if k in doc})
-                if kind == "Secret" else SPEC_MODELS[kind].model_validate(doc["spec"]))
+                if kind == "Secret" else SPEC_MODELS[kind][2].model_validate(doc["spec"]))
         raw = to_plain(doc)
         raw["metadata"]["namespace"] = ns
         out.append(Resource(str(doc["apiVersion"]), kind, ns, str(meta["name"]), spec, raw,

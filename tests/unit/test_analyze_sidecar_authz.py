@@ -172,32 +172,31 @@ def test_root_namespace_comes_from_the_mesh() -> None:
     assert az.analyze(resources, rooted, now=NOW, analyzers=(A.authz_workloads.ANALYZER,)) == []
 
 
-# --- the loader keeps them for analyze only ------------------------------------------------------
+# --- the loader: enforced kinds, with their not-yet-supported fields reported -------------------
 
 DOCS = "---\n".join([sidecar("default", selector=False), policy("allow-default", match_labels={"app": "sleep"})])
+INGRESS = ("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: with-ingress}\nspec:\n"
+           "  ingress:\n  - port: {number: 9080, protocol: HTTP, name: http}\n    defaultEndpoint: 127.0.0.1:8080\n")
 
 
-def test_keep_unsupported_keeps_valid_sidecar_and_authorization_policy(tmp_path: Path) -> None:
+def test_valid_sidecar_and_authorization_policy_load_clean(tmp_path: Path) -> None:
     f = tmp_path / "policies.yaml"
     f.write_text(DOCS)
-    kept = load_paths([f], keep_unsupported=True)
-    assert kept.ok, kept.diagnostics
-    assert [(r.kind, r.namespace, r.name) for r in kept.resources] == [
+    loaded = load_paths([f])
+    assert loaded.ok and loaded.diagnostics == [], loaded.diagnostics
+    assert [(r.kind, r.namespace, r.name) for r in loaded.resources] == [
         ("Sidecar", "default", "default"), ("AuthorizationPolicy", "default", "allow-default")]
-    assert [(r.source.file, r.source.line) for r in kept.resources if r.source] == [(str(f), 1), (str(f), 10)]
-    assert [(d.code, d.severity, d.field, d.message) for d in kept.diagnostics] == [
-        (dx.UNSUPPORTED, Severity.WARNING, "kind", "kind Sidecar is not supported by exitgate yet"),
-        (dx.UNSUPPORTED, Severity.WARNING, "kind", "kind AuthorizationPolicy is not supported by exitgate yet")]
+    assert [(r.source.file, r.source.line) for r in loaded.resources if r.source] == [(str(f), 1), (str(f), 10)]
 
 
-def test_without_keep_unsupported_they_are_refused(tmp_path: Path) -> None:
-    f = tmp_path / "policies.yaml"
-    f.write_text(DOCS)
-    refused = load_paths([f])
+def test_a_field_with_no_meaning_here_yet_is_reported_and_kept_only_for_analyze() -> None:
+    refused = load_text(INGRESS, "ingress.yaml")
     assert not refused.ok and refused.resources == []
-    assert [(d.code, d.severity, d.resource) for d in refused.diagnostics] == [
-        (dx.UNSUPPORTED, Severity.ERROR, "Sidecar default/default"),
-        (dx.UNSUPPORTED, Severity.ERROR, "AuthorizationPolicy default/allow-default")]
+    assert [(d.code, d.severity, d.field) for d in refused.diagnostics] == [
+        (dx.UNSUPPORTED, Severity.ERROR, "spec.ingress")]
+    kept = load_text(INGRESS, "ingress.yaml", keep_unsupported=True)
+    assert kept.ok and [r.name for r in kept.resources] == ["with-ingress"]
+    assert [(d.code, d.severity) for d in kept.diagnostics] == [(dx.UNSUPPORTED, Severity.WARNING)]
 
 
 def test_invalid_ones_are_refused_even_for_analyze() -> None:
@@ -208,10 +207,9 @@ def test_invalid_ones_are_refused_even_for_analyze() -> None:
         loaded = load_text(text, "bad.yaml", keep_unsupported=True)
         assert loaded.resources == [] and not loaded.ok, loaded.diagnostics
         assert any(d.is_error and d.code != dx.UNSUPPORTED for d in loaded.diagnostics)
-        assert any(d.is_error and d.code == dx.UNSUPPORTED for d in loaded.diagnostics)
 
 
-def test_analyze_cli_reports_them_and_apply_refuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_analyze_cli_reports_them_and_apply_takes_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("EXITGATE_HOME", raising=False)
     f = tmp_path / "sidecars.yaml"
     f.write_text("---\n".join([sidecar("default", selector=False), sidecar("default-2", selector=False)]))
@@ -219,7 +217,12 @@ def test_analyze_cli_reports_them_and_apply_refuses(tmp_path: Path, monkeypatch:
     runner = CliRunner()
     result = runner.invoke(build_app(), ["analyze", "--state-dir", state, "-f", str(f)])
     assert result.exit_code == 1, result.output
-    assert "Warning [EG0006]" in result.output
     assert result.output.count("Error [IST0111]") == 2, result.output
-    applied = runner.invoke(build_app(), ["apply", "--state-dir", state, "-f", str(f)])
-    assert applied.exit_code == 1 and "nothing was applied" in applied.output
+    one = tmp_path / "one.yaml"
+    one.write_text(sidecar("default", selector=False))
+    applied = runner.invoke(build_app(), ["apply", "--state-dir", state, "-f", str(one)])
+    assert applied.exit_code == 0, applied.output
+    bad = tmp_path / "ingress.yaml"
+    bad.write_text(INGRESS)
+    refused = runner.invoke(build_app(), ["apply", "--state-dir", state, "-f", str(bad)])
+    assert refused.exit_code == 1 and "nothing was applied" in refused.output

@@ -6,14 +6,15 @@ from __future__ import annotations
 import pytest
 
 from exitgate.api.loader import load_text
-from exitgate.api.resources import Resource
+from exitgate.mesh import MeshConfig
 from exitgate.translate.credentials import resolve_credential
+from exitgate.translate.snapshot import Snapshot
 
 
-def secrets(text: str) -> list[Resource]:
+def secrets(text: str) -> Snapshot:
     loaded = load_text(text, "secrets.yaml")
     assert loaded.ok, [str(d) for d in loaded.diagnostics]
-    return loaded.resources
+    return Snapshot(loaded.resources, MeshConfig())
 
 
 GENERIC = """
@@ -79,7 +80,7 @@ stringData: {ca.crt: CA}
 
 
 def test_secret_repr_never_shows_data() -> None:
-    (res,) = secrets(GENERIC)
+    (res,) = secrets(GENERIC).resources
     assert "KEY" not in repr(res) and "KEY" not in repr(res.spec) and "KEY" not in str(res.spec)
 
 

@@ -262,16 +262,16 @@ def test_unknown_kind() -> None:
 
 def test_known_but_unsupported_kind_is_eg0006_not_unknown() -> None:
     text = """
-    apiVersion: security.istio.io/v1
-    kind: AuthorizationPolicy
+    apiVersion: security.istio.io/v1beta1
+    kind: PeerAuthentication
     metadata:
-      name: allow-nothing
+      name: default
       namespace: istio-system
-    spec: {}
+    spec: {mtls: {mode: STRICT}}
     """
-    d = only(load(text, "authz.yaml"))
-    assert (d.code, d.line, d.field, d.file) == (dx.UNSUPPORTED, 2, "kind", "authz.yaml")
-    assert "AuthorizationPolicy" in d.message
+    d = only(load(text, "peer.yaml"))
+    assert (d.code, d.line, d.field, d.file) == (dx.UNSUPPORTED, 2, "kind", "peer.yaml")
+    assert "PeerAuthentication" in d.message
 
 
 @pytest.mark.parametrize("missing", ["apiVersion", "kind", "metadata"])

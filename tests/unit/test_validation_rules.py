@@ -127,12 +127,15 @@ AUTHORIZATION_POLICY = """\
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata:
-  name: allow-nothing
-spec: {}
+  name: ext-authz
+spec:
+  action: CUSTOM
+  provider: {name: my-ext-authz}
+  rules: [{}]
 """
 
 
-def test_apply_refuses_a_batch_with_a_valid_but_not_enforced_kind_whole(tmp_path: Path,
+def test_apply_refuses_a_batch_with_a_valid_but_not_enforced_field_whole(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("EXITGATE_HOME", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -142,6 +145,6 @@ def test_apply_refuses_a_batch_with_a_valid_but_not_enforced_kind_whole(tmp_path
     result = CliRunner().invoke(app, ["apply", "-f", str(f), "--state-dir", str(state)])
     assert result.exit_code == 1
     err = " ".join(result.stderr.split())
-    assert f"{f}:12: Error [EG0006] (AuthorizationPolicy default/allow-nothing) kind:" in err
+    assert f"{f}:16: Error [EG0006] (AuthorizationPolicy default/ext-authz) spec.action:" in err
     assert "nothing was applied" in err
     assert not (state / SNAPSHOT_FILE).exists()

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from exitgate.analyze.analyzer import Analyzer
-from exitgate.analyze.model import Context, Finding, labels_match, selector_string
+from exitgate.analyze.model import Context, Finding, selector_string
+from exitgate.translate.snapshot import labels_match
 from exitgate.api.diagnostics import Severity
-from exitgate.api.security import AuthorizationPolicySpec
 
 CODE = "IST0127"
 
@@ -26,7 +26,6 @@ def _message(labels: str) -> str:
 
 def check(ctx: Context) -> Iterator[Finding]:
     for ap in ctx.authorization_policies:
-        assert isinstance(ap.spec, AuthorizationPolicySpec)
         mesh_wide = ap.namespace == ctx.mesh.root_namespace
         candidates = [p for p in ctx.proxies if mesh_wide or p.namespace == ap.namespace]
         selector = ap.spec.selector

@@ -10,7 +10,7 @@ from datetime import timedelta
 from exitgate.analyze.analyzer import Analyzer
 from exitgate.analyze.certs import aware, load_certs, not_after, not_before
 from exitgate.analyze.model import Context, Finding
-from exitgate.api.core import CA_CERT_KEYS, TLS_CERT_KEYS, SecretSpec
+from exitgate.api.core import CA_CERT_KEYS, TLS_CERT_KEYS
 from exitgate.api.diagnostics import Severity
 
 CODE = "EG0108"
@@ -20,7 +20,6 @@ EXPIRY_WARNING = timedelta(days=30)
 def check(ctx: Context) -> Iterator[Finding]:
     now = aware(ctx.now)
     for secret in ctx.secrets:
-        assert isinstance(secret.spec, SecretSpec)
         decoded = secret.spec.decoded()
         for key in sorted(decoded):
             if key not in TLS_CERT_KEYS + CA_CERT_KEYS:

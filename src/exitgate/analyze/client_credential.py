@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 from exitgate.analyze.analyzer import Analyzer
 from exitgate.analyze.certs import key_problem
-from exitgate.analyze.model import Context, Finding, credential_uses, quoted
-from exitgate.api.core import SecretSpec, credential
+from exitgate.analyze.model import Context, Finding, credential_uses
+from exitgate.api.core import credential
 from exitgate.api.diagnostics import Severity
 
 CODE = "EG0109"
@@ -24,7 +24,6 @@ def check(ctx: Context) -> Iterator[Finding]:
             secret = ctx.secret(ns, use.secret)
             if secret is None:
                 continue  # IST0101 / EG0103
-            assert isinstance(secret.spec, SecretSpec)
             problem = key_problem(credential(secret.spec))
             if problem:
                 yield Finding(CODE, Severity.ERROR,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from exitgate.analyze.analyzer import Analyzer
 from exitgate.analyze.model import Context, Finding, hosts_overlap, selector_string, server_host_parts
 from exitgate.api.diagnostics import Severity
-from exitgate.api.networking import GatewaySpec, Server
+from exitgate.api.networking import Server
 
 CODE = "IST0145"
 
@@ -19,12 +19,10 @@ def _overlap(a: Server, b: Server) -> bool:
 
 def check(ctx: Context) -> Iterator[Finding]:
     for gw in ctx.gateways:
-        assert isinstance(gw.spec, GatewaySpec)
         selector = selector_string(gw.spec.selector)
         for i, server in enumerate(gw.spec.servers):
             others = []
             for other in ctx.gateways:
-                assert isinstance(other.spec, GatewaySpec)
                 if other.key == gw.key or selector_string(other.spec.selector) != selector:
                     continue
                 if any(s.port.number == server.port.number and _overlap(server, s) for s in other.spec.servers):

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from exitgate.analyze.analyzer import Analyzer
 from exitgate.analyze.model import Context, Finding, hosts_overlap
 from exitgate.api.diagnostics import Severity
-from exitgate.api.networking import DestinationRuleSpec
 from exitgate.translate.registry import fqdn
 
 CODE = "IST0174"
@@ -16,7 +15,6 @@ CODE = "IST0174"
 
 def check(ctx: Context) -> Iterator[Finding]:
     for dr in ctx.destination_rules:
-        assert isinstance(dr.spec, DestinationRuleSpec)
         host = fqdn(dr.spec.host, dr.namespace)
         if not any(hosts_overlap(host, s.host) for s in ctx.services):
             yield Finding(CODE, Severity.WARNING,

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from exitgate.analyze.analyzer import Analyzer
 from exitgate.analyze.model import Context, Finding, quoted, route_destinations
 from exitgate.api.diagnostics import Severity
-from exitgate.api.networking import DestinationRuleSpec
 from exitgate.translate.registry import fqdn, host_matches
 
 CODE = "IST0101"
@@ -16,7 +15,6 @@ CODE = "IST0101"
 
 def subset_defined(ctx: Context, host: str, subset: str) -> bool:
     for dr in ctx.destination_rules:
-        assert isinstance(dr.spec, DestinationRuleSpec)
         if host_matches(fqdn(dr.spec.host, dr.namespace), host) and any(s.name == subset for s in dr.spec.subsets or []):
             return True
     return False

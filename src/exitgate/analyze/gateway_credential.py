@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from exitgate.analyze.analyzer import Analyzer
 from exitgate.analyze.certs import validity_problem
 from exitgate.analyze.model import Context, Finding, credential_uses
-from exitgate.api.core import SecretSpec, credential
+from exitgate.api.core import credential
 from exitgate.api.diagnostics import Severity
 
 CODE = "IST0161"
@@ -22,7 +22,6 @@ def check(ctx: Context) -> Iterator[Finding]:
             secret = ctx.secret(ns, use.secret)
             if secret is None:
                 continue  # IST0101 / EG0103
-            assert isinstance(secret.spec, SecretSpec)
             cert = credential(secret.spec).cert
             problem = "the Secret has no certificate (tls.crt or cert)" if not cert else validity_problem(cert, ctx.now)
             if problem:

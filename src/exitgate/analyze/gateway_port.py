@@ -9,14 +9,12 @@ from collections.abc import Iterator
 from exitgate.analyze.analyzer import Analyzer
 from exitgate.analyze.model import Context, Finding, selector_string
 from exitgate.api.diagnostics import Severity
-from exitgate.api.networking import GatewaySpec
 
 CODE = "IST0162"
 
 
 def check(ctx: Context) -> Iterator[Finding]:
     for gw in ctx.gateways:
-        assert isinstance(gw.spec, GatewaySpec)
         proxies = ctx.selected_proxies(gw)
         for i, server in enumerate(gw.spec.servers):
             n = server.port.number

@@ -8,15 +8,13 @@ from collections.abc import Iterator
 from exitgate.analyze.analyzer import Analyzer
 from exitgate.analyze.model import Context, Finding, quoted
 from exitgate.api.diagnostics import Severity
-from exitgate.api.networking import VirtualServiceSpec
-from exitgate.translate.routing import MESH, normalize_gateway
+from exitgate.translate.snapshot import MESH, normalize_gateway
 
 CODE = "IST0101"
 
 
 def check(ctx: Context) -> Iterator[Finding]:
     for vs in ctx.virtual_services:
-        assert isinstance(vs.spec, VirtualServiceSpec)
         for i, ref in enumerate(vs.spec.gateways or []):
             if ref != MESH and ctx.gateway_resource(normalize_gateway(ref, vs.namespace)) is None:
                 yield Finding(CODE, Severity.ERROR, f"Referenced gateway not found: {quoted(ref)}",

@@ -8,14 +8,12 @@ from collections.abc import Iterator
 from exitgate.analyze.analyzer import Analyzer
 from exitgate.analyze.model import Context, Finding, quoted, selector_string
 from exitgate.api.diagnostics import Severity
-from exitgate.api.networking import GatewaySpec
 
 CODE = "IST0101"
 
 
 def check(ctx: Context) -> Iterator[Finding]:
     for gw in ctx.gateways:
-        assert isinstance(gw.spec, GatewaySpec)
         if not ctx.selected_proxies(gw):
             yield Finding(CODE, Severity.ERROR,
                           f"Referenced selector not found: {quoted(selector_string(gw.spec.selector))}",

@@ -11,9 +11,8 @@ from exitgate.analyze.analyzer import Analyzer
 from exitgate.analyze.model import Context, Finding, hosts_overlap, server_host_parts
 from exitgate.analyze.ports import gateway_of
 from exitgate.api.diagnostics import Severity
-from exitgate.api.networking import VirtualServiceSpec
 from exitgate.translate.registry import fqdn
-from exitgate.translate.routing import MESH
+from exitgate.translate.snapshot import MESH
 
 CODE = "EG0106"
 
@@ -26,7 +25,6 @@ def check(ctx: Context) -> Iterator[Finding]:
         gateway = gateway_of(ctx, edge)
         if gateway is None or edge.service is None or edge.service.port(edge.port) is None:
             continue  # not a gateway, or IST0101 host:port
-        assert isinstance(edge.vs.spec, VirtualServiceSpec)
         servers = ctx.servers_on(gateway, edge.port)
         for h in edge.vs.spec.hosts:
             host = fqdn(h, edge.vs.namespace)

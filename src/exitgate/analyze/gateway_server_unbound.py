@@ -7,28 +7,24 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from exitgate.analyze.analyzer import Analyzer
-from exitgate.analyze.model import Context, Finding, hosts_overlap, incoming_ports, server_host_parts
+from exitgate.analyze.model import Context, Finding, incoming_ports
 from exitgate.api.diagnostics import Severity
-from exitgate.api.networking import GatewaySpec, Server, VirtualServiceSpec
+from exitgate.api.networking import Server, VirtualServiceSpec
 from exitgate.api.resources import Resource
 from exitgate.translate.registry import fqdn
-from exitgate.translate.routing import vs_gateways
+from exitgate.translate.routing import server_host_binds
+from exitgate.translate.snapshot import vs_contexts
 
 CODE = "EG0107"
 
 
-def binds(vs: Resource, gw: Resource, server: Server) -> bool:
-    assert isinstance(vs.spec, VirtualServiceSpec)
+def binds(vs: Resource[VirtualServiceSpec], gw: Resource, server: Server) -> bool:
     context = f"{gw.namespace}/{gw.name}"
-    if context not in vs_gateways(vs):
+    if context not in vs_contexts(vs):
         return False
-    accepted = False
-    for sh in server.hosts:
-        ns, h = server_host_parts(sh)
-        if ns not in (None, "*") and (gw.namespace if ns == "." else ns) != vs.namespace:
-            continue
-        accepted = accepted or any(hosts_overlap(h, fqdn(vh, vs.namespace)) for vh in vs.spec.hosts)
-    if not accepted:
+    # The translator's rule for which VirtualServices a server's hosts let bind.
+    if not any(server_host_binds(sh, gw.namespace, vs.namespace, fqdn(vh, vs.namespace))
+               for sh in server.hosts for vh in vs.spec.hosts):
         return False
     if vs.spec.tls or vs.spec.tcp:
         return True
@@ -41,7 +37,6 @@ def binds(vs: Resource, gw: Resource, server: Server) -> bool:
 
 def check(ctx: Context) -> Iterator[Finding]:
     for gw in ctx.gateways:
-        assert isinstance(gw.spec, GatewaySpec)
         for i, server in enumerate(gw.spec.servers):
             if not any(binds(vs, gw, server) for vs in ctx.virtual_services):
                 yield Finding(CODE, Severity.WARNING,

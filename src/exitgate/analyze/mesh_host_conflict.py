@@ -12,13 +12,12 @@ from exitgate.api.diagnostics import Severity
 from exitgate.api.networking import VirtualServiceSpec
 from exitgate.api.resources import Resource
 from exitgate.translate.registry import fqdn
-from exitgate.translate.routing import MESH, vs_gateways
+from exitgate.translate.snapshot import MESH, vs_contexts
 
 CODE = "IST0109"
 
 
-def _scopes(vs: Resource) -> list[str]:
-    assert isinstance(vs.spec, VirtualServiceSpec)
+def _scopes(vs: Resource[VirtualServiceSpec]) -> list[str]:
     export = vs.spec.export_to
     if not export or "*" in export:
         return ["*"]
@@ -26,11 +25,10 @@ def _scopes(vs: Resource) -> list[str]:
 
 
 def check(ctx: Context) -> Iterator[Finding]:
-    by_host: dict[tuple[str, str], list[Resource]] = {}
+    by_host: dict[tuple[str, str], list[Resource[VirtualServiceSpec]]] = {}
     for vs in ctx.virtual_services:
-        if MESH not in vs_gateways(vs):
+        if MESH not in vs_contexts(vs):
             continue
-        assert isinstance(vs.spec, VirtualServiceSpec)
         for scope in _scopes(vs):
             for h in vs.spec.hosts:
                 group = by_host.setdefault((scope, fqdn(h, vs.namespace)), [])

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
+from typing import cast
 
 from exitgate import names
 from exitgate.api.core import SecretSpec
@@ -26,23 +27,17 @@ from exitgate.api.networking import (
     HTTPRoute,
     Server,
     ServiceEntrySpec,
-    TrafficPolicy,
     VirtualServiceSpec,
 )
 from exitgate.api.resources import Resource
 from exitgate.api.security import AuthorizationPolicySpec
 from exitgate.api.sidecar import SidecarSpec
 from exitgate.mesh import GatewayProxy, MeshConfig, WorkloadProxy
-from exitgate.translate.registry import (
-    Service,
-    build_registry,
-    exported_to,
-    find_destination_rule,
-    fqdn,
-    host_matches,
-)
-from exitgate.translate.proxy import istio_mutual_gateway_ports
-from exitgate.translate.routing import MESH, normalize_gateway, vs_gateways
+from exitgate.translate.registry import Service, fqdn, host_matches
+from exitgate.translate.routing import match_contexts
+from exitgate.translate.scope import SidecarScope, sidecar_scope
+from exitgate.translate.snapshot import MESH, Snapshot
+from exitgate.translate.tls import cluster_policy
 
 Path = tuple[str | int, ...]
 Proxy = GatewayProxy | WorkloadProxy
@@ -68,7 +63,7 @@ class Edge:
 
     proxy: Proxy
     context: str
-    vs: Resource | None
+    vs: Resource[VirtualServiceSpec] | None
     path: Path
     host: str
     port: int | None
@@ -99,12 +94,6 @@ def selector_string(selector: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
 
 
-def labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
-    """Kubernetes' equality selector: every label of ``selector`` present with the same value
-    (an empty selector selects everything)."""
-    return all(labels.get(k) == v for k, v in selector.items())
-
-
 def server_host_parts(host: str) -> tuple[str | None, str]:
     """``ns/host`` -> (ns, host); a plain host has no namespace part."""
     if "/" in host:
@@ -115,28 +104,6 @@ def server_host_parts(host: str) -> tuple[str | None, str]:
 
 def hosts_overlap(a: str, b: str) -> bool:
     return host_matches(a, b) or host_matches(b, a)
-
-
-def tls_for(dr: DestinationRuleSpec, subset: str, port: int | None) -> tuple[ClientTLSSettings | None, Path]:
-    """The TLS settings a cluster of ``dr`` uses, and where they are written. Same layering as
-    ``translate.tls.effective_policy``: top level, its port-level setting, then the subset's."""
-
-    def layer(policy: TrafficPolicy | None, base: Path) -> tuple[ClientTLSSettings | None, Path]:
-        if policy is None:
-            return None, ()
-        tls, where = policy.tls, (base + ("tls",) if policy.tls is not None else ())
-        for k, pls in enumerate(policy.port_level_settings or []):
-            if port is not None and pls.port is not None and pls.port.number == port and pls.tls is not None:
-                tls, where = pls.tls, base + ("portLevelSettings", k, "tls")
-        return tls, where
-
-    tls, where = layer(dr.traffic_policy, ("spec", "trafficPolicy"))
-    for i, s in enumerate(dr.subsets or []):
-        if s.name == subset:
-            s_tls, s_where = layer(s.traffic_policy, ("spec", "subsets", i, "trafficPolicy"))
-            if s_tls is not None:
-                tls, where = s_tls, s_where
-    return tls, where
 
 
 def originates_tls(tls: ClientTLSSettings | None) -> bool:
@@ -155,7 +122,8 @@ def incoming_ports(http: HTTPRoute, context: str, vs_namespace: str) -> set[int 
     ports: set[int | None] = set()
     applies = False
     for m in http.match:
-        if m.gateways and context not in [normalize_gateway(g, vs_namespace) for g in m.gateways]:
+        contexts = match_contexts(m.gateways, vs_namespace)
+        if contexts is not None and context not in contexts:
             continue
         applies = True
         ports.add(m.port)
@@ -163,96 +131,91 @@ def incoming_ports(http: HTTPRoute, context: str, vs_namespace: str) -> set[int 
 
 
 class Context:
-    """The analyzed configuration; see the module docstring."""
+    """The analyzed configuration; see the module docstring. It reads the translator's
+    ``Snapshot`` (the same indexes and rules), plus the clock."""
 
     def __init__(self, resources: Sequence[Resource], mesh: MeshConfig, now: datetime) -> None:
-        self.resources = tuple(resources)
+        self.snapshot = Snapshot(resources, mesh)
+        self.resources = self.snapshot.resources
         self.mesh = mesh
         self.now = now
 
-    def of_kind(self, kind: str) -> list[Resource]:
-        return [r for r in self.resources if r.kind == kind]
+    def of_kind(self, kind: str) -> tuple[Resource, ...]:
+        return self.snapshot.of_kind(kind)
 
-    @cached_property
-    def gateways(self) -> list[Resource]:
-        return [r for r in self.of_kind("Gateway") if isinstance(r.spec, GatewaySpec)]
+    @property
+    def gateways(self) -> tuple[Resource[GatewaySpec], ...]:
+        return self.snapshot.gateways
 
-    @cached_property
-    def virtual_services(self) -> list[Resource]:
-        return [r for r in self.of_kind("VirtualService") if isinstance(r.spec, VirtualServiceSpec)]
+    @property
+    def virtual_services(self) -> tuple[Resource[VirtualServiceSpec], ...]:
+        return self.snapshot.virtual_services
 
-    @cached_property
-    def destination_rules(self) -> list[Resource]:
-        return [r for r in self.of_kind("DestinationRule") if isinstance(r.spec, DestinationRuleSpec)]
+    @property
+    def destination_rules(self) -> tuple[Resource[DestinationRuleSpec], ...]:
+        return self.snapshot.destination_rules
 
-    @cached_property
-    def service_entries(self) -> list[Resource]:
-        return [r for r in self.of_kind("ServiceEntry") if isinstance(r.spec, ServiceEntrySpec)]
+    @property
+    def service_entries(self) -> tuple[Resource[ServiceEntrySpec], ...]:
+        return self.snapshot.service_entries
 
-    @cached_property
-    def secrets(self) -> list[Resource]:
-        return [r for r in self.of_kind("Secret") if isinstance(r.spec, SecretSpec)]
+    @property
+    def secrets(self) -> tuple[Resource[SecretSpec], ...]:
+        return self.snapshot.secrets
 
-    @cached_property
-    def sidecars(self) -> list[Resource]:
-        return [r for r in self.of_kind("Sidecar") if isinstance(r.spec, SidecarSpec)]
+    @property
+    def sidecars(self) -> tuple[Resource[SidecarSpec], ...]:
+        return self.snapshot.sidecars
 
-    @cached_property
-    def authorization_policies(self) -> list[Resource]:
-        return [r for r in self.of_kind("AuthorizationPolicy") if isinstance(r.spec, AuthorizationPolicySpec)]
+    @property
+    def authorization_policies(self) -> tuple[Resource[AuthorizationPolicySpec], ...]:
+        return self.snapshot.authorization_policies
 
     @cached_property
     def proxies(self) -> list[Proxy]:
         """Every proxy of the mesh (Istio's in-mesh pods): gateways, then workload sidecars."""
         return [*self.mesh.gateways, *self.mesh.workloads]
 
-    @cached_property
-    def services(self) -> list[Service]:
-        return build_registry(self.resources, self.mesh)
+    @property
+    def services(self) -> tuple[Service, ...]:
+        return self.snapshot.services
 
-    @cached_property
+    @property
     def gateway_by_host(self) -> dict[str, GatewayProxy]:
-        return {g.service_host: g for g in self.mesh.gateways}
+        return self.snapshot.gateway_by_host
 
-    def gateway_resource(self, context: str) -> Resource | None:
-        return next((g for g in self.gateways if f"{g.namespace}/{g.name}" == context), None)
+    def gateway_resource(self, context: str) -> Resource[GatewaySpec] | None:
+        return self.snapshot.gateway_resource(context)
 
-    def secret(self, namespace: str, name: str) -> Resource | None:
-        return next((s for s in self.secrets if s.namespace == namespace and s.name == name), None)
+    def secret(self, namespace: str, name: str) -> Resource[SecretSpec] | None:
+        return self.snapshot.secret(namespace, name)
 
     def service(self, host: str, viewer_ns: str | None = None) -> Service | None:
-        """The service answering for ``host`` (exact name first, then a wildcard ServiceEntry
-        host), optionally only among those exported to ``viewer_ns``."""
-        candidates = [s for s in self.services
-                      if viewer_ns is None or exported_to(s.namespace, s.export_to, viewer_ns)]
-        exact = next((s for s in candidates if s.host == host), None)
-        if exact is not None:
-            return exact
-        return next((s for s in candidates if "*" in s.host and host_matches(s.host, host)), None)
+        return self.snapshot.service(host, viewer_ns)
 
     def selected_proxies(self, gateway: Resource) -> list[GatewayProxy]:
         """The gateway proxies a Gateway's selector matches (all labels equal)."""
-        assert isinstance(gateway.spec, GatewaySpec)
-        sel = gateway.spec.selector
-        return [g for g in self.mesh.gateways if all(g.labels.get(k) == v for k, v in sel.items())]
+        return self.snapshot.gateway_proxies(cast("Resource[GatewaySpec]", gateway))
 
-    def servers_on(self, proxy: GatewayProxy, port: int) -> list[tuple[Resource, int, Server]]:
+    def servers_on(self, proxy: GatewayProxy, port: int) -> list[tuple[Resource[GatewaySpec], int, Server]]:
         """(Gateway, server index, server) of every Gateway selecting ``proxy`` with a server on
         service port ``port``."""
         out = []
-        for gw in self.gateways:
-            if proxy not in self.selected_proxies(gw):
-                continue
-            assert isinstance(gw.spec, GatewaySpec)
+        for gw in self.snapshot.gateways_selecting(proxy):
             for i, server in enumerate(gw.spec.servers):
                 if server.port.number == port:
                     out.append((gw, i, server))
         return out
 
+    @cached_property
+    def scopes(self) -> dict[tuple[str, str], SidecarScope]:
+        """Each workload's sidecar scope, as the translator computes it."""
+        return {(w.name, w.namespace): sidecar_scope(self.snapshot, w) for w in self.mesh.workloads}
+
     def proxies_for(self, context: str, vs: Resource) -> list[Proxy]:
-        assert isinstance(vs.spec, VirtualServiceSpec)
         if context == MESH:
-            return [w for w in self.mesh.workloads if exported_to(vs.namespace, vs.spec.export_to, w.namespace)]
+            return [w for w in self.mesh.workloads
+                    if any(v is vs for e in self.scopes[(w.name, w.namespace)].listeners for v in e.virtual_services)]
         gw = self.gateway_resource(context)
         return list(self.selected_proxies(gw)) if gw is not None else []
 
@@ -262,9 +225,9 @@ class Context:
 
     def _route_edges(self) -> list[Edge]:
         out: list[Edge] = []
-        for vs in self.virtual_services:
-            assert isinstance(vs.spec, VirtualServiceSpec)
-            for context in vs_gateways(vs):
+        for b in self.snapshot.bound_virtual_services:
+            vs = b.resource
+            for context in b.contexts:
                 proxies = self.proxies_for(context, vs)
                 for i, http in enumerate(vs.spec.http or []):
                     ports = incoming_ports(http, context, vs.namespace)
@@ -292,14 +255,15 @@ class Context:
 
     def _default_edges(self) -> list[Edge]:
         """A sidecar sends a request for a service's HTTP port no mesh VirtualService claims
-        straight to that service (gateway services excepted: nobody calls them directly)."""
+        straight to that service (gateway services excepted: nobody calls them directly). The
+        services are those of the workload's sidecar scope."""
         out: list[Edge] = []
         for w in self.mesh.workloads:
-            claimed = [fqdn(h, vs.namespace) for vs in self.virtual_services
-                       if MESH in vs_gateways(vs) and isinstance(vs.spec, VirtualServiceSpec)
-                       and exported_to(vs.namespace, vs.spec.export_to, w.namespace) for h in vs.spec.hosts]
-            for svc in self.services:
-                if svc.host in self.gateway_by_host or not exported_to(svc.namespace, svc.export_to, w.namespace):
+            scope = self.scopes[(w.name, w.namespace)]
+            claimed = [h for e in scope.listeners for vs in e.virtual_services for h in
+                       (fqdn(x, vs.namespace) for x in vs.spec.hosts or [])]
+            for svc in scope.services:
+                if svc.host in self.gateway_by_host:
                     continue
                 if any(hosts_overlap(c, svc.host) for c in claimed):
                     continue
@@ -308,11 +272,10 @@ class Context:
                         out.append(Edge(w, MESH, None, (), svc.host, p.number, "", svc))
         return out
 
-    def destination_rule(self, edge: Edge) -> Resource | None:
+    def destination_rule(self, edge: Edge) -> Resource[DestinationRuleSpec] | None:
         """The DestinationRule ``edge.proxy`` applies to the edge's host (Istio's lookup order)."""
         svc_ns = edge.service.namespace if edge.service is not None else edge.proxy.namespace
-        return find_destination_rule(self.destination_rules, edge.host, edge.proxy.namespace, svc_ns,
-                                     self.mesh.root_namespace)
+        return self.snapshot.destination_rule(edge.host, edge.proxy.namespace, svc_ns)
 
     def has_cluster(self, edge: Edge) -> bool:
         """False when the edge names a subset the proxy's DestinationRule does not define (no
@@ -320,24 +283,16 @@ class Context:
         if not edge.subset:
             return True
         dr = self.destination_rule(edge)
-        return dr is not None and isinstance(dr.spec, DestinationRuleSpec) and any(
-            s.name == edge.subset for s in dr.spec.subsets or [])
-
-    @cached_property
-    def auto_mtls_ports(self) -> dict[str, set[int]]:
-        return istio_mutual_gateway_ports(self.resources, self.mesh)
+        return dr is not None and any(s.name == edge.subset for s in dr.spec.subsets or [])
 
     def client_tls(self, edge: Edge) -> tuple[Resource | None, ClientTLSSettings | None, Path]:
         """(DestinationRule, its TLS settings for the edge's subset and port, where written).
         With no TLS setting, a gateway port served with ISTIO_MUTUAL gets ISTIO_MUTUAL (Istio's
         auto mTLS, as the translator does); ``where`` is then empty."""
         dr = self.destination_rule(edge)
-        tls: ClientTLSSettings | None = None
-        where: Path = ()
-        if dr is not None:
-            assert isinstance(dr.spec, DestinationRuleSpec)
-            tls, where = tls_for(dr.spec, edge.subset, edge.port)
-        if tls is None and edge.port is not None and edge.port in self.auto_mtls_ports.get(edge.host, ()):
+        policy = cluster_policy(dr.spec if dr is not None else None, edge.subset, edge.port)
+        tls, where = policy.tls, policy.tls_path
+        if tls is None and edge.port is not None and edge.port in self.snapshot.istio_mutual_gateway_ports.get(edge.host, ()):
             tls = ClientTLSSettings(mode="ISTIO_MUTUAL")
         return dr, tls, where
 
@@ -373,7 +328,6 @@ def credential_uses(ctx: Context) -> list[CredentialUse]:
     selects; for a DestinationRule, the proxies whose traffic resolves to that rule and setting."""
     out: list[CredentialUse] = []
     for gw in ctx.gateways:
-        assert isinstance(gw.spec, GatewaySpec)
         gw_proxies = tuple(ctx.selected_proxies(gw))
         for i, server in enumerate(gw.spec.servers):
             stls = server.tls
@@ -397,7 +351,6 @@ def credential_uses(ctx: Context) -> list[CredentialUse]:
 def route_destinations(ctx: Context) -> Iterator[tuple[Resource, Path, Destination]]:
     """Every http route destination of every VirtualService, with its field path."""
     for vs in ctx.virtual_services:
-        assert isinstance(vs.spec, VirtualServiceSpec)
         for i, http in enumerate(vs.spec.http or []):
             for j, rd in enumerate(http.route or []):
                 yield vs, ("spec", "http", i, "route", j, "destination"), rd.destination

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from exitgate.analyze.analyzer import Analyzer
-from exitgate.analyze.model import Context, Finding, hosts_overlap, incoming_ports, originates_tls, server_host_parts
+from exitgate.analyze.model import Context, Finding, incoming_ports, originates_tls
 from exitgate.api.diagnostics import Severity
-from exitgate.api.networking import GatewaySpec, VirtualServiceSpec
 from exitgate.translate.registry import fqdn
-from exitgate.translate.routing import vs_gateways
+from exitgate.translate.routing import server_host_binds
+from exitgate.translate.snapshot import vs_contexts
 
 CODE = "EG0101"
 PASSTHROUGH_MODES = ("PASSTHROUGH", "AUTO_PASSTHROUGH")
@@ -22,18 +22,16 @@ PASSTHROUGH_MODES = ("PASSTHROUGH", "AUTO_PASSTHROUGH")
 
 def check(ctx: Context) -> Iterator[Finding]:
     for gw in ctx.gateways:
-        assert isinstance(gw.spec, GatewaySpec)
         context = f"{gw.namespace}/{gw.name}"
         for i, server in enumerate(gw.spec.servers):
             if server.tls is None or server.tls.mode not in PASSTHROUGH_MODES:
                 continue
-            hosts = [server_host_parts(h)[1] for h in server.hosts]
             routing = []
             for vs in ctx.virtual_services:
-                assert isinstance(vs.spec, VirtualServiceSpec)
-                if context not in vs_gateways(vs):
+                if context not in vs_contexts(vs):
                     continue
-                if not any(hosts_overlap(fqdn(h, vs.namespace), s) for h in vs.spec.hosts for s in hosts):
+                if not any(server_host_binds(sh, gw.namespace, vs.namespace, fqdn(h, vs.namespace))
+                           for h in vs.spec.hosts for sh in server.hosts):
                     continue
                 for http in vs.spec.http or []:
                     ports = incoming_ports(http, context, vs.namespace)

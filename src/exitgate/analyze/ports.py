@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from exitgate.analyze.model import Context, Edge
-from exitgate.api.networking import HTTP_PROTOCOLS, ServiceEntrySpec
+from exitgate.api.networking import HTTP_PROTOCOLS
 from exitgate.api.resources import Resource
 from exitgate.mesh import GatewayProxy
 
@@ -41,7 +41,6 @@ def external_port(ctx: Context, edge: Edge) -> PortInfo | None:
     if port is None:
         return None
     for se in sorted(ctx.service_entries, key=lambda r: (r.namespace, r.name)):
-        assert isinstance(se.spec, ServiceEntrySpec)
         if edge.service.host in se.spec.hosts and se.namespace == edge.service.namespace:
             declared = next((p for p in se.spec.ports or [] if p.number == edge.port), None)
             if declared is not None:

@@ -15,8 +15,7 @@ from exitgate.api.resources import Resource
 CODE = "IST0177"
 
 
-def _scopes(se: Resource) -> set[str]:
-    assert isinstance(se.spec, ServiceEntrySpec)
+def _scopes(se: Resource[ServiceEntrySpec]) -> set[str]:
     export = se.spec.export_to
     if not export or "*" in export:
         return {"*"}
@@ -24,9 +23,8 @@ def _scopes(se: Resource) -> set[str]:
 
 
 def check(ctx: Context) -> Iterator[Finding]:
-    index: dict[tuple[str, str, int], list[tuple[str, Resource, int]]] = {}
+    index: dict[tuple[str, str, int], list[tuple[str, Resource[ServiceEntrySpec], int]]] = {}
     for se in ctx.service_entries:
-        assert isinstance(se.spec, ServiceEntrySpec)
         for scope in _scopes(se):
             for host in se.spec.hosts:
                 for k, p in enumerate(se.spec.ports or []):

@@ -17,9 +17,8 @@ CODE = "IST0111"
 
 
 def check(ctx: Context) -> Iterator[Finding]:
-    by_namespace: dict[str, list[Resource]] = {}
+    by_namespace: dict[str, list[Resource[SidecarSpec]]] = {}
     for sc in sorted(ctx.sidecars, key=lambda r: (r.namespace, r.name)):
-        assert isinstance(sc.spec, SidecarSpec)
         if sc.spec.workload_selector is None:
             by_namespace.setdefault(sc.namespace, []).append(sc)
     for ns, group in sorted(by_namespace.items()):

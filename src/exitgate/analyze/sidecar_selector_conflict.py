@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from exitgate.analyze.analyzer import Analyzer
-from exitgate.analyze.model import Context, Finding, labels_match, quoted
+from exitgate.analyze.model import Context, Finding, quoted
+from exitgate.translate.snapshot import labels_match
 from exitgate.api.diagnostics import Severity
 from exitgate.api.resources import Resource
 from exitgate.api.sidecar import SidecarSpec
@@ -18,9 +19,8 @@ CODE = "IST0110"
 
 def check(ctx: Context) -> Iterator[Finding]:
     # (namespace, proxy name) -> the Sidecars selecting it; proxies are not hashable (labels).
-    selecting: dict[tuple[str, str], list[Resource]] = {}
+    selecting: dict[tuple[str, str], list[Resource[SidecarSpec]]] = {}
     for sc in sorted(ctx.sidecars, key=lambda r: (r.namespace, r.name)):
-        assert isinstance(sc.spec, SidecarSpec)
         sel = sc.spec.workload_selector
         if sel is None or not sel.labels:
             continue

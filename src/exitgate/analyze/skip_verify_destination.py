@@ -9,14 +9,12 @@ from exitgate.analyze.analyzer import Analyzer
 from exitgate.analyze.model import Context, Finding
 from exitgate.analyze.skip_verify import destination_level
 from exitgate.api.diagnostics import Severity
-from exitgate.api.networking import DestinationRuleSpec
 
 CODE = "IST0128"
 
 
 def check(ctx: Context) -> Iterator[Finding]:
     for dr in ctx.destination_rules:
-        assert isinstance(dr.spec, DestinationRuleSpec)
         for tls, path in destination_level(dr.spec):
             yield Finding(CODE, Severity.WARNING,
                           f"DestinationRule {dr.namespace}/{dr.name} in namespace {dr.namespace} has TLS mode set to "

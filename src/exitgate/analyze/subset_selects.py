@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from exitgate.analyze.analyzer import Analyzer
 from exitgate.analyze.model import Context, Finding
 from exitgate.api.diagnostics import Severity
-from exitgate.api.networking import DestinationRuleSpec, ServiceEntrySpec
 from exitgate.translate.registry import fqdn, host_matches
 
 CODE = "IST0173"
@@ -22,7 +21,6 @@ def endpoint_labels(ctx: Context, host: str) -> list[dict[str, str]] | None:
     if gateway is not None:
         return [gateway.labels]
     for se in ctx.service_entries:
-        assert isinstance(se.spec, ServiceEntrySpec)
         if any(host_matches(h, host) for h in se.spec.hosts) and se.spec.endpoints:
             return [e.labels or {} for e in se.spec.endpoints]
     return None
@@ -30,7 +28,6 @@ def endpoint_labels(ctx: Context, host: str) -> list[dict[str, str]] | None:
 
 def check(ctx: Context) -> Iterator[Finding]:
     for dr in ctx.destination_rules:
-        assert isinstance(dr.spec, DestinationRuleSpec)
         labels = endpoint_labels(ctx, fqdn(dr.spec.host, dr.namespace))
         if labels is None:
             continue

@@ -19,10 +19,9 @@ from exitgate.translate.registry import fqdn, host_matches
 CODE = "EG0102"
 
 
-def _defining(ctx: Context, host: str, subset: str) -> list[Resource]:
+def _defining(ctx: Context, host: str, subset: str) -> list[Resource[DestinationRuleSpec]]:
     out = []
     for dr in ctx.destination_rules:
-        assert isinstance(dr.spec, DestinationRuleSpec)
         if host_matches(fqdn(dr.spec.host, dr.namespace), host) and any(s.name == subset for s in dr.spec.subsets or []):
             out.append(dr)
     return out

@@ -7,31 +7,24 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from exitgate.analyze.analyzer import Analyzer
-from exitgate.analyze.model import Context, Finding, hosts_overlap, server_host_parts
+from exitgate.analyze.model import Context, Finding
 from exitgate.api.diagnostics import Severity
-from exitgate.api.networking import GatewaySpec, VirtualServiceSpec
+from exitgate.api.networking import GatewaySpec
 from exitgate.api.resources import Resource
 from exitgate.translate.registry import fqdn
-from exitgate.translate.routing import MESH, normalize_gateway
+from exitgate.translate.routing import server_host_binds
+from exitgate.translate.snapshot import MESH, normalize_gateway
 
 CODE = "IST0132"
 
 
-def server_accepts(gw: Resource, vs: Resource, host: str) -> bool:
-    assert isinstance(gw.spec, GatewaySpec)
-    for server in gw.spec.servers:
-        for sh in server.hosts:
-            ns, h = server_host_parts(sh)
-            if ns not in (None, "*") and (gw.namespace if ns == "." else ns) != vs.namespace:
-                continue
-            if hosts_overlap(h, host):
-                return True
-    return False
+def server_accepts(gw: Resource[GatewaySpec], vs: Resource, host: str) -> bool:
+    return any(server_host_binds(sh, gw.namespace, vs.namespace, host) for server in gw.spec.servers
+               for sh in server.hosts)
 
 
 def check(ctx: Context) -> Iterator[Finding]:
     for vs in ctx.virtual_services:
-        assert isinstance(vs.spec, VirtualServiceSpec)
         for i, ref in enumerate(vs.spec.gateways or []):
             if ref == MESH:
                 continue

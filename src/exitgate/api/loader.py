@@ -39,21 +39,17 @@ from exitgate.api.sidecar import SidecarSpec
 NETWORKING = "networking.istio.io"
 NETWORKING_VERSIONS = ("v1alpha3", "v1beta1", "v1")
 
-SPEC_MODELS: dict[str, type[Spec]] = {
-    "ServiceEntry": ServiceEntrySpec,
-    "Gateway": GatewaySpec,
-    "VirtualService": VirtualServiceSpec,
-    "DestinationRule": DestinationRuleSpec,
-}
-
 SECURITY = "security.istio.io"
 SECURITY_VERSIONS = ("v1beta1", "v1")
 
-# Kinds exitgate validates fully, as Istio does, but does not enforce yet: a valid one is reported
-# as not supported (EG0006), an invalid one with its mistakes as well.
-VALIDATED_UNSUPPORTED_MODELS: dict[str, tuple[str, tuple[str, ...], type[Spec]]] = {
-    "AuthorizationPolicy": (SECURITY, SECURITY_VERSIONS, AuthorizationPolicySpec),
+# Every kind with a spec: its API group, the versions served, and its model.
+SPEC_MODELS: dict[str, tuple[str, tuple[str, ...], type[Spec]]] = {
+    "ServiceEntry": (NETWORKING, NETWORKING_VERSIONS, ServiceEntrySpec),
+    "Gateway": (NETWORKING, NETWORKING_VERSIONS, GatewaySpec),
+    "VirtualService": (NETWORKING, NETWORKING_VERSIONS, VirtualServiceSpec),
+    "DestinationRule": (NETWORKING, NETWORKING_VERSIONS, DestinationRuleSpec),
     "Sidecar": (NETWORKING, NETWORKING_VERSIONS, SidecarSpec),
+    "AuthorizationPolicy": (SECURITY, SECURITY_VERSIONS, AuthorizationPolicySpec),
 }
 
 # Other kinds users bring with Istio egress YAML that exitgate knows of but does not implement yet.
@@ -290,13 +286,6 @@ def _served(kind: str, group: str, versions: tuple[str, ...], api_version: str, 
                       field="apiVersion")
 
 
-def _not_enforced(kind: str, doc: Any, filename: str, ref: str) -> list[Diagnostic]:
-    if kind not in VALIDATED_UNSUPPORTED_MODELS:
-        return []
-    return [Diagnostic(dx.UNSUPPORTED, Severity.ERROR, f"kind {kind} is not supported by exitgate yet",
-                       file=filename, line=locate(doc, ("kind",)), resource=ref, field="kind")]
-
-
 def _dry_run_diags(kind: str, meta: ObjectMeta, doc: Any, filename: str, ref: str) -> list[Diagnostic]:
     """Istio's ``istio.io/dry-run`` annotation: AuthorizationPolicy (ALLOW or DENY) only."""
     value = (meta.annotations or {}).get(DRY_RUN_ANNOTATION)
@@ -337,8 +326,8 @@ def load_document(doc: Any, filename: str, default_namespace: str = "default",
         if api_version != "v1":
             return None, [Diagnostic(dx.UNKNOWN_KIND, Severity.ERROR, f"Secret is served as v1, not {api_version}",
                                      file=filename, line=locate(doc, ("apiVersion",)), resource=ref, field="apiVersion")]
-    elif kind in SPEC_MODELS or kind in VALIDATED_UNSUPPORTED_MODELS:
-        group, versions, _ = VALIDATED_UNSUPPORTED_MODELS.get(kind, (NETWORKING, NETWORKING_VERSIONS, Spec))
+    elif kind in SPEC_MODELS:
+        group, versions, _ = SPEC_MODELS[kind]
         wrong = _served(kind, group, versions, api_version, doc, filename, ref)
         if wrong is not None:
             return None, [wrong]
@@ -347,13 +336,12 @@ def load_document(doc: Any, filename: str, default_namespace: str = "default",
                                  file=filename, line=locate(doc, ("kind",)), resource=ref, field="kind")]
     else:
         return None, [Diagnostic(dx.UNKNOWN_KIND, Severity.ERROR,
-                                 f"unknown kind {kind!r} (supported: {', '.join(sorted([*SPEC_MODELS, 'Secret']))}; "
-                                 f"validated but not enforced yet: {', '.join(sorted(VALIDATED_UNSUPPORTED_MODELS))})",
+                                 f"unknown kind {kind!r} (supported: {', '.join(sorted([*SPEC_MODELS, 'Secret']))})",
                                  file=filename, line=locate(doc, ("kind",)), resource=ref, field="kind")]
     try:
         meta = ObjectMeta.model_validate(doc["metadata"])
     except ValidationError as e:
-        return None, _pydantic_diags(e, doc, ("metadata",), filename, ref) + _not_enforced(kind, doc, filename, ref)
+        return None, _pydantic_diags(e, doc, ("metadata",), filename, ref)
     namespace = meta.namespace or default_namespace
     ref = f"{kind} {namespace}/{meta.name}"
     for value, fld in ((meta.name, "metadata.name"), (namespace, "metadata.namespace")):
@@ -388,24 +376,14 @@ def load_document(doc: Any, filename: str, default_namespace: str = "default",
                                 line=locate(doc, (k,)), resource=ref, field=k))
     if "spec" not in doc:
         diags.append(Diagnostic(dx.MISSING_FIELD, Severity.ERROR, "required field 'spec' is missing", file=filename, line=line, resource=ref, field="spec"))
-        return None, diags + _not_enforced(kind, doc, filename, ref)
-    model = VALIDATED_UNSUPPORTED_MODELS[kind][2] if kind in VALIDATED_UNSUPPORTED_MODELS else SPEC_MODELS[kind]
+        return None, diags
+    model = SPEC_MODELS[kind][2]
     try:
         spec = model.model_validate(doc["spec"])
     except ValidationError as e:
         diags += _pydantic_diags(e, doc, ("spec",), filename, ref)
-        return None, diags + _not_enforced(kind, doc, filename, ref)
+        return None, diags
     diags.extend(_issue_diags(spec, Where(namespace), doc, ("spec",), filename, ref))
-    if kind in VALIDATED_UNSUPPORTED_MODELS:
-        diags += _not_enforced(kind, doc, filename, ref)
-        if not keep_unsupported or any(d.is_error and d.code != dx.UNSUPPORTED for d in diags):
-            return None, diags
-        # For analyze: a valid one is kept, its "not supported yet" reported as a warning.
-        diags = [replace(d, severity=Severity.WARNING) if d.code == dx.UNSUPPORTED else d for d in diags]
-        raw = to_plain(doc)
-        raw.pop("status", None)
-        raw["metadata"]["namespace"] = namespace
-        return Resource(api_version, kind, namespace, meta.name, spec, raw, Source(filename, line or 1)), diags
     for path, message in find_unsupported(spec, ("spec",)):
         diags.append(Diagnostic(dx.UNSUPPORTED, Severity.ERROR, message, file=filename, line=locate(doc, path),
                                 resource=ref, field=field_path(path)))

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic
+
+from typing_extensions import TypeVar
 
 from exitgate.api.base import Spec
+
+# The spec's type: ``Resource[ServiceEntrySpec]`` for what the snapshot hands out by kind, plain
+# ``Resource`` (= ``Resource[Spec]``) where any kind will do.
+SpecT = TypeVar("SpecT", bound=Spec, default=Spec, covariant=True)
 
 
 @dataclass(frozen=True)
@@ -15,12 +21,12 @@ class Source:
 
 
 @dataclass(frozen=True)
-class Resource:
+class Resource(Generic[SpecT]):
     api_version: str
     kind: str
     namespace: str
     name: str
-    spec: Spec
+    spec: SpecT
     # The document as plain data (what is stored and what `get -o yaml` prints).
     raw: dict[str, Any] = field(compare=False, repr=False)
     source: Source | None = field(default=None, compare=False)

@@ -1,7 +1,10 @@
 """Istio's ``security.istio.io`` AuthorizationPolicy (v1beta1, v1), parsed and validated as
-Istio does (``ValidateAuthorizationPolicy``, ``pkg/config/security``). exitgate does not enforce
-AuthorizationPolicies yet: the loader reports a valid one as not supported, and an invalid one
-with its real mistakes first."""
+Istio does (``ValidateAuthorizationPolicy``, ``pkg/config/security``). exitgate enforces them at
+the egress gateway (translate/authz.py → Envoy's RBAC filter). What it cannot enforce yet is
+marked here, so the loader reports it (EG0006) after the real mistakes: action CUSTOM (and its
+provider), ``targetRef``/``targetRefs``, ``requestPrincipals``/``notRequestPrincipals`` and the
+``request.auth.*`` and ``experimental.*`` condition keys (they need RequestAuthentication or
+filters exitgate does not run). Translation fails closed on each of them."""
 
 from __future__ import annotations
 
@@ -37,6 +40,9 @@ class TargetRef(Spec):
 
 
 class Source(Spec):
+    # JWT identities need RequestAuthentication (Envoy's jwt_authn filter), which exitgate lacks.
+    UNSUPPORTED = frozenset({"request_principals", "not_request_principals"})
+
     principals: list[str] | None = None
     not_principals: list[str] | None = None
     request_principals: list[str] | None = None
@@ -146,6 +152,13 @@ class Condition(Spec):
     values: list[str] | None = None
     not_values: list[str] | None = None
 
+    def unsupported_values(self) -> list[tuple[str | Path, str]]:
+        if self.key.startswith("request.auth."):
+            return [("key", f"{self.key} is not supported by exitgate yet (it needs RequestAuthentication)")]
+        if self.key.startswith("experimental."):
+            return [("key", f"{self.key} is not supported by exitgate yet")]
+        return []
+
     def issues(self, where: Where) -> Iterable[Issue]:
         if not self.key:
             return [Issue(("key",), "a when condition needs a key, like request.headers[x-token] or source.ip")]
@@ -188,12 +201,20 @@ CUSTOM_UNSUPPORTED_SOURCE = ("namespaces", "not_namespaces", "service_accounts",
 
 
 class AuthorizationPolicySpec(Spec):
+    # Gateway API / Service attachment; Istio ignores these for a gateway that is not a Gateway API one.
+    UNSUPPORTED = frozenset({"target_ref", "target_refs"})
+
     selector: PolicySelector | None = None
     target_ref: TargetRef | None = None
     target_refs: list[TargetRef] | None = Field(default=None, max_length=16)
     rules: list[Rule] | None = None
     action: Action | None = None
     provider: Provider | None = None
+
+    def unsupported_values(self) -> list[tuple[str | Path, str]]:
+        if self.action == "CUSTOM":
+            return [("action", "action CUSTOM (an external authorizer) is not supported by exitgate yet")]
+        return []
 
     def issues(self, where: Where) -> Iterable[Issue]:
         out: list[Issue] = []

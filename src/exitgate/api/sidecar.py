@@ -1,6 +1,8 @@
 """Istio's ``networking.istio.io`` Sidecar, parsed and validated as Istio does
-(``ValidateSidecar``). exitgate does not enforce Sidecars yet: the loader reports a valid one as
-not supported, and an invalid one with its real mistakes first."""
+(``ValidateSidecar``). exitgate enforces a Sidecar's egress scope and outbound traffic policy
+(``translate/scope.py``); the fields with no meaning here yet (ingress listeners, the inbound
+connection pool, binds, capture modes, an egress proxy) are reported as not supported, after
+they have been validated."""
 
 from __future__ import annotations
 
@@ -100,6 +102,8 @@ class IstioIngressListener(Spec):
 
 
 class IstioEgressListener(Spec):
+    UNSUPPORTED = frozenset({"bind", "capture_mode"})
+
     port: SidecarPort | None = None
     bind: str | None = None
     capture_mode: CaptureMode | None = None
@@ -133,6 +137,8 @@ class IstioEgressListener(Spec):
 
 
 class OutboundTrafficPolicy(Spec):
+    UNSUPPORTED = frozenset({"egress_proxy"})
+
     mode: Literal["REGISTRY_ONLY", "ALLOW_ANY"] | None = None
     egress_proxy: Destination | None = None
 
@@ -152,6 +158,8 @@ class OutboundTrafficPolicy(Spec):
 
 
 class SidecarSpec(Spec):
+    UNSUPPORTED = frozenset({"ingress", "inbound_connection_pool"})
+
     workload_selector: WorkloadSelector | None = None
     ingress: list[IstioIngressListener] | None = None
     egress: list[IstioEgressListener] | None = None

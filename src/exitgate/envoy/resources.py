@@ -18,12 +18,18 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2  # noqa: F401
+from envoy.extensions.clusters.dynamic_forward_proxy.v3 import cluster_pb2 as dfp_cluster_pb2  # noqa: F401
+from envoy.extensions.filters.http.dynamic_forward_proxy.v3 import dynamic_forward_proxy_pb2  # noqa: F401
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2  # noqa: F401
+from envoy.extensions.path.match.uri_template.v3 import uri_template_match_pb2  # noqa: F401
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
 
 from exitgate import ir, names
+from exitgate.envoy import dfp
+from exitgate.envoy import filters
 
 # Istio's default text access-log format (meshConfig.accessLogFormat unset).
 ISTIO_ACCESS_LOG_FORMAT = (
@@ -37,7 +43,6 @@ ISTIO_ACCESS_LOG_FORMAT = (
 )
 
 T_HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-T_ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 T_STDOUT = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"
 T_DOWNSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 T_UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
@@ -73,7 +78,7 @@ def listener(lst: ir.HttpListener) -> listener_pb2.Listener:
         "stat_prefix": lst.stat_prefix,
         "codec_type": "AUTO",
         "rds": {"config_source": ADS, "route_config_name": lst.route_config},
-        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": T_ROUTER}}],
+        "http_filters": filters.http_filters(lst),
         "use_remote_address": False,
         "normalize_path": True,
         "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
@@ -150,21 +155,26 @@ def cluster(c: ir.Cluster) -> cluster_pb2.Cluster:
         options["common_http_protocol_options"] = {"max_connection_duration": _seconds(c.max_connection_duration_s)}
     data: dict[str, Any] = {
         "name": c.name,
-        "type": c.discovery.value,
         "connect_timeout": _seconds(c.connect_timeout_s),
         "lb_policy": c.lb_policy,
-        "load_assignment": {
+        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options},
+    }
+    if c.discovery is ir.DiscoveryType.DYNAMIC_FORWARD_PROXY:
+        data["cluster_type"] = dfp.cluster_type()
+        # Envoy insists: were TLS ever added, SNI and the SAN to verify follow the host asked for.
+        options["upstream_http_protocol_options"] = {"auto_sni": True, "auto_san_validation": True}
+    else:
+        data["type"] = c.discovery.value
+        data["load_assignment"] = {
             "cluster_name": c.name,
             "endpoints": [{"lb_endpoints": [
                 {"endpoint": {"address": {"socket_address": {"address": e.address, "port_value": e.port}}}}
                 for e in c.endpoints
-            ]}],
-        },
-        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options},
-    }
+            ]}] if c.endpoints else [],
+        }
     if c.credential_version is not None:
         data["metadata"] = {"filter_metadata": {"exitgate": {"credential_version": c.credential_version}}}
-    if c.discovery is not ir.DiscoveryType.STATIC:
+    if c.discovery in (ir.DiscoveryType.STRICT_DNS, ir.DiscoveryType.LOGICAL_DNS):
         data["dns_lookup_family"] = "V4_PREFERRED"
     if c.tls is not None:
         data["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": _upstream_tls(c.tls)}

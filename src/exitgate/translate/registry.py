@@ -1,8 +1,8 @@
 """The service registry a proxy sees: ServiceEntries plus the mesh's Kubernetes-style services
 (gateways, services outside the mesh), with their ports, endpoints and identities.
 
-Also the visibility rules shared by every translator: host names relative to a namespace,
-``exportTo``, and Istio's DestinationRule lookup order.
+Also the visibility rules shared by the translator and the analyzers: host names relative to a
+namespace, host wildcards and ``exportTo``. ``translate.snapshot`` indexes by them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from exitgate import names
-from exitgate.api.networking import HTTP_PROTOCOLS, DestinationRuleSpec, ServiceEntrySpec
+from exitgate.api.networking import HTTP_PROTOCOLS, ServiceEntrySpec
 from exitgate.api.resources import Resource
 from exitgate.ir import DiscoveryType, Endpoint
 from exitgate.mesh import MeshConfig
@@ -63,7 +63,9 @@ def exported_to(owner_ns: str, export_to: Sequence[str] | None, viewer_ns: str) 
     return any(e == "*" or (e == "." and owner_ns == viewer_ns) or e == viewer_ns for e in export_to)
 
 
-def build_registry(resources: Sequence[Resource], mesh: MeshConfig) -> list[Service]:
+def build_registry(service_entries: Sequence[Resource[ServiceEntrySpec]], mesh: MeshConfig) -> list[Service]:
+    """The mesh's services (gateways, then Kubernetes Services outside the mesh), then every
+    ServiceEntry host; ``service_entries`` in Istio's order (the first declaration of a host wins)."""
     services: list[Service] = []
     seen: set[str] = set()
     for g in mesh.gateways:
@@ -75,8 +77,7 @@ def build_registry(resources: Sequence[Resource], mesh: MeshConfig) -> list[Serv
         ports = tuple(ServicePort(p.port, p.protocol, p.name, (Endpoint(s.address, p.target_port),)) for p in s.ports)
         services.append(Service(s.host, s.namespace, DiscoveryType.STATIC, ports))
         seen.add(s.host)
-    for r in sorted((r for r in resources if r.kind == "ServiceEntry"), key=lambda r: (r.namespace, r.name)):
-        assert isinstance(r.spec, ServiceEntrySpec)
+    for r in sorted(service_entries, key=lambda r: (r.namespace, r.name)):
         se = r.spec
         discovery = {"STATIC": DiscoveryType.STATIC, "DNS_ROUND_ROBIN": DiscoveryType.LOGICAL_DNS}.get(
             se.resolution or "", DiscoveryType.STRICT_DNS)
@@ -96,26 +97,3 @@ def build_registry(resources: Sequence[Resource], mesh: MeshConfig) -> list[Serv
                 se_ports.append(ServicePort(p.number, p.protocol or "TCP", p.name, eps))
             services.append(Service(host, r.namespace, discovery, tuple(se_ports), (), tuple(se.export_to or ())))
     return services
-
-
-def visible_services(services: Sequence[Service], proxy_ns: str) -> list[Service]:
-    return [s for s in services if exported_to(s.namespace, s.export_to, proxy_ns)]
-
-
-def find_destination_rule(resources: Sequence[Resource], host: str, proxy_ns: str, service_ns: str,
-                          root_ns: str) -> Resource | None:
-    """Istio's lookup: the proxy's namespace first, then the service's, then the root namespace;
-    each only if the rule is exported to the proxy. Exact host beats wildcard."""
-    drs = [r for r in resources if r.kind == "DestinationRule"]
-    for ns in dict.fromkeys((proxy_ns, service_ns, root_ns)):
-        candidates = []
-        for r in drs:
-            assert isinstance(r.spec, DestinationRuleSpec)
-            if r.namespace != ns or not exported_to(r.namespace, r.spec.export_to, proxy_ns):
-                continue
-            pattern = fqdn(r.spec.host, r.namespace)
-            if host_matches(pattern, host):
-                candidates.append((pattern != host, len(pattern) * -1, r.name, r))
-        if candidates:
-            return sorted(candidates, key=lambda c: c[:3])[0][3]
-    return None

@@ -9,36 +9,27 @@ from exitgate import names
 from exitgate.api.networking import HTTPRoute, VirtualServiceSpec
 from exitgate.api.resources import Resource
 from exitgate.ir import Route, WeightedCluster
-from exitgate.translate.registry import Service, exported_to, fqdn, host_matches
+from exitgate.translate.registry import Service, fqdn, host_matches
+from exitgate.translate.snapshot import normalize_gateway
 
-MESH = "mesh"
-
-
-def normalize_gateway(ref: str, namespace: str) -> str:
-    if ref == MESH or "/" in ref:
-        return ref
-    return f"{namespace}/{ref}"
+def match_contexts(gateways: Sequence[str] | None, vs_namespace: str) -> list[str] | None:
+    """The contexts a match's ``gateways`` restrict it to (None: the VirtualService's own)."""
+    return [normalize_gateway(g, vs_namespace) for g in gateways] if gateways else None
 
 
-def vs_gateways(vs: Resource) -> list[str]:
-    assert isinstance(vs.spec, VirtualServiceSpec)
-    return [normalize_gateway(g, vs.namespace) for g in (vs.spec.gateways or [MESH])]
-
-
-def virtual_services_for(resources: Sequence[Resource], context: str, host: str, proxy_ns: str) -> list[Resource]:
-    """VirtualServices bound to ``context`` with a host matching ``host``, oldest name first."""
-    out = []
-    for r in resources:
-        if r.kind != "VirtualService":
-            continue
-        assert isinstance(r.spec, VirtualServiceSpec)
-        if context == MESH and not exported_to(r.namespace, r.spec.export_to, proxy_ns):
-            continue
-        if context not in vs_gateways(r):
-            continue
-        if any(host_matches(fqdn(h, r.namespace), host) for h in r.spec.hosts or []):
-            out.append(r)
-    return sorted(out, key=lambda r: (r.namespace, r.name))
+def server_host_binds(server_host: str, gateway_ns: str, vs_ns: str, vs_host: str) -> bool:
+    """Whether a Gateway server's host (``host``, ``ns/host``, ``./host``, ``*/host``) lets a
+    VirtualService of namespace ``vs_ns`` bind ``vs_host`` to it: the namespace part must name
+    the VirtualService's namespace (``.`` the Gateway's own, ``*`` any), and the host parts must
+    overlap (either may be a wildcard)."""
+    ns, sep, host = server_host.partition("/")
+    if not sep:
+        ns, host = "*", server_host
+    if ns == ".":
+        ns = gateway_ns
+    if ns != "*" and ns != vs_ns:
+        return False
+    return host_matches(host, vs_host) or host_matches(vs_host, host)
 
 
 def _destination_port(host: str, given: int | None, incoming: int, services: dict[str, Service]) -> int:
@@ -60,11 +51,10 @@ def _clusters(route: HTTPRoute, vs_ns: str, incoming: int, services: dict[str, S
     return tuple(out)
 
 
-def routes_for(vss: Sequence[Resource], context: str, port: int, services: dict[str, Service]) -> list[Route]:
+def routes_for(vss: Sequence[Resource[VirtualServiceSpec]], context: str, port: int, services: dict[str, Service]) -> list[Route]:
     """The IR routes of ``vss`` that apply to ``context`` on ``port``, in order."""
     out: list[Route] = []
     for vs in vss:
-        assert isinstance(vs.spec, VirtualServiceSpec)
         for i, http in enumerate(vs.spec.http or []):
             name = http.name or f"{vs.name}.{vs.namespace}.{i}"
             clusters = _clusters(http, vs.namespace, port, services)
@@ -72,7 +62,8 @@ def routes_for(vss: Sequence[Resource], context: str, port: int, services: dict[
                 out.append(Route(name, "/", clusters))
                 continue
             for m in http.match:
-                if m.gateways and context not in [normalize_gateway(g, vs.namespace) for g in m.gateways]:
+                contexts = match_contexts(m.gateways, vs.namespace)
+                if contexts is not None and context not in contexts:
                     continue
                 if m.port is not None and m.port != port:
                     continue

@@ -7,7 +7,7 @@ verifies against the system trust store, and SNI and SAN default to the destinat
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 
 from exitgate import names
 from exitgate.api.networking import (
@@ -20,28 +20,45 @@ from exitgate.ir import SanMatch, TlsMode, UpstreamTls
 from exitgate.translate.registry import Service
 
 
-def _for_port(policy: TrafficPolicy | None, port: int) -> tuple[ClientTLSSettings | None, LoadBalancerSettings | None]:
+Path = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class ClusterPolicy:
+    """What a DestinationRule says for one cluster (subset and port): the TLS settings, where in
+    the rule they are written (YAML path, empty if nowhere), and the load-balancer policy."""
+
+    tls: ClientTLSSettings | None
+    tls_path: Path
+    lb: str
+
+
+def _for_port(policy: TrafficPolicy | None, port: int | None,
+              base: Path) -> tuple[ClientTLSSettings | None, Path, LoadBalancerSettings | None]:
     if policy is None:
-        return None, None
-    tls, lb = policy.tls, policy.load_balancer
-    for pls in policy.port_level_settings or []:
-        if pls.port is not None and pls.port.number == port:
-            tls = pls.tls if pls.tls is not None else tls
+        return None, (), None
+    tls, where, lb = policy.tls, (base + ("tls",) if policy.tls is not None else ()), policy.load_balancer
+    for k, pls in enumerate(policy.port_level_settings or []):
+        if port is not None and pls.port is not None and pls.port.number == port:
+            if pls.tls is not None:
+                tls, where = pls.tls, base + ("portLevelSettings", k, "tls")
             lb = pls.load_balancer if pls.load_balancer is not None else lb
-    return tls, lb
+    return tls, where, lb
 
 
-def effective_policy(dr: DestinationRuleSpec | None, subset: str, port: int) -> tuple[ClientTLSSettings | None, str]:
-    """(TLS settings, load-balancer policy name) for one cluster."""
+def cluster_policy(dr: DestinationRuleSpec | None, subset: str, port: int | None) -> ClusterPolicy:
+    """Istio's layering: the top-level policy, overridden by its port-level setting for the
+    port, then the subset's policy the same way."""
     if dr is None:
-        return None, "ROUND_ROBIN"
-    tls, lb = _for_port(dr.traffic_policy, port)
-    for s in dr.subsets or []:
+        return ClusterPolicy(None, (), "ROUND_ROBIN")
+    tls, where, lb = _for_port(dr.traffic_policy, port, ("spec", "trafficPolicy"))
+    for i, s in enumerate(dr.subsets or []):
         if s.name == subset:
-            s_tls, s_lb = _for_port(s.traffic_policy, port)
-            tls = s_tls if s_tls is not None else tls
+            s_tls, s_where, s_lb = _for_port(s.traffic_policy, port, ("spec", "subsets", i, "trafficPolicy"))
+            if s_tls is not None:
+                tls, where = s_tls, s_where
             lb = s_lb if s_lb is not None else lb
-    return tls, _lb_name(lb)
+    return ClusterPolicy(tls, where, _lb_name(lb))
 
 
 def _lb_name(lb: LoadBalancerSettings | None) -> str:
@@ -57,10 +74,11 @@ def istio_sni(service: Service, port: int, subset: str) -> str:
 SYSTEM_CA = "<system>"
 
 
-def upstream_tls(tls: ClientTLSSettings | None, service: Service, port: int, subset: str,
-                 credential_has_ca: Callable[[str], bool] = lambda name: False) -> UpstreamTls | None:
-    """``credential_has_ca(name)`` tells whether a ``credentialName`` Secret (in the proxy's
-    namespace) carries a CA; without one the server is verified against the system trust store."""
+def upstream_tls(tls: ClientTLSSettings | None, service: Service, port: int, subset: str) -> UpstreamTls | None:
+    """With ``credentialName`` the server is verified only against that Secret's CA
+    (``NAME-cacert`` or the Secret's ``ca.crt``), as Istio does: when there is none the SDS
+    secret is never supplied and every connection fails. It never falls back to the system
+    trust store, so a misspelt name cannot turn "trust this CA" into "trust every public CA"."""
     if tls is None or tls.mode in (None, "DISABLE"):
         return None
     if tls.mode == "ISTIO_MUTUAL":
@@ -83,7 +101,7 @@ def upstream_tls(tls: ClientTLSSettings | None, service: Service, port: int, sub
             client = names.file_cert_secret(tls.client_certificate, tls.private_key)
     if tls.insecure_skip_verify:
         return UpstreamTls(mode=mode, sni=sni, client_cert_secret=client, insecure_skip_verify=True)
-    if tls.credential_name and credential_has_ca(tls.credential_name):
+    if tls.credential_name:
         # The CRL, if any, travels in the same SDS secret as the CA.
         validation = names.credential_cacert_secret(tls.credential_name)
     else:

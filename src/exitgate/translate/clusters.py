@@ -1,0 +1,53 @@
+"""Services a proxy sees -> its clusters: one per service port and one per port and subset, with
+the TLS and load balancing its DestinationRule gives; and Istio's catch-all clusters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from exitgate import names
+from exitgate.api.networking import ClientTLSSettings
+from exitgate.ir import Cluster, DiscoveryType, TlsMode
+from exitgate.translate.registry import Service
+from exitgate.translate.snapshot import Snapshot
+from exitgate.translate.tls import cluster_policy, upstream_tls
+
+
+def build_clusters(snap: Snapshot, services: Iterable[Service], proxy_ns: str) -> list[Cluster]:
+    clusters: list[Cluster] = []
+    auto_mtls = snap.istio_mutual_gateway_ports
+    for svc in services:
+        dr = snap.destination_rule(svc.host, proxy_ns, svc.namespace)
+        subsets = [""] + [s.name for s in dr.spec.subsets or []] if dr is not None else [""]
+        for port in svc.ports:
+            for subset in subsets:
+                policy = cluster_policy(dr.spec if dr is not None else None, subset, port.number)
+                tls_settings = policy.tls
+                if tls_settings is None and port.number in auto_mtls.get(svc.host, ()):
+                    # Istio's auto mTLS: a gateway port served with ISTIO_MUTUAL is reached with
+                    # ISTIO_MUTUAL when no DestinationRule says otherwise.
+                    tls_settings = ClientTLSSettings(mode="ISTIO_MUTUAL")
+                tls = upstream_tls(tls_settings, svc, port.number, subset)
+                http2 = port.protocol in ("HTTP2", "GRPC") or (tls is not None and tls.mode is TlsMode.ISTIO_MUTUAL)
+                clusters.append(Cluster(
+                    name=names.cluster_name(svc.host, port.number, subset),
+                    discovery=svc.discovery,
+                    endpoints=port.endpoints,
+                    lb_policy=policy.lb,
+                    tls=tls,
+                    http2=http2,
+                    # Connections carrying a mesh certificate are bounded so rotation takes effect.
+                    max_connection_duration_s=600.0 if tls is not None and tls.client_cert_secret else None,
+                ))
+    return clusters
+
+
+def passthrough_cluster() -> Cluster:
+    """ALLOW_ANY's destination for a host no service declares: Envoy resolves the host the
+    request names (Istio's ORIGINAL_DST PassthroughCluster, for a forward proxy)."""
+    return Cluster(names.PASSTHROUGH_CLUSTER, DiscoveryType.DYNAMIC_FORWARD_PROXY, (), lb_policy="CLUSTER_PROVIDED")
+
+
+def blackhole_cluster() -> Cluster:
+    """Istio's BlackHoleCluster: no endpoints, so whatever is routed there fails."""
+    return Cluster(names.BLACKHOLE_CLUSTER, DiscoveryType.STATIC, ())

@@ -1,0 +1,85 @@
+"""Snapshot x gateway proxy -> the IR of an egress gateway: a listener per target port of the
+Gateway servers that select it, the VirtualServices those servers let bind (Istio's
+``namespace/host`` rule), its clusters, and the AuthorizationPolicies that apply to it."""
+
+from __future__ import annotations
+
+from exitgate import names
+from exitgate.api import diagnostics as dx
+from exitgate.api.diagnostics import Diagnostic, Severity
+from exitgate.api.networking import GatewaySpec, Server
+from exitgate.api.resources import Resource
+from exitgate.ir import DownstreamTls, HttpListener, ProxyConfig, RouteConfig, VirtualHost
+from exitgate.mesh import GatewayProxy
+from exitgate.translate.authz import gateway_rbac
+from exitgate.translate.clusters import build_clusters
+from exitgate.translate.proxy import secret_names
+from exitgate.translate.routing import routes_for, server_host_binds
+from exitgate.translate.snapshot import Snapshot
+
+
+def _servers_by_port(snap: Snapshot, gateway: GatewayProxy,
+                     diags: list[Diagnostic]) -> dict[int, list[tuple[Resource[GatewaySpec], Server]]]:
+    """Target (container) port -> the (Gateway, server) pairs listening there."""
+    by_port: dict[int, list[tuple[Resource[GatewaySpec], Server]]] = {}
+    for gw in snap.gateways_selecting(gateway):
+        for server in gw.spec.servers:
+            mapping = next((p for p in gateway.ports if p.port == server.port.number), None)
+            if mapping is None:
+                diags.append(Diagnostic(dx.NOT_FOUND, Severity.WARNING,
+                                        f"gateway {gateway.name}.{gateway.namespace} has no service port {server.port.number}; "
+                                        "the server listens on that port number directly", resource=gw.ref, field="spec.servers.port"))
+            target = mapping.target_port if mapping else server.port.number
+            by_port.setdefault(target, []).append((gw, server))
+    return by_port
+
+
+def _virtual_hosts(snap: Snapshot, gateway: GatewayProxy,
+                   servers: list[tuple[Resource[GatewaySpec], Server]]) -> list[VirtualHost]:
+    by_host = {s.host: s for s in snap.services_for(gateway.namespace)}
+    vhosts: dict[str, VirtualHost] = {}
+    for gw, server in servers:
+        context = f"{gw.namespace}/{gw.name}"
+        for b in snap.virtual_services_in(context):
+            for h in b.hosts:
+                if h in vhosts or not any(server_host_binds(sh, gw.namespace, b.resource.namespace, h)
+                                          for sh in server.hosts):
+                    continue
+                bound = [vs for vs in snap.virtual_services_for(context, h, gateway.namespace)
+                         if any(server_host_binds(sh, gw.namespace, vs.namespace, h) for sh in server.hosts)]
+                routes = routes_for(bound, context, server.port.number, by_host)
+                if routes:
+                    vhosts[h] = VirtualHost(names.virtual_host_name(h, server.port.number), (h,), tuple(routes))
+    return list(vhosts.values())
+
+
+def translate_gateway(snap: Snapshot, gateway: GatewayProxy) -> tuple[ProxyConfig, list[Diagnostic]]:
+    diags: list[Diagnostic] = []
+    rbac, authz_diags = gateway_rbac(snap.authorization_policies, gateway.namespace, gateway.labels,
+                                     snap.mesh.root_namespace, snap.mesh.trust_domain)
+    diags += authz_diags
+    listeners: list[HttpListener] = []
+    route_configs: list[RouteConfig] = []
+    for target, servers in sorted(_servers_by_port(snap, gateway, diags).items()):
+        first_gw, first = servers[0]
+        tls_modes = {s.tls.mode if s.tls else None for _, s in servers}
+        if len(tls_modes) > 1:
+            diags.append(Diagnostic(dx.UNSUPPORTED, Severity.ERROR,
+                                    f"servers on port {first.port.number} mix TLS settings; exitgate supports one per port",
+                                    resource=first_gw.ref, field="spec.servers"))
+            continue
+        route_name = names.gateway_route_name(first.port.protocol, first.port.number, first.port.name,
+                                              first_gw.name, first_gw.namespace)
+        route_configs.append(RouteConfig(route_name, tuple(_virtual_hosts(snap, gateway, servers))))
+        tls = None
+        if first.tls is not None and first.tls.mode == "ISTIO_MUTUAL":
+            tls = DownstreamTls(cert_secret=names.WORKLOAD_CERT_SECRET, validation_secret=names.ROOT_CA_SECRET,
+                                require_client_cert=True, spiffe_trust_domain=snap.mesh.trust_domain)
+        listeners.append(HttpListener(
+            name=names.listener_name(gateway.address, target), address=gateway.address, port=target,
+            route_config=route_name, stat_prefix=f"outbound_{target}", tls=tls, access_log=snap.mesh.access_log,
+            ignore_port_in_host=True, rbac=rbac,
+        ))
+    clusters = build_clusters(snap, snap.services_for(gateway.namespace), gateway.namespace)
+    return ProxyConfig(tuple(listeners), tuple(route_configs), tuple(clusters),
+                       secret_names(listeners, clusters)), diags

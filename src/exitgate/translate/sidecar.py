@@ -1,0 +1,112 @@
+"""Snapshot x workload -> the IR of its sidecar: the workload's HTTP forward proxy (Istio's
+``http_proxy`` listener and route table), scoped by the Sidecar resource that applies to it,
+with Istio's catch-all for hosts no service declares (ALLOW_ANY or REGISTRY_ONLY)."""
+
+from __future__ import annotations
+
+from exitgate import names
+from exitgate.api.diagnostics import Diagnostic
+from exitgate.api.networking import VirtualServiceSpec
+from exitgate.api.resources import Resource
+from exitgate.ir import Cluster, HttpListener, ProxyConfig, Route, RouteConfig, VirtualHost, WeightedCluster
+from exitgate.mesh import WorkloadProxy
+from exitgate.translate.clusters import blackhole_cluster, build_clusters, passthrough_cluster
+from exitgate.translate.proxy import secret_names
+from exitgate.translate.registry import Service
+from exitgate.translate.routing import match_contexts, routes_for
+from exitgate.translate.scope import SidecarScope, sidecar_scope
+from exitgate.translate.snapshot import MESH, Snapshot
+
+
+def _default_route(service: Service, port: int) -> Route:
+    return Route("default", "/", (WeightedCluster(names.cluster_name(service.host, port), 100),))
+
+
+def _domains(host: str, port: int) -> tuple[str, ...]:
+    # A forward-proxy request for port 80 carries the bare host; any other port is in the authority.
+    return (host, f"{host}:{port}") if port == 80 else (f"{host}:{port}",)
+
+
+def _scoped(snap: Snapshot, scope: SidecarScope, host: str, port: int,
+            workload_ns: str) -> list[Resource[VirtualServiceSpec]]:
+    """The mesh VirtualServices for ``host`` that the egress listener serving ``port`` selects."""
+    listener = scope.listener_for(port)
+    if listener is None:
+        return []
+    selected = {id(vs) for vs in listener.virtual_services}
+    return [vs for vs in snap.virtual_services_for(MESH, host, workload_ns) if id(vs) in selected]
+
+
+def _catch_all(mode: str) -> VirtualHost:
+    if mode == "ALLOW_ANY":
+        route = Route(names.ALLOW_ANY_ROUTE, "/", (WeightedCluster(names.PASSTHROUGH_CLUSTER, 100),))
+        return VirtualHost(names.ALLOW_ANY_ROUTE, ("*",), (route,))
+    return VirtualHost(names.BLOCK_ALL_ROUTE, ("*",), (Route(names.BLOCK_ALL_ROUTE, "/", (), direct_status=502),))
+
+
+def translate_sidecar(snap: Snapshot, workload: WorkloadProxy, proxy_port: int) -> tuple[ProxyConfig, list[Diagnostic]]:
+    """One listener, one route table with a virtual host per imported HTTP service port, and
+    the catch-all virtual host last."""
+    scope = sidecar_scope(snap, workload)
+    services = scope.services
+    by_host = {s.host: s for s in services}
+    vhosts: list[VirtualHost] = []
+    for svc in services:
+        for port in svc.ports:
+            egress = scope.listener_for(port.number)
+            if not port.is_http or egress is None or egress.service(svc.host) is None:
+                continue
+            vss = _scoped(snap, scope, svc.host, port.number, workload.namespace)
+            routes = routes_for(vss, MESH, port.number, by_host) or [_default_route(svc, port.number)]
+            vhosts.append(VirtualHost(names.virtual_host_name(svc.host, port.number), _domains(svc.host, port.number),
+                                      tuple(routes)))
+    vhosts += _virtual_service_only_hosts(snap, scope, workload.namespace, {v.name for v in vhosts}, by_host)
+    vhosts.append(_catch_all(scope.outbound_mode))
+    listener = HttpListener(
+        name=names.listener_name(workload.address, proxy_port),
+        address=workload.address, port=proxy_port,
+        route_config=names.HTTP_PROXY_ROUTE, stat_prefix="outbound_http_proxy",
+        access_log=snap.mesh.access_log,
+        dynamic_forward_proxy=scope.outbound_mode == "ALLOW_ANY",
+    )
+    clusters: list[Cluster] = build_clusters(snap, services, workload.namespace)
+    clusters.append(blackhole_cluster())
+    if scope.outbound_mode == "ALLOW_ANY":
+        clusters.append(passthrough_cluster())
+    listeners = (listener,)
+    return ProxyConfig(listeners, (RouteConfig(names.HTTP_PROXY_ROUTE, tuple(vhosts)),), tuple(clusters),
+                       secret_names(listeners, clusters)), []
+
+
+def _virtual_service_only_hosts(snap: Snapshot, scope: SidecarScope, proxy_ns: str, have: set[str],
+                                by_host: dict[str, Service]) -> list[VirtualHost]:
+    """Virtual hosts for a VirtualService host on a port its service does not declare, e.g.
+    ``http://my-nginx.mesh-external.svc.cluster.local`` (port 80) when the Kubernetes Service
+    has only 443: Istio gives every HTTP port a virtual host for each mesh VirtualService host,
+    and the route decides where the request goes."""
+    out: list[VirtualHost] = []
+    selected = {id(vs) for e in scope.listeners for vs in e.virtual_services}
+    for b in snap.virtual_services_in(MESH):
+        vs = b.resource
+        if id(vs) not in selected:
+            continue
+        ports: set[int] = set()
+        for http in vs.spec.http or []:
+            for m in http.match or []:
+                contexts = match_contexts(m.gateways, vs.namespace)
+                if contexts is None or MESH in contexts:
+                    ports.add(m.port if m.port else 80)
+            if not http.match:
+                ports.add(80)
+        for h in b.hosts:
+            if "*" in h:
+                continue
+            for port in sorted(ports):
+                name = names.virtual_host_name(h, port)
+                if name in have:
+                    continue
+                routes = routes_for(_scoped(snap, scope, h, port, proxy_ns), MESH, port, by_host)
+                if routes:
+                    out.append(VirtualHost(name, _domains(h, port), tuple(routes)))
+                    have.add(name)
+    return out

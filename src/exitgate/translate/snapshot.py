@@ -1,0 +1,269 @@
+"""One configuration version, indexed once: what ``translate/`` and ``analyze/`` both read.
+
+Istio builds a ``PushContext`` per push so that translating a proxy looks things up instead of
+scanning every resource; this is exitgate's. A ``Snapshot`` is built from the applied resources
+and the mesh inventory, never changes, and answers the lookups that used to rescan the resource
+list for every service (which VirtualServices bind a host in a context, which DestinationRule
+applies, which Gateways select a proxy, which Secret a name means) from indexes.
+
+The rules themselves (host matching, ``exportTo``, Istio's DestinationRule lookup order,
+selector matching) are written once, in ``translate.registry`` and here, and used by the
+translator and by every analyzer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal, TypeVar, cast
+
+from exitgate.api.base import Spec
+from exitgate.api.core import SecretSpec
+from exitgate.api.networking import DestinationRuleSpec, GatewaySpec, ServiceEntrySpec, VirtualServiceSpec
+from exitgate.api.resources import Resource
+from exitgate.api.security import AuthorizationPolicySpec
+from exitgate.api.sidecar import SidecarSpec
+from exitgate.mesh import GatewayProxy, MeshConfig
+from exitgate.translate.registry import Service, build_registry, exported_to, fqdn, host_matches
+
+MESH = "mesh"
+
+S = TypeVar("S", bound=Spec)
+
+
+def normalize_gateway(ref: str, namespace: str) -> str:
+    """A VirtualService's gateway reference as ``namespace/name`` (or ``mesh``)."""
+    if ref == MESH or "/" in ref:
+        return ref
+    return f"{namespace}/{ref}"
+
+
+def vs_contexts(vs: Resource[VirtualServiceSpec]) -> tuple[str, ...]:
+    """The contexts a VirtualService binds to: its ``gateways`` as ``namespace/name``, or
+    ``mesh`` (every sidecar) when it names none."""
+    return tuple(normalize_gateway(g, vs.namespace) for g in (vs.spec.gateways or [MESH]))
+
+
+def labels_match(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    """Kubernetes' equality selector: every label of ``selector`` present with the same value
+    (an empty selector selects everything)."""
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def _order(r: Resource) -> tuple[str, str]:
+    # Istio orders by creation time; names stand in for it here, so output is deterministic.
+    return (r.namespace, r.name)
+
+
+@dataclass(frozen=True)
+class BoundVirtualService:
+    """A VirtualService with what the indexes need precomputed: its gateway contexts and its
+    hosts as FQDNs (short names resolved in its own namespace)."""
+
+    resource: Resource[VirtualServiceSpec]
+    contexts: tuple[str, ...]
+    hosts: tuple[str, ...]
+
+
+class Snapshot:
+    """The indexed configuration; see the module docstring. Cheap to build (one pass per kind),
+    and each index is built on first use."""
+
+    def __init__(self, resources: Iterable[Resource], mesh: MeshConfig) -> None:
+        self.resources: tuple[Resource, ...] = tuple(sorted(resources, key=lambda r: (r.kind, *_order(r))))
+        self.mesh = mesh
+        by_kind: dict[str, list[Resource]] = {}
+        for r in self.resources:
+            by_kind.setdefault(r.kind, []).append(r)
+        self._by_kind = {k: tuple(v) for k, v in by_kind.items()}
+
+    # -- resources by kind, typed ---------------------------------------------------------------
+    def of_kind(self, kind: str) -> tuple[Resource, ...]:
+        return self._by_kind.get(kind, ())
+
+    def _typed(self, kind: str, spec: type[S]) -> tuple[Resource[S], ...]:
+        # The loader builds each kind with its own spec model; checked once here so no caller
+        # needs an isinstance test.
+        out = self.of_kind(kind)
+        assert all(isinstance(r.spec, spec) for r in out), kind
+        return cast("tuple[Resource[S], ...]", out)
+
+    @cached_property
+    def service_entries(self) -> tuple[Resource[ServiceEntrySpec], ...]:
+        return self._typed("ServiceEntry", ServiceEntrySpec)
+
+    @cached_property
+    def gateways(self) -> tuple[Resource[GatewaySpec], ...]:
+        return self._typed("Gateway", GatewaySpec)
+
+    @cached_property
+    def virtual_services(self) -> tuple[Resource[VirtualServiceSpec], ...]:
+        return self._typed("VirtualService", VirtualServiceSpec)
+
+    @cached_property
+    def destination_rules(self) -> tuple[Resource[DestinationRuleSpec], ...]:
+        return self._typed("DestinationRule", DestinationRuleSpec)
+
+    @cached_property
+    def secrets(self) -> tuple[Resource[SecretSpec], ...]:
+        return self._typed("Secret", SecretSpec)
+
+    @cached_property
+    def sidecars(self) -> tuple[Resource[SidecarSpec], ...]:
+        return self._typed("Sidecar", SidecarSpec)
+
+    @cached_property
+    def authorization_policies(self) -> tuple[Resource[AuthorizationPolicySpec], ...]:
+        return self._typed("AuthorizationPolicy", AuthorizationPolicySpec)
+
+    # -- secrets --------------------------------------------------------------------------------
+    @cached_property
+    def _secret_index(self) -> dict[tuple[str, str], Resource[SecretSpec]]:
+        return {(r.namespace, r.name): r for r in self.secrets}
+
+    def secret(self, namespace: str, name: str) -> Resource[SecretSpec] | None:
+        return self._secret_index.get((namespace, name))
+
+    def secret_namespaces(self, name: str) -> list[str]:
+        """Every namespace holding a Secret called ``name`` (to say where a missing one is)."""
+        return sorted(ns for ns, n in self._secret_index if n == name)
+
+    # -- services -------------------------------------------------------------------------------
+    @cached_property
+    def services(self) -> tuple[Service, ...]:
+        return tuple(build_registry(self.service_entries, self.mesh))
+
+    @cached_property
+    def _service_by_host(self) -> dict[str, Service]:
+        return {s.host: s for s in self.services}
+
+    @cached_property
+    def _wildcard_services(self) -> tuple[Service, ...]:
+        return tuple(s for s in self.services if "*" in s.host)
+
+    def services_for(self, viewer_ns: str) -> list[Service]:
+        """The services exported to ``viewer_ns``."""
+        return [s for s in self.services if exported_to(s.namespace, s.export_to, viewer_ns)]
+
+    def service(self, host: str, viewer_ns: str | None = None) -> Service | None:
+        """The service answering for ``host``: the exact name first, then a wildcard
+        ServiceEntry host; optionally only among those exported to ``viewer_ns``."""
+        exact = self._service_by_host.get(host)
+        if exact is not None and (viewer_ns is None or exported_to(exact.namespace, exact.export_to, viewer_ns)):
+            return exact
+        return next((s for s in self._wildcard_services if host_matches(s.host, host) and
+                     (viewer_ns is None or exported_to(s.namespace, s.export_to, viewer_ns))), None)
+
+    @cached_property
+    def gateway_by_host(self) -> dict[str, GatewayProxy]:
+        return {g.service_host: g for g in self.mesh.gateways}
+
+    # -- VirtualServices ------------------------------------------------------------------------
+    @cached_property
+    def bound_virtual_services(self) -> tuple[BoundVirtualService, ...]:
+        out = []
+        for vs in self.virtual_services:
+            contexts = vs_contexts(vs)
+            hosts = tuple(fqdn(h, vs.namespace) for h in vs.spec.hosts or [])
+            out.append(BoundVirtualService(vs, contexts, hosts))
+        return tuple(out)
+
+    @cached_property
+    def _vs_index(self) -> tuple[dict[tuple[str, str], list[BoundVirtualService]], dict[str, list[BoundVirtualService]]]:
+        exact: dict[tuple[str, str], list[BoundVirtualService]] = {}
+        wildcard: dict[str, list[BoundVirtualService]] = {}
+        for b in self.bound_virtual_services:
+            for context in b.contexts:
+                for h in b.hosts:
+                    if "*" in h:
+                        wildcard.setdefault(context, []).append(b)
+                    else:
+                        exact.setdefault((context, h), []).append(b)
+        return exact, wildcard
+
+    def virtual_services_in(self, context: str) -> list[BoundVirtualService]:
+        """Every VirtualService bound to ``context`` (``mesh`` or ``namespace/gateway``)."""
+        return [b for b in self.bound_virtual_services if context in b.contexts]
+
+    def virtual_services_for(self, context: str, host: str, proxy_ns: str) -> list[Resource[VirtualServiceSpec]]:
+        """VirtualServices bound to ``context`` with a host matching ``host``, in Istio's order;
+        in the ``mesh`` context only those exported to the proxy's namespace."""
+        exact, wildcard = self._vs_index
+        found = {id(b): b for b in exact.get((context, host), [])}
+        for b in wildcard.get(context, []):
+            if any(host_matches(h, host) for h in b.hosts):
+                found.setdefault(id(b), b)
+        out = [b.resource for b in found.values()
+               if context != MESH or exported_to(b.resource.namespace, b.resource.spec.export_to, proxy_ns)]
+        return sorted(out, key=_order)
+
+    # -- DestinationRules -----------------------------------------------------------------------
+    @cached_property
+    def _dr_index(self) -> dict[str, tuple[dict[str, list[Resource[DestinationRuleSpec]]],
+                                          list[tuple[str, Resource[DestinationRuleSpec]]]]]:
+        out: dict[str, tuple[dict[str, list[Resource[DestinationRuleSpec]]],
+                             list[tuple[str, Resource[DestinationRuleSpec]]]]] = {}
+        for r in self.destination_rules:
+            exact, wildcard = out.setdefault(r.namespace, ({}, []))
+            pattern = fqdn(r.spec.host, r.namespace)
+            if "*" in pattern:
+                wildcard.append((pattern, r))
+            else:
+                exact.setdefault(pattern, []).append(r)
+        for _, wildcard in out.values():
+            # The most specific wildcard first (the longest), then by name.
+            wildcard.sort(key=lambda pr: (-len(pr[0]), pr[1].name))
+        return out
+
+    def destination_rule(self, host: str, proxy_ns: str, service_ns: str) -> Resource[DestinationRuleSpec] | None:
+        """Istio's lookup: the proxy's namespace first, then the service's, then the root
+        namespace; each only if the rule is exported to the proxy. Exact host beats wildcard."""
+        for ns in dict.fromkeys((proxy_ns, service_ns, self.mesh.root_namespace)):
+            index = self._dr_index.get(ns)
+            if index is None:
+                continue
+            exact, wildcard = index
+            for r in exact.get(host, []):
+                if exported_to(r.namespace, r.spec.export_to, proxy_ns):
+                    return r
+            for pattern, r in wildcard:
+                if host_matches(pattern, host) and exported_to(r.namespace, r.spec.export_to, proxy_ns):
+                    return r
+        return None
+
+    # -- mesh-wide settings ---------------------------------------------------------------------
+    @property
+    def outbound_mode(self) -> Literal["ALLOW_ANY", "REGISTRY_ONLY"]:
+        """The mesh's outbound traffic policy (a Sidecar may override it for its workloads)."""
+        return self.mesh.outbound_traffic_policy.mode
+
+    # -- Gateways -------------------------------------------------------------------------------
+    def gateways_selecting(self, proxy: GatewayProxy) -> list[Resource[GatewaySpec]]:
+        """The Gateways whose selector matches the gateway proxy's labels, in Istio's order."""
+        return [g for g in self.gateways if labels_match(g.spec.selector, proxy.labels)]
+
+    def gateway_resource(self, context: str) -> Resource[GatewaySpec] | None:
+        ns, _, name = context.partition("/")
+        return next((g for g in self.gateways if g.namespace == ns and g.name == name), None)
+
+    def gateway_proxies(self, gateway: Resource[GatewaySpec]) -> list[GatewayProxy]:
+        """The gateway proxies a Gateway selects."""
+        return [g for g in self.mesh.gateways if labels_match(gateway.spec.selector, g.labels)]
+
+    @cached_property
+    def istio_mutual_gateway_ports(self) -> dict[str, frozenset[int]]:
+        """Service host -> the gateway service ports whose Gateway servers use ISTIO_MUTUAL
+        (Istio's auto mTLS reaches them with ISTIO_MUTUAL when no DestinationRule says otherwise)."""
+        out: dict[str, set[int]] = {}
+        for g in self.mesh.gateways:
+            for gw in self.gateways_selecting(g):
+                for server in gw.spec.servers:
+                    if server.tls is not None and server.tls.mode == "ISTIO_MUTUAL":
+                        out.setdefault(g.service_host, set()).add(server.port.number)
+        return {h: frozenset(p) for h, p in out.items()}
+
+
+def snapshot_of(resources: Sequence[Resource] | Snapshot, mesh: MeshConfig) -> Snapshot:
+    """A snapshot for callers that still hold a resource list (tests, one-off translations)."""
+    return resources if isinstance(resources, Snapshot) else Snapshot(resources, mesh)
