@@ -203,6 +203,8 @@ class ControlPlane:
         self.certs: WorkloadCertManager | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        # Per proxy, the diagnostics the last push reported (each is said once while it lasts).
+        self._said: dict[str, set[str]] = {}
 
     # -- setup -------------------------------------------------------------------------------
     def _plan(self) -> None:
@@ -342,8 +344,11 @@ class ControlPlane:
                 # uses (e.g. origination with a gateway's credentialName): warn, do not alarm.
                 sdiags = [replace(d, severity=Severity.WARNING) if d.is_error and d.code != UNREADABLE else d
                           for d in sdiags]
-            for d in [*diags, *sdiags]:
-                self.emit(f"{p.key}: {d}")
+            said = {f"{p.key}: {d}" for d in [*diags, *sdiags]}
+            # Say each problem when it appears, not again at every push while it lasts.
+            for line in sorted(said - self._said.get(p.key, set())):
+                self.emit(line)
+            self._said[p.key] = said
             all_diags += diags + sdiags
             if blocking and p.record.node_id in self.cache.nodes():
                 self.emit(f"[red]{p.key} keeps its last good configuration[/red]: fix the files named above")

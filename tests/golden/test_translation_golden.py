@@ -1,5 +1,6 @@
 """Golden tests: each ``cases/<case>.in.yaml`` translated for the default sidecar (``sleep``) and
-the default egress gateway, compared with ``cases/<case>.<role>.yaml``.
+the default egress gateway, compared at two layers: the IR (``cases/<case>.<role>.ir.yaml``, what
+translate/ decided, in domain terms) and the Envoy resources as served (``cases/<case>.<role>.yaml``).
 
 A case may bring its own mesh file, ``cases/<case>.mesh.yaml``.
 
@@ -8,7 +9,10 @@ Regenerate with ``pytest tests/golden --update-golden`` and review the diff like
 
 from __future__ import annotations
 
+from dataclasses import fields, is_dataclass
+from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -46,12 +50,32 @@ def render(pc: ProxyConfig) -> str:
     return yaml.safe_dump(doc, sort_keys=True, width=120)
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    if is_dataclass(value) and not isinstance(value, type):
+        # The IR's class names say what each node is (RBAC matchers especially).
+        return {"_": type(value).__name__, **{f.name: _plain(getattr(value, f.name)) for f in fields(value)
+                                                if getattr(value, f.name) not in (None, (), False)}}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def render_ir(pc: ProxyConfig) -> str:
+    return yaml.safe_dump(_plain(pc), sort_keys=False, width=120)
+
+
+@pytest.mark.parametrize("layer", ["envoy", "ir"])
 @pytest.mark.parametrize("role", ["sidecar", "gateway"])
 @pytest.mark.parametrize("case", sorted(CASES.glob("*.in.yaml")), ids=lambda p: p.name.removesuffix(".in.yaml"))
-def test_golden(case: Path, role: str, update_golden: bool) -> None:
+def test_golden(case: Path, role: str, layer: str, update_golden: bool) -> None:
     pc, _ = translate(case, role)
-    golden = case.with_name(case.name.replace(".in.yaml", f".{role}.yaml"))
-    got = render(pc)
+    suffix = f".{role}.yaml" if layer == "envoy" else f".{role}.ir.yaml"
+    golden = case.with_name(case.name.replace(".in.yaml", suffix))
+    got = render(pc) if layer == "envoy" else render_ir(pc)
     if update_golden or not golden.exists():
         golden.write_text(got)
         if not update_golden:

@@ -79,6 +79,15 @@ class Case:
 
 SC_SELECTOR = "spec.workloadSelector"
 AP_SELECTOR = "spec.selector"
+GW_LABELS = {"istio": "egressgateway"}
+
+
+def gateway(tls: str | None) -> str:
+    tls_part = f"\n    tls: {{mode: {tls}}}" if tls else ""
+    protocol = "HTTPS" if tls else "HTTP"
+    return ("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: egress, namespace: istio-system}\n"
+            "spec:\n  selector: {istio: egressgateway}\n  servers:\n"
+            f"  - port: {{number: 80, name: http, protocol: {protocol}}}\n    hosts: ['*']{tls_part}\n")
 
 CASES: list[Case] = [
     # IST0110: two Sidecars of default select the sleep workload (by different labels)
@@ -120,6 +129,30 @@ CASES: list[Case] = [
           policy("httpbin", namespace="istio-system", match_labels={"app": "httpbin"}),
           policy("ns-wide", namespace="foo"), policy("any", match_labels={}),
           policy("mesh-wide", namespace="istio-system"))),
+    # IST0101: a Sidecar whose workloadSelector matches no workload of its namespace
+    Case("sidecar-selector", A.sidecar_selector.ANALYZER,
+         (sidecar("for-httpbin", labels={"app": "httpbin"}),),
+         (("Sidecar default/for-httpbin", "spec.workloadSelector.labels"),)),
+    # ... it matches sleep; httpbin is in foo; no selector or one without labels selects everyone
+    Case("sidecar-selector/ok", A.sidecar_selector.ANALYZER,
+         (sidecar("sleep", labels={"app": "sleep"}), sidecar("httpbin", namespace="foo", labels={"app": "httpbin"}),
+          sidecar("default", selector=False), sidecar("no-labels", labels={}))),
+    # EG0110: an identity rule (namespaces) at a gateway whose server is plain HTTP (Istio #22609)
+    Case("authz-peer-identity", A.authz_peer_identity.ANALYZER,
+         (gateway(None), policy("from-default", namespace="istio-system", match_labels=GW_LABELS)),
+         (("AuthorizationPolicy istio-system/from-default", "spec.rules"),), Severity.WARNING),
+    # ... the server uses ISTIO_MUTUAL; a policy for another proxy does not apply to the gateway
+    Case("authz-peer-identity/ok", A.authz_peer_identity.ANALYZER,
+         (gateway("ISTIO_MUTUAL"), policy("from-default", namespace="istio-system", match_labels=GW_LABELS),
+          policy("sleep-only", match_labels={"app": "sleep"}))),
+    # EG0111: a policy selecting a workload's sidecar (which has no inbound traffic here)
+    Case("authz-on-sidecar", A.authz_on_sidecar.ANALYZER,
+         (policy("sleep", match_labels={"app": "sleep"}), policy("default-wide")),
+         (("AuthorizationPolicy default/default-wide", None), ("AuthorizationPolicy default/sleep", AP_SELECTOR)),
+         Severity.WARNING),
+    # ... policies for the gateway, and a mesh-wide one without a selector, are where they belong
+    Case("authz-on-sidecar/ok", A.authz_on_sidecar.ANALYZER,
+         (policy("gw", namespace="istio-system", match_labels=GW_LABELS), policy("mesh-wide", namespace="istio-system"))),
 ]
 
 

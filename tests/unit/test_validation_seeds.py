@@ -35,8 +35,11 @@ def test_every_example_loads_clean() -> None:
     dirs = sorted(p for p in EXAMPLES.iterdir() if p.is_dir())
     assert dirs
     for d in dirs:
-        result = load_paths([d], "istio-system" if "mtls" in d.name else "default")
-        assert result.diagnostics == [], [str(x) for x in result.diagnostics]
+        result = load_paths([d], "istio-system" if d.name == "mtls-origination" else "default")
+        assert result.ok, [str(x) for x in result.diagnostics]
+        # Warnings only where Istio warns too: the ASM guide's DENY rule names no port.
+        warned = {(x.resource, x.field) for x in result.diagnostics}
+        assert warned <= {("AuthorizationPolicy istio-system/test", "spec.rules[0]")}, warned
         assert result.resources
 
 

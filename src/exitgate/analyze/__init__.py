@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from exitgate.analyze import (
+    authz_on_sidecar,
+    authz_peer_identity,
     authz_workloads,
     certificate_expiry,
     client_credential,
@@ -34,6 +36,7 @@ from exitgate.analyze import (
     port_selector,
     serviceentry_protocols,
     sidecar_default_selector,
+    sidecar_selector,
     sidecar_selector_conflict,
     skip_verify_destination,
     skip_verify_port,
@@ -83,6 +86,9 @@ ANALYZERS: tuple[Analyzer, ...] = (
     gateway_server_unbound.ANALYZER,
     certificate_expiry.ANALYZER,
     client_credential.ANALYZER,
+    sidecar_selector.ANALYZER,
+    authz_peer_identity.ANALYZER,
+    authz_on_sidecar.ANALYZER,
 )
 
 

@@ -25,6 +25,7 @@ from ruamel.yaml.scalarbool import ScalarBoolean
 from exitgate.api import diagnostics as dx
 from exitgate.api.base import Spec, Where, find_issues, find_unsupported
 from exitgate.api.core import SecretSpec
+from exitgate.api.meshconfig import MESH_CONFIGMAP, ConfigMapSpec
 from exitgate.api.diagnostics import Diagnostic, Severity
 from exitgate.api.networking import (
     DestinationRuleSpec,
@@ -38,6 +39,9 @@ from exitgate.api.sidecar import SidecarSpec
 
 NETWORKING = "networking.istio.io"
 NETWORKING_VERSIONS = ("v1alpha3", "v1beta1", "v1")
+
+# Core (v1) kinds: their fields are top-level, not under spec.
+CORE_MODELS: dict[str, type[Spec]] = {"Secret": SecretSpec, "ConfigMap": ConfigMapSpec}
 
 SECURITY = "security.istio.io"
 SECURITY_VERSIONS = ("v1beta1", "v1")
@@ -322,9 +326,9 @@ def load_document(doc: Any, filename: str, default_namespace: str = "default",
     api_version, kind = str(doc["apiVersion"]), str(doc["kind"])
     ref_name = doc["metadata"].get("name") if isinstance(doc["metadata"], dict) else None
     ref = f"{kind} {ref_name}" if ref_name else kind
-    if kind == "Secret":
+    if kind in CORE_MODELS:
         if api_version != "v1":
-            return None, [Diagnostic(dx.UNKNOWN_KIND, Severity.ERROR, f"Secret is served as v1, not {api_version}",
+            return None, [Diagnostic(dx.UNKNOWN_KIND, Severity.ERROR, f"{kind} is served as v1, not {api_version}",
                                      file=filename, line=locate(doc, ("apiVersion",)), resource=ref, field="apiVersion")]
     elif kind in SPEC_MODELS:
         group, versions, _ = SPEC_MODELS[kind]
@@ -336,7 +340,7 @@ def load_document(doc: Any, filename: str, default_namespace: str = "default",
                                  file=filename, line=locate(doc, ("kind",)), resource=ref, field="kind")]
     else:
         return None, [Diagnostic(dx.UNKNOWN_KIND, Severity.ERROR,
-                                 f"unknown kind {kind!r} (supported: {', '.join(sorted([*SPEC_MODELS, 'Secret']))})",
+                                 f"unknown kind {kind!r} (supported: {', '.join(sorted([*SPEC_MODELS, *CORE_MODELS]))})",
                                  file=filename, line=locate(doc, ("kind",)), resource=ref, field="kind")]
     try:
         meta = ObjectMeta.model_validate(doc["metadata"])
@@ -357,14 +361,25 @@ def load_document(doc: Any, filename: str, default_namespace: str = "default",
                                     f"no dots", file=filename, line=locate(doc, ("metadata", "name")), resource=ref,
                                     field=fld))
     diags.extend(_dry_run_diags(kind, meta, doc, filename, ref))
-    if kind == "Secret":
-        # A Secret's fields are top-level, not under spec.
+    if kind in CORE_MODELS:
+        # A Secret's or ConfigMap's fields are top-level, not under spec.
         body = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")}
         try:
-            spec: Spec = SecretSpec.model_validate(body)
+            spec: Spec = CORE_MODELS[kind].model_validate(body)
         except ValidationError as e:
             return None, diags + _pydantic_diags(e, doc, (), filename, ref)
         diags.extend(_issue_diags(spec, Where(namespace), doc, (), filename, ref))
+        if isinstance(spec, ConfigMapSpec) and (namespace, meta.name) == MESH_CONFIGMAP:
+            diags += [Diagnostic(i.code, i.severity, i.message, file=filename, line=locate(doc, i.path),
+                                 resource=ref, field=field_path(i.path)) for i in spec.mesh_issues()]
+        elif kind == "ConfigMap":
+            diags.append(Diagnostic(dx.UNSUPPORTED, Severity.ERROR,
+                                    f"exitgate reads one ConfigMap, Istio's mesh config ({MESH_CONFIGMAP[1]} in "
+                                    f"{MESH_CONFIGMAP[0]}); other ConfigMaps are not supported yet",
+                                    file=filename, line=locate(doc, ("metadata", "name")), resource=ref,
+                                    field="metadata.name"))
+        if keep_unsupported and all(d.code == dx.UNSUPPORTED for d in diags if d.is_error):
+            diags = [replace(d, severity=Severity.WARNING) if d.code == dx.UNSUPPORTED else d for d in diags]
         if dx.has_errors(diags):
             return None, diags
         raw = to_plain(doc)

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from exitgate.api.core import SecretSpec
 from exitgate.api.diagnostics import Diagnostic, has_errors
-from exitgate.api.loader import SPEC_MODELS, load_paths
+from exitgate.api.loader import CORE_MODELS, SPEC_MODELS, load_paths
 from exitgate.api.resources import Resource
 from exitgate.mesh import load_mesh
 from exitgate.runtime import StateDir, default_state_dir
@@ -38,7 +38,10 @@ KIND_ALIASES = {
     "gateway": "Gateway", "gateways": "Gateway", "gw": "Gateway",
     "virtualservice": "VirtualService", "virtualservices": "VirtualService", "vs": "VirtualService",
     "destinationrule": "DestinationRule", "destinationrules": "DestinationRule", "dr": "DestinationRule",
+    "sidecar": "Sidecar", "sidecars": "Sidecar",
+    "authorizationpolicy": "AuthorizationPolicy", "authorizationpolicies": "AuthorizationPolicy", "ap": "AuthorizationPolicy",
     "secret": "Secret", "secrets": "Secret",
+    "configmap": "ConfigMap", "configmaps": "ConfigMap", "cm": "ConfigMap",
 }
 
 
@@ -58,10 +61,15 @@ def _print_diagnostics(diags: list[Diagnostic]) -> None:
         err.print(f"[{style}]{d}[/{style}]", markup=True, soft_wrap=True)
 
 
+def _kind_name(kind: str) -> str:
+    """kubectl's name for a kind: ``secret``, ``serviceentry.networking.istio.io``."""
+    if kind in CORE_MODELS:
+        return kind.lower()
+    return f"{kind.lower()}.{SPEC_MODELS[kind][0] if kind in SPEC_MODELS else GROUP}"
+
+
 def _kind_ref(r: Resource) -> str:
-    if r.kind == "Secret":
-        return f"secret/{r.name}"
-    return f"{r.kind.lower()}.{GROUP}/{r.name}"
+    return f"{_kind_name(r.kind)}/{r.name}"
 
 
 @app.command()
@@ -93,7 +101,7 @@ def delete(files: FilesOpt, namespace: Annotated[str, typer.Option("-n", "--name
         raise typer.Exit(1)
     result = Store(_state(state_dir).root).delete([r.key for r in loaded.resources])
     for r, _ in result.changes:
-        typer.echo(f'{"secret" if r.kind == "Secret" else r.kind.lower() + "." + GROUP} "{r.name}" deleted')
+        typer.echo(f'{_kind_name(r.kind)} "{r.name}" deleted')
     for d in result.diagnostics:
         _err().print(f"Error from server (NotFound): {d.resource} not found", style="red")
     if result.diagnostics:
@@ -117,7 +125,7 @@ def get(kind: Annotated[str, typer.Argument(help="serviceentry|gateway|virtualse
     found = [r for r in snap.resources if r.kind in kinds and (all_namespaces or r.namespace == namespace)
              and (name is None or r.name == name)]
     if name is not None and not found:
-        _err().print(f'Error from server (NotFound): {kinds[0].lower()}.{GROUP} "{name}" not found', style="red")
+        _err().print(f'Error from server (NotFound): {_kind_name(kinds[0])} "{name}" not found', style="red")
         raise typer.Exit(1)
     if output == "yaml":
         import yaml
@@ -269,12 +277,26 @@ def _status_table(cp: object, events: list[str]) -> Table:
     return table
 
 
-@app.command()
-def demo(keep_state: Annotated[bool, typer.Option(help="keep the demo's state directory")] = False) -> None:
-    """Run Istio's "Egress Gateways with TLS Origination" end to end with local stand-ins."""
-    from exitgate.demo.scenario import run_demo
+# Demo scenarios: name -> (module with run_demo(console, keep_state) -> exit status, what it shows).
+DEMOS = {
+    "tls-origination": ("exitgate.demo.scenario", "Istio's task Egress Gateways with TLS Origination (SIMPLE, MUTUAL)"),
+    "asm": ("exitgate.demo.asm", "Alibaba ASM's guide: mTLS origination, REGISTRY_ONLY, DENY at the gateway"),
+    "poc": ("exitgate.demo.poc", "the PoC: gateway in its own namespace, Sidecar REGISTRY_ONLY, ALLOW by namespace"),
+}
 
-    raise typer.Exit(run_demo(Console(highlight=False), keep_state=keep_state))
+
+@app.command()
+def demo(scenario: Annotated[str, typer.Argument(help="tls-origination (default), asm or poc")] = "tls-origination",
+         keep_state: Annotated[bool, typer.Option(help="keep the demo's state directory")] = False) -> None:
+    """Run an egress scenario end to end with local stand-ins, its YAML unchanged."""
+    import importlib
+
+    if scenario not in DEMOS:
+        _err().print(f"error: no demo {scenario!r}; the demos are: "
+                  + "; ".join(f"{k} ({v[1]})" for k, v in DEMOS.items()))
+        raise typer.Exit(2)
+    module = importlib.import_module(DEMOS[scenario][0])
+    raise typer.Exit(module.run_demo(Console(highlight=False), keep_state=keep_state))
 
 
 def build_app() -> typer.Typer:

@@ -140,17 +140,9 @@ def run_demo(console: Console, keep_state: bool = False) -> int:
                                       ports=[ServicePortMap(port=443, target_port=my_nginx.port, protocol="HTTPS")])],
         )
         events: list[str] = []
-        cp = ControlPlane(StateDir(state), mesh, events.append)
-        stopped.insert(0, cp.stop)
-        cp.start()
-        loop = threading.Thread(target=cp.run, kwargs={"poll_s": 0.1}, daemon=True)
-        loop.start()
-        if not cp.wait_ready(30):
-            console.print("[red]proxies did not become ready:[/red]\n" + "\n".join(events))
+        cp = start_control_plane(console, state, mesh, events, stopped)
+        if cp is None:
             return 1
-        for p in cp.proxies:
-            console.print(f"proxy {p.record.name}.{p.record.namespace} ({p.record.role}) pid {p.record.pid}, "
-                          f"listening on {', '.join(p.record.listen)}")
 
         curl = ["exec", "sleep", "--", "curl", "-sS", "-o", "/dev/null", "-D", "-", f"http://{HOST}/politics"]
         gw_log = ["logs", "istio-egressgateway", "--tail", "1"]
@@ -194,38 +186,79 @@ def run_demo(console: Console, keep_state: bool = False) -> int:
             Step("The gateway logged it", ["logs", "istio-egressgateway", "--tail", "1"],
                  expect('"GET / HTTP/2" 200', f"outbound|443||{NGINX_HOST}")),
         ]
-        for i, step in enumerate(steps, 1):
-            console.rule(f"[bold]{i}. {step.title}")
-            shown = ("exitgate " + " ".join(a if " " not in a else repr(a) for a in step.argv)
-                     ).replace(str(examples) + "/", "examples/").replace(str(work) + "/", "")
-            console.print(f"$ {shown}", style="cyan", soft_wrap=True, markup=False)
-            if step.argv[0] in ("apply", "delete", "create"):
-                out = run_cli(state, step.argv)
-                wait_applied(cp)
-            else:
-                out, why = retry(lambda: run_cli(state, step.argv), step.check)
-            console.print(out.rstrip(), soft_wrap=True, markup=False, highlight=False)
-            why = step.check(out)
-            if why:
-                failures += 1
-                console.print(f"[red]✗ {why}[/red]")
-            else:
-                console.print("[green]✓[/green]")
-        nacks = [e for e in events if "NACK" in e]
-        if nacks:
-            failures += 1
-            console.print("[red]a proxy rejected configuration:[/red]\n" + "\n".join(nacks))
+        failures += run_steps(console, state, cp, steps, {examples: "examples/", work: ""})
+        failures += report_nacks(console, events)
     finally:
-        for stop in stopped:
-            stop()
-        if keep_state:
-            console.print(f"state kept in {state}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        stop_all(console, stopped, work, state, keep_state)
+    return verdict(console, failures)
+
+
+def start_control_plane(console: Console, state: Path, mesh: MeshConfig, events: list[str],
+                        stopped: list[Callable[[], None]]) -> ControlPlane | None:
+    """The control plane and its proxies, running and in sync (None, said why, if not); its
+    stop goes first in ``stopped``."""
+    cp = ControlPlane(StateDir(state), mesh, events.append)
+    stopped.insert(0, cp.stop)
+    cp.start()
+    threading.Thread(target=cp.run, kwargs={"poll_s": 0.1}, daemon=True).start()
+    if not cp.wait_ready(30):
+        console.print("[red]proxies did not become ready:[/red]\n" + "\n".join(events))
+        return None
+    for p in cp.proxies:
+        console.print(f"proxy {p.record.name}.{p.record.namespace} ({p.record.role}) pid {p.record.pid}, "
+                      f"listening on {', '.join(p.record.listen)}")
+    return cp
+
+
+def stop_all(console: Console, stopped: list[Callable[[], None]], work: Path, state: Path, keep_state: bool) -> None:
+    """Stop what the demo started, in order, and remove its files unless asked to keep them."""
+    for stop in stopped:
+        stop()
+    if keep_state:
+        console.print(f"state kept in {state}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def verdict(console: Console, failures: int) -> int:
     console.rule()
     console.print("[green]demo passed: every step gave what it should[/green]" if failures == 0
                   else f"[red]demo failed: {failures} step(s) did not give what they should[/red]")
     return 0 if failures == 0 else 1
+
+
+def run_steps(console: Console, state: Path, cp: ControlPlane, steps: list[Step],
+              shorten: dict[Path, str]) -> int:
+    """Run each step as the user would type it (paths shortened as ``shorten`` says), print
+    what it printed, and check it; the number of steps that did not give what they should."""
+    failures = 0
+    for i, step in enumerate(steps, 1):
+        console.rule(f"[bold]{i}. {step.title}")
+        shown = "exitgate " + " ".join(a if " " not in a else repr(a) for a in step.argv)
+        for path, short in shorten.items():
+            shown = shown.replace(str(path) + "/", short)
+        console.print(f"$ {shown}", style="cyan", soft_wrap=True, markup=False)
+        if step.argv[0] in ("apply", "delete", "create"):
+            out = run_cli(state, step.argv)
+            wait_applied(cp)
+        else:
+            out, _ = retry(lambda: run_cli(state, step.argv), step.check)
+        console.print(out.rstrip(), soft_wrap=True, markup=False, highlight=False)
+        why = step.check(out)
+        if why:
+            failures += 1
+            console.print(f"[red]✗ {why}[/red]")
+        else:
+            console.print("[green]✓[/green]")
+    return failures
+
+
+def report_nacks(console: Console, events: list[str]) -> int:
+    """1 (a failure) if a proxy rejected configuration during the demo, else 0."""
+    nacks = [e for e in events if "NACK" in e]
+    if nacks:
+        console.print("[red]a proxy rejected configuration:[/red]\n" + "\n".join(nacks))
+    return 1 if nacks else 0
 
 
 def run_cli(state: Path, argv: list[str]) -> str:

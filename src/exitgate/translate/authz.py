@@ -28,6 +28,7 @@ from exitgate.api.resources import Resource
 from exitgate.api.security import AuthorizationPolicySpec, Rule
 from exitgate.translate import authz_match as m
 from exitgate.translate.authz_match import Attribute, Untranslatable
+from exitgate.translate.snapshot import labels_match
 
 DRY_RUN_ANNOTATION = "istio.io/dry-run"
 # Go's strconv.ParseBool, which Istio reads the annotation with.
@@ -75,9 +76,20 @@ def gateway_rbac(policies: Sequence[Resource], namespace: str, labels: Mapping[s
     return tuple(filters), diags
 
 
+def policy_applies(policy_ns: str, spec: AuthorizationPolicySpec, namespace: str, labels: Mapping[str, str],
+                   root_namespace: str) -> bool:
+    """Istio's rule for which proxies a policy applies to: one in the policy's namespace, or any
+    if the policy is in the root namespace; with a selector, only if all its labels match. (The
+    analyzers use it too.) targetRef policies are left to the caller."""
+    if policy_ns not in (namespace, root_namespace):
+        return False
+    selector = spec.selector.match_labels if spec.selector is not None else None
+    return labels_match(selector or {}, labels)
+
+
 def _applies(res: Resource, spec: AuthorizationPolicySpec, namespace: str, labels: Mapping[str, str],
              root_namespace: str, diags: list[Diagnostic]) -> bool:
-    if res.namespace not in (namespace, root_namespace):
+    if not policy_applies(res.namespace, spec, namespace, labels, root_namespace):
         return False
     if spec.target_ref is not None or spec.target_refs:
         field = "spec.targetRef" if spec.target_ref is not None else "spec.targetRefs"
@@ -85,8 +97,7 @@ def _applies(res: Resource, spec: AuthorizationPolicySpec, namespace: str, label
                                 "targetRef policies are not supported by exitgate yet; like Istio for a gateway that "
                                 "is not a Gateway API one, this policy is not applied", resource=res.ref, field=field))
         return False
-    selector = spec.selector.match_labels if spec.selector is not None else None
-    return all(labels.get(k) == v for k, v in (selector or {}).items())
+    return True
 
 
 def is_dry_run(res: Resource) -> bool:

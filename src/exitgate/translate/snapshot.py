@@ -20,6 +20,7 @@ from typing import Literal, TypeVar, cast
 
 from exitgate.api.base import Spec
 from exitgate.api.core import SecretSpec
+from exitgate.api.meshconfig import MESH_CONFIGMAP, ConfigMapSpec
 from exitgate.api.networking import DestinationRuleSpec, GatewaySpec, ServiceEntrySpec, VirtualServiceSpec
 from exitgate.api.resources import Resource
 from exitgate.api.security import AuthorizationPolicySpec
@@ -233,9 +234,15 @@ class Snapshot:
         return None
 
     # -- mesh-wide settings ---------------------------------------------------------------------
-    @property
+    @cached_property
     def outbound_mode(self) -> Literal["ALLOW_ANY", "REGISTRY_ONLY"]:
-        """The mesh's outbound traffic policy (a Sidecar may override it for its workloads)."""
+        """The mesh's outbound traffic policy (a Sidecar may override it for its workloads):
+        Istio's ConfigMap when it is applied and sets one, else the mesh file's."""
+        for cm in self._typed("ConfigMap", ConfigMapSpec):
+            if (cm.namespace, cm.name) == MESH_CONFIGMAP:
+                parsed = cm.spec.mesh_config()
+                if parsed is not None and parsed.outbound_traffic_policy is not None:
+                    return parsed.outbound_traffic_policy.mode
         return self.mesh.outbound_traffic_policy.mode
 
     # -- Gateways -------------------------------------------------------------------------------
