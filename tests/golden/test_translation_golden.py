@@ -40,7 +40,7 @@ def translate(case: Path, role: str) -> tuple[ProxyConfig, MeshConfig]:
         pc, diags = translate_sidecar(snap, mesh.workloads[0], SIDECAR_PORT)
     else:
         pc, diags = translate_gateway(snap, mesh.gateways[0])
-    assert not diags, [str(d) for d in diags]
+    assert not [d for d in diags if d.is_error], [str(d) for d in diags]
     return pc, mesh
 
 

@@ -9,26 +9,23 @@ from collections.abc import Iterator
 from exitgate.analyze.analyzer import Analyzer
 from exitgate.analyze.model import Context, Finding
 from exitgate.api.diagnostics import Severity
-from exitgate.translate.authz import policy_applies
+from exitgate.translate.authz import policies_on_sidecar
 
 CODE = "EG0111"
 
 
 def check(ctx: Context) -> Iterator[Finding]:
+    hits: dict[tuple[str, str], list[str]] = {}
+    for w in ctx.mesh.workloads:
+        for ap in policies_on_sidecar(ctx.authorization_policies, w.namespace, w.labels, ctx.mesh.root_namespace):
+            hits.setdefault((ap.namespace, ap.name), []).append(f"{w.name}.{w.namespace}")
     for ap in ctx.authorization_policies:
-        if ap.spec.target_ref is not None or ap.spec.target_refs:
-            continue
-        hit = [w for w in ctx.mesh.workloads
-               if policy_applies(ap.namespace, ap.spec, w.namespace, w.labels, ctx.mesh.root_namespace)]
-        # A mesh-wide policy without a selector is meant for every proxy; only say so when it
-        # selects workloads on purpose (a selector) or lives in a workload's own namespace.
-        if ap.namespace == ctx.mesh.root_namespace and ap.spec.selector is None:
-            continue
-        if hit:
+        workloads = hits.get((ap.namespace, ap.name))
+        if workloads:
             yield Finding(CODE, Severity.WARNING,
-                          f"this policy applies to the sidecar of {', '.join(f'{w.name}.{w.namespace}' for w in hit)}, "
-                          f"which has no inbound traffic in exitgate: it enforces nothing there; select the egress "
-                          f"gateway instead", ap, ("spec", "selector") if ap.spec.selector is not None else ())
+                          f"this policy applies to the sidecar of {', '.join(workloads)}, which has no inbound "
+                          f"traffic in exitgate: it enforces nothing there; select the egress gateway instead",
+                          ap, ("spec", "selector") if ap.spec.selector is not None else ())
 
 
 ANALYZER = Analyzer(CODE, "AuthorizationPolicyOnSidecar", "AuthorizationPolicies select gateways, not sidecars", check)

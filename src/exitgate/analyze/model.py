@@ -215,7 +215,7 @@ class Context:
     def proxies_for(self, context: str, vs: Resource) -> list[Proxy]:
         if context == MESH:
             return [w for w in self.mesh.workloads
-                    if any(v is vs for e in self.scopes[(w.name, w.namespace)].listeners for v in e.virtual_services)]
+                    if any(id(vs) in e.selected for e in self.scopes[(w.name, w.namespace)].listeners)]
         gw = self.gateway_resource(context)
         return list(self.selected_proxies(gw)) if gw is not None else []
 

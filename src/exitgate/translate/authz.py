@@ -87,6 +87,17 @@ def policy_applies(policy_ns: str, spec: AuthorizationPolicySpec, namespace: str
     return labels_match(selector or {}, labels)
 
 
+def policies_on_sidecar(policies: Sequence[Resource[AuthorizationPolicySpec]], namespace: str,
+                        labels: Mapping[str, str], root_namespace: str) -> list[Resource[AuthorizationPolicySpec]]:
+    """The policies that select a workload's sidecar, which carries only outbound traffic here
+    and so enforces none of them. A mesh-wide policy without a selector is meant for every proxy
+    and is left out; so are targetRef ones (they name Services or Gateways)."""
+    return [ap for ap in policies
+            if not (ap.namespace == root_namespace and ap.spec.selector is None)
+            and ap.spec.target_ref is None and not ap.spec.target_refs
+            and policy_applies(ap.namespace, ap.spec, namespace, labels, root_namespace)]
+
+
 def _applies(res: Resource, spec: AuthorizationPolicySpec, namespace: str, labels: Mapping[str, str],
              root_namespace: str, diags: list[Diagnostic]) -> bool:
     if not policy_applies(res.namespace, spec, namespace, labels, root_namespace):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Literal
 
 from exitgate.api.networking import VirtualServiceSpec
@@ -89,7 +90,16 @@ class EgressScope:
     virtual_services: tuple[Resource[VirtualServiceSpec], ...]
 
     def service(self, host: str) -> Service | None:
-        return next((s for s in self.services if s.host == host), None)
+        return self._by_host.get(host)
+
+    @cached_property
+    def _by_host(self) -> dict[str, Service]:
+        return {s.host: s for s in self.services}
+
+    @cached_property
+    def selected(self) -> frozenset[int]:
+        """The identities of the selected VirtualServices, for membership tests."""
+        return frozenset(id(vs) for vs in self.virtual_services)
 
 
 @dataclass(frozen=True)
@@ -103,7 +113,7 @@ class SidecarScope:
         exact = next((e for e in self.listeners if e.port == port), None)
         return exact or next((e for e in self.listeners if e.port is None), None)
 
-    @property
+    @cached_property
     def services(self) -> list[Service]:
         """Every service any listener imports, each once (the union of their ports)."""
         merged: dict[str, Service] = {}

@@ -5,11 +5,12 @@ with Istio's catch-all for hosts no service declares (ALLOW_ANY or REGISTRY_ONLY
 from __future__ import annotations
 
 from exitgate import names
-from exitgate.api.diagnostics import Diagnostic
+from exitgate.api.diagnostics import Diagnostic, Severity
 from exitgate.api.networking import VirtualServiceSpec
 from exitgate.api.resources import Resource
 from exitgate.ir import Cluster, HttpListener, ProxyConfig, Route, RouteConfig, VirtualHost, WeightedCluster
 from exitgate.mesh import WorkloadProxy
+from exitgate.translate.authz import policies_on_sidecar
 from exitgate.translate.clusters import blackhole_cluster, build_clusters, passthrough_cluster
 from exitgate.translate.proxy import secret_names
 from exitgate.translate.registry import Service
@@ -33,8 +34,7 @@ def _scoped(snap: Snapshot, scope: SidecarScope, host: str, port: int,
     listener = scope.listener_for(port)
     if listener is None:
         return []
-    selected = {id(vs) for vs in listener.virtual_services}
-    return [vs for vs in snap.virtual_services_for(MESH, host, workload_ns) if id(vs) in selected]
+    return [vs for vs in snap.virtual_services_for(MESH, host, workload_ns) if id(vs) in listener.selected]
 
 
 def _catch_all(mode: str) -> VirtualHost:
@@ -74,8 +74,14 @@ def translate_sidecar(snap: Snapshot, workload: WorkloadProxy, proxy_port: int) 
     if scope.outbound_mode == "ALLOW_ANY":
         clusters.append(passthrough_cluster())
     listeners = (listener,)
+    diags = [Diagnostic("EG0111", Severity.WARNING,
+                        f"AuthorizationPolicy {ap.namespace}/{ap.name} selects this workload's sidecar, which has no "
+                        "inbound traffic in exitgate: it enforces nothing here; select the egress gateway instead",
+                        resource=ap.ref, field="spec.selector" if ap.spec.selector is not None else None)
+             for ap in policies_on_sidecar(snap.authorization_policies, workload.namespace, workload.labels,
+                                           snap.mesh.root_namespace)]
     return ProxyConfig(listeners, (RouteConfig(names.HTTP_PROXY_ROUTE, tuple(vhosts)),), tuple(clusters),
-                       secret_names(listeners, clusters)), []
+                       secret_names(listeners, clusters)), diags
 
 
 def _virtual_service_only_hosts(snap: Snapshot, scope: SidecarScope, proxy_ns: str, have: set[str],
@@ -85,7 +91,7 @@ def _virtual_service_only_hosts(snap: Snapshot, scope: SidecarScope, proxy_ns: s
     has only 443: Istio gives every HTTP port a virtual host for each mesh VirtualService host,
     and the route decides where the request goes."""
     out: list[VirtualHost] = []
-    selected = {id(vs) for e in scope.listeners for vs in e.virtual_services}
+    selected = set().union(*(e.selected for e in scope.listeners))
     for b in snap.virtual_services_in(MESH):
         vs = b.resource
         if id(vs) not in selected:
