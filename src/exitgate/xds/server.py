@@ -318,13 +318,15 @@ class AdsServer:
                 name=f"exitgate-xds-reader-{stream_id}",
             )
             # Finished readers are dropped here rather than by themselves, so that stop() can
-            # join one that has left its loop but not yet exited.
+            # join one that has left its loop but not yet exited. Started under the lock: a
+            # thread not yet started is not alive either, and another stream's pruning would
+            # drop it unjoined.
             self._readers = {t for t in self._readers if t.is_alive()}
             self._readers.add(reader)
+            reader.start()
         # Fires when the RPC ends in any way (client gone, server stopping): unblocks the loop.
         context.add_callback(lambda: inbox.put(_STOP))
         try:
-            reader.start()
             yield from self._run_stream(stream_id, inbox, context)
         finally:
             with self._lock:
