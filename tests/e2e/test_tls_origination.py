@@ -166,3 +166,20 @@ def test_a_bad_ca_file_changes_nothing(exitgate: Exitgate, tmp_path: Path) -> No
     assert "NACK" not in events
     for _ in range(3):
         assert exitgate.curl("-o", "/dev/null", "-w", "%{http_code}", f"http://{HOST}/politics").stdout == "200"
+
+
+def test_sidecar_originates_tls_with_target_port(exitgate: Exitgate) -> None:
+    """Istio's "Egress TLS Origination" task: port 80 with ``targetPort: 443`` and SIMPLE at the
+    sidecar. Plain HTTP from the workload arrives at the server's TLS port, over TLS."""
+    curl = lambda: exitgate.curl("-o", "/dev/null", "-D", "-", f"http://{HOST}/politics").stdout  # noqa: E731
+    exitgate.apply(EXAMPLES / "egress-tls-origination")
+    out = until(curl, lambda o: "200 OK" in o)
+    assert "HTTP/1.1 200 OK" in out, out
+    sidecar_log = Path(exitgate.cp.proxies[1].record.log_path)
+    line = until(lambda: sidecar_log.read_text(errors="replace"),
+                 lambda text: f"outbound|80||{HOST}" in text and '"GET /politics HTTP/1.1" 200' in text)
+    last = [ln for ln in line.splitlines() if '"GET /politics HTTP/1.1" 200' in ln][-1]
+    assert f"outbound|80||{HOST}" in last, last
+    # The upstream host is nginx's TLS port (443 mapped here), not its plain port 80.
+    p443 = exitgate.cp.mesh.external_port(443)
+    assert f"127.0.0.1:{p443}" in last, last

@@ -529,9 +529,10 @@ def test_serviceentry_without_resolution_means_none_and_is_unsupported() -> None
 
 
 def test_unsupported_field_in_a_nested_list() -> None:
-    text = SE.replace("    protocol: HTTPS\n", "    protocol: HTTPS\n    targetPort: 8443\n")
+    text = SE.replace("  resolution: DNS\n", "  resolution: DNS\n  endpoints:\n  - address: cnn.example\n"
+                                                "    locality: us-east1/a\n")
     d = only(load(text))
-    assert (d.code, d.field, d.line) == (dx.UNSUPPORTED, "spec.ports[0].targetPort", 12)
+    assert (d.code, d.field, d.line) == (dx.UNSUPPORTED, "spec.endpoints[0].locality", 15)
 
 
 def test_supported_optional_fields_are_not_reported() -> None:

@@ -87,13 +87,14 @@ def build_registry(service_entries: Sequence[Resource[ServiceEntrySpec]], mesh: 
             seen.add(host)
             se_ports: list[ServicePort] = []
             for p in se.ports or []:
+                target = p.target_port or p.number
                 if se.endpoints:
                     eps = tuple(
-                        Endpoint(e.address or host, mesh.external_port((e.ports or {}).get(p.name, p.number)))
+                        Endpoint(e.address or host, mesh.external_port((e.ports or {}).get(p.name, target)))
                         for e in se.endpoints
                     )
                 else:
-                    eps = (Endpoint(host, mesh.external_port(p.number)),)
+                    eps = (Endpoint(host, mesh.external_port(target)),)
                 se_ports.append(ServicePort(p.number, p.protocol or "TCP", p.name, eps))
             services.append(Service(host, r.namespace, discovery, tuple(se_ports), (), tuple(se.export_to or ())))
     return services

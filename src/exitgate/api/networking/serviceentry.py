@@ -39,9 +39,9 @@ class ServicePort(Spec):
     number: int = Field(ge=1, le=65535)
     protocol: Protocol | None = None
     name: PortName
+    # Where the endpoints receive this port's traffic (0 or unset: the port's number); an
+    # endpoint's own ports map still wins, as in Istio.
     target_port: int | None = Field(default=None, ge=0, le=65535)
-
-    UNSUPPORTED = frozenset({"target_port"})
 
 
 class WorkloadEntry(Spec):
