@@ -95,6 +95,10 @@ class VirtualHost:
     name: str
     domains: tuple[str, ...]
     routes: tuple[Route, ...]
+    # HTTP CONNECT to this host:port (a workload's https_proxy): the tunnel's bytes go, as TCP,
+    # to this cluster; or the CONNECT is answered with ``connect_status`` (502 in REGISTRY_ONLY).
+    connect_cluster: str | None = None
+    connect_status: int | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,8 @@ class HttpListener:
     rbac: tuple[RbacFilter, ...] = ()
     # A route of this listener goes to a DYNAMIC_FORWARD_PROXY cluster, which needs its filter.
     dynamic_forward_proxy: bool = False
+    # The listener accepts HTTP CONNECT (a forward proxy's tunnels for HTTPS and other TCP).
+    connect: bool = False
 
 
 @dataclass(frozen=True)

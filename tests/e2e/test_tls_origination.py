@@ -183,3 +183,44 @@ def test_sidecar_originates_tls_with_target_port(exitgate: Exitgate) -> None:
     # The upstream host is nginx's TLS port (443 mapped here), not its plain port 80.
     p443 = exitgate.cp.mesh.external_port(443)
     assert f"127.0.0.1:{p443}" in last, last
+
+
+REGISTRY_ONLY = """apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    outboundTrafficPolicy:
+      mode: REGISTRY_ONLY
+"""
+
+
+def test_https_leaves_through_the_sidecar_as_connect(exitgate: Exitgate, tmp_path: Path) -> None:
+    """``curl -sSL`` as Istio's task writes it: the 301 is followed to https://, and that request
+    too goes through the sidecar (https_proxy: CONNECT edition.cnn.com:443), to the ServiceEntry's
+    HTTPS port, the workload's own TLS passing through. Unregistered hosts then follow the
+    outbound policy: REGISTRY_ONLY refuses the tunnel with 502."""
+    exitgate.apply(TLS / "01-serviceentry.yaml")
+    ca = str(tmp_path / "trust.pem")
+    follow = lambda: exitgate.curl("-L", "--cacert", ca, "-o", "/dev/null", "-D", "-",  # noqa: E731
+                                   f"http://{HOST}/politics").stdout
+    out = until(follow, lambda o: "301" in o and o.count("HTTP/1.1 200") >= 2)
+    assert "HTTP/1.1 301 Moved Permanently" in out and f"location: https://{HOST}/politics" in out, out
+    # The tunnel's answer, then the page's, over the workload's own TLS.
+    assert out.count("HTTP/1.1 200") >= 2, out
+    sidecar_log = Path(exitgate.cp.proxies[1].record.log_path)
+    log = until(lambda: sidecar_log.read_text(errors="replace"), lambda t: "CONNECT" in t)
+    tunnel = [ln for ln in log.splitlines() if '"CONNECT' in ln][-1]
+    assert f"outbound|443||{HOST}" in tunnel and f"127.0.0.1:{exitgate.cp.mesh.external_port(443)}" in tunnel, tunnel
+    # ALLOW_ANY: a host no ServiceEntry declares is tunnelled too, by PassthroughCluster.
+    p443 = exitgate.cp.mesh.external_port(443)
+    passed = exitgate.curl("-k", "-o", "/dev/null", "-w", "%{http_code}", f"https://127.0.0.1:{p443}/")
+    assert passed.stdout == "200", passed.stdout + passed.stderr
+    log = until(lambda: sidecar_log.read_text(errors="replace"), lambda t: "PassthroughCluster" in t)
+    assert any('"CONNECT' in ln and "PassthroughCluster" in ln for ln in log.splitlines()), log[-2000:]
+    (tmp_path / "registry-only.yaml").write_text(REGISTRY_ONLY)
+    exitgate.apply(tmp_path / "registry-only.yaml")
+    refused = exitgate.curl("--cacert", ca, "https://unregistered.invalid/")
+    assert refused.returncode != 0 and "502" in refused.stderr, refused.stderr
+    # A registered host still goes through.
+    assert "HTTP/1.1 200" in exitgate.curl("--cacert", ca, "-o", "/dev/null", "-D", "-", f"https://{HOST}/").stdout

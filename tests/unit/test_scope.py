@@ -187,3 +187,17 @@ def test_configmap_fields_and_other_configmaps_are_reported() -> None:
     loaded = load_text(bad_mode, "cm.yaml")
     assert [(d.code, d.line, d.field) for d in loaded.diagnostics] == [("EG0005", 5, "data.mesh")]
     assert "outboundTrafficPolicy.mode" in loaded.diagnostics[0].message
+
+
+def test_https_ports_and_unknown_hosts_take_connect_tunnels() -> None:
+    https = ("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: s, namespace: default}\n"
+             "spec:\n  hosts: [secure.example.com]\n  ports: [{number: 443, name: https, protocol: HTTPS}]\n"
+             "  resolution: DNS\n")
+    pc = translated(snapshot(https))
+    assert pc.listeners[0].connect
+    vhost = next(v for v in pc.route_configs[0].virtual_hosts if v.domains == ("secure.example.com:443",))
+    assert (vhost.connect_cluster, vhost.routes) == (names.cluster_name("secure.example.com", 443), ())
+    assert catch_all(pc).connect_cluster == names.PASSTHROUGH_CLUSTER
+    mesh = MeshConfig(workloads=[SLEEP], outbound_traffic_policy=OutboundTrafficPolicy(mode="REGISTRY_ONLY"))
+    blocked = catch_all(translated(snapshot(https, mesh=mesh)))
+    assert (blocked.connect_cluster, blocked.connect_status) == (None, 502)

@@ -7,6 +7,7 @@ store (``apply``, ``delete``, ``get``) or on what ``up`` is running (``exec``, `
 from __future__ import annotations
 
 import os
+import sys
 import signal
 import time
 from pathlib import Path
@@ -172,16 +173,22 @@ def exec_(ctx: typer.Context, workload: Annotated[str, typer.Argument(help="work
         _err().print(f'error: no workload "{workload}" (workloads: '
                      f'{", ".join(p.name for p in info.proxies if p.role == "sidecar")})', style="red")
         raise typer.Exit(1)
+    if sys.stderr.isatty():
+        _err().print(f"exitgate: {proxy.name}.{proxy.namespace} runs without capture: http_proxy and https_proxy "
+                     f"point at its sidecar (127.0.0.1:{proxy.proxy_port})", style="dim")
     os.execvpe(cmd[0], cmd, workload_env(os.environ, proxy.proxy_port))
 
 
 def workload_env(base: "os._Environ[str] | dict[str, str]", proxy_port: int) -> dict[str, str]:
-    """The environment of a command run as a workload: plain HTTP goes to its sidecar, as
-    iptables capture would send it in Kubernetes."""
+    """The environment of a command run as a workload without capture: plain HTTP goes to its
+    sidecar as a forward-proxy request and HTTPS as a CONNECT tunnel, so that both leave through
+    the sidecar, as iptables capture would send them in Kubernetes. ``EXITGATE_CAPTURE`` says
+    which mode it runs in."""
     env = dict(base)
     url = f"http://127.0.0.1:{proxy_port}"
-    for k in ("http_proxy", "HTTP_PROXY"):
+    for k in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
         env[k] = url
+    env["EXITGATE_CAPTURE"] = "proxy-env"
     for k in ("no_proxy", "NO_PROXY"):
         env.pop(k, None)
     return env

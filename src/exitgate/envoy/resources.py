@@ -85,6 +85,9 @@ def listener(lst: ir.HttpListener) -> listener_pb2.Listener:
     }
     if lst.ignore_port_in_host:
         hcm["strip_any_host_port"] = True
+    if lst.connect:
+        # A forward proxy's tunnels: routes with a connect_matcher take them (_connect_route).
+        hcm["upgrade_configs"] = [{"upgrade_type": "CONNECT"}]
     if lst.access_log:
         hcm["access_log"] = [{
             "name": "envoy.access_loggers.stdout",
@@ -198,12 +201,26 @@ def _route(r: ir.Route) -> dict[str, Any]:
     return out
 
 
+def _connect_route(v: ir.VirtualHost) -> list[dict[str, Any]]:
+    """A CONNECT request to the virtual host's host:port: terminated here (``connect_config``),
+    its payload proxied as TCP to the cluster; CONNECT requests have no path, so only a
+    ``connect_matcher`` route takes them."""
+    match: dict[str, Any] = {"connect_matcher": {}}
+    if v.connect_status is not None:
+        return [{"name": f"{v.name}.connect", "match": match, "direct_response": {"status": v.connect_status}}]
+    if v.connect_cluster is None:
+        return []
+    return [{"name": f"{v.name}.connect", "match": match,
+             "route": {"cluster": v.connect_cluster, "timeout": "0s",
+                       "upgrade_configs": [{"upgrade_type": "CONNECT", "connect_config": {}}]}}]
+
+
 def route_config(rc: ir.RouteConfig) -> route_pb2.RouteConfiguration:
     data = {
         "name": rc.name,
         "validate_clusters": False,
         "virtual_hosts": [
-            {"name": v.name, "domains": list(v.domains), "routes": [_route(r) for r in v.routes]}
+            {"name": v.name, "domains": list(v.domains), "routes": _connect_route(v) + [_route(r) for r in v.routes]}
             for v in rc.virtual_hosts
         ],
     }

@@ -38,10 +38,12 @@ def _scoped(snap: Snapshot, scope: SidecarScope, host: str, port: int,
 
 
 def _catch_all(mode: str) -> VirtualHost:
+    """Istio's catch-all virtual host, for plain requests and CONNECT tunnels alike."""
     if mode == "ALLOW_ANY":
         route = Route(names.ALLOW_ANY_ROUTE, "/", (WeightedCluster(names.PASSTHROUGH_CLUSTER, 100),))
-        return VirtualHost(names.ALLOW_ANY_ROUTE, ("*",), (route,))
-    return VirtualHost(names.BLOCK_ALL_ROUTE, ("*",), (Route(names.BLOCK_ALL_ROUTE, "/", (), direct_status=502),))
+        return VirtualHost(names.ALLOW_ANY_ROUTE, ("*",), (route,), connect_cluster=names.PASSTHROUGH_CLUSTER)
+    return VirtualHost(names.BLOCK_ALL_ROUTE, ("*",), (Route(names.BLOCK_ALL_ROUTE, "/", (), direct_status=502),),
+                       connect_status=502)
 
 
 def translate_sidecar(snap: Snapshot, workload: WorkloadProxy, proxy_port: int) -> tuple[ProxyConfig, list[Diagnostic]]:
@@ -54,7 +56,14 @@ def translate_sidecar(snap: Snapshot, workload: WorkloadProxy, proxy_port: int) 
     for svc in services:
         for port in svc.ports:
             egress = scope.listener_for(port.number)
-            if not port.is_http or egress is None or egress.service(svc.host) is None:
+            if egress is None or egress.service(svc.host) is None:
+                continue
+            if not port.is_http:
+                # HTTPS, TLS and TCP reach a forward proxy as CONNECT host:port (https_proxy):
+                # the tunnel goes to the service's cluster; the workload's own TLS passes through.
+                cluster = names.cluster_name(svc.host, port.number)
+                vhosts.append(VirtualHost(names.virtual_host_name(svc.host, port.number), (f"{svc.host}:{port.number}",),
+                                          (), connect_cluster=cluster))
                 continue
             vss = _scoped(snap, scope, svc.host, port.number, workload.namespace)
             routes = routes_for(vss, MESH, port.number, by_host) or [_default_route(svc, port.number)]
@@ -67,7 +76,7 @@ def translate_sidecar(snap: Snapshot, workload: WorkloadProxy, proxy_port: int) 
         address=workload.address, port=proxy_port,
         route_config=names.HTTP_PROXY_ROUTE, stat_prefix="outbound_http_proxy",
         access_log=snap.mesh.access_log,
-        dynamic_forward_proxy=scope.outbound_mode == "ALLOW_ANY",
+        dynamic_forward_proxy=scope.outbound_mode == "ALLOW_ANY", connect=True,
     )
     clusters: list[Cluster] = build_clusters(snap, services, workload.namespace)
     clusters.append(blackhole_cluster())
