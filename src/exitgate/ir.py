@@ -55,6 +55,45 @@ class Endpoint:
     port: int
 
 
+_UINT32_MAX = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class CircuitBreakers:
+    """A cluster's limits (Envoy's default-priority thresholds). Unlimited unless a
+    DestinationRule's connectionPool lowers one: Envoy's own defaults (1024 connections, 3
+    parallel retries) would cut traffic during endpoint churn, so Istio writes the maximum."""
+
+    max_connections: int = _UINT32_MAX
+    max_pending_requests: int = _UINT32_MAX
+    max_requests: int = _UINT32_MAX
+    max_retries: int = _UINT32_MAX
+
+
+@dataclass(frozen=True)
+class TcpKeepalive:
+    """SO_KEEPALIVE on upstream connections; None leaves the operating system's value."""
+
+    probes: int | None = None
+    time_s: int | None = None
+    interval_s: int | None = None
+
+
+@dataclass(frozen=True)
+class OutlierDetection:
+    """Passive health checking: eject an endpoint after consecutive failures. None leaves
+    Envoy's default (5 consecutive 5xx; gateway and local-origin failures not counted)."""
+
+    consecutive_5xx: int | None = None
+    consecutive_gateway_failure: int | None = None
+    interval_s: float | None = None
+    base_ejection_time_s: float | None = None
+    max_ejection_percent: int | None = None
+    # Connect failures and timeouts are counted apart from the upstream's responses.
+    split_external_local_origin_errors: bool = False
+    consecutive_local_origin_failure: int | None = None
+
+
 @dataclass(frozen=True)
 class Cluster:
     name: str
@@ -70,12 +109,123 @@ class Cluster:
     # when the secrets are resolved. When one changes, the cluster changes with it, and Envoy
     # drains the pooled connections made with the old certificate.
     credential_version: str | None = None
+    # None: no limits written (Envoy's defaults).
+    circuit_breakers: CircuitBreakers | None = None
+    tcp_keepalive: TcpKeepalive | None = None
+    # Upstream connections idle this long are closed (Envoy's default: 1 hour).
+    idle_timeout_s: float | None = None
+    max_requests_per_connection: int | None = None
+    # HTTP/2 only.
+    max_concurrent_streams: int | None = None
+    # Speak to the upstream whichever HTTP version the downstream request used.
+    use_client_protocol: bool = False
+    outlier_detection: OutlierDetection | None = None
+    # Below this percentage of healthy endpoints Envoy ignores health (panic mode); 0 turns it off.
+    healthy_panic_threshold: float | None = None
 
 
 @dataclass(frozen=True)
 class WeightedCluster:
     cluster: str
     weight: int
+
+
+# --- HTTP route features (VirtualService http[]), as Istio's route.go renders them ---------------
+
+
+@dataclass(frozen=True)
+class RouteHeaderMatch:
+    """A request header a route requires (``:method``, ``:authority`` and ``:scheme`` included);
+    ``match`` None: the header is present. ``invert``: Istio's ``withoutHeaders``."""
+
+    name: str
+    match: StringMatch | None
+    invert: bool = False
+    # An inverted value match also matches a request without the header (Istio sets this).
+    treat_missing_as_empty: bool = False
+
+
+@dataclass(frozen=True)
+class QueryParamMatch:
+    """A query parameter a route requires; ``match`` None: the parameter is present."""
+
+    name: str
+    match: StringMatch | None
+
+
+@dataclass(frozen=True)
+class HeaderValue:
+    """A header to add: ``append`` True is Istio's ``add`` (APPEND_IF_EXISTS_OR_ADD), False its
+    ``set`` (OVERWRITE_IF_EXISTS_OR_ADD)."""
+
+    name: str
+    value: str
+    append: bool = False
+
+
+@dataclass(frozen=True)
+class HeaderOps:
+    request_add: tuple[HeaderValue, ...] = ()
+    request_remove: tuple[str, ...] = ()
+    response_add: tuple[HeaderValue, ...] = ()
+    response_remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Envoy's route retry policy. ``previous_hosts``: retry on another host than the ones tried
+    (Istio's default); ``remote_localities``: Envoy's previous_priorities retry priority."""
+
+    attempts: int
+    retry_on: str
+    retriable_status_codes: tuple[int, ...] = ()
+    per_try_timeout_s: float | None = None
+    previous_hosts: bool = True
+    host_selection_retry_max_attempts: int = 5
+    remote_localities: bool = False
+    backoff_s: float | None = None
+
+
+@dataclass(frozen=True)
+class FaultInjection:
+    """Envoy's HTTP fault filter, per route. Percentages are of requests (0-100, fractional)."""
+
+    delay_s: float | None = None
+    delay_percent: float = 0.0
+    abort_http_status: int | None = None
+    abort_grpc_status: int | None = None
+    abort_percent: float = 0.0
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """Envoy's redirect action. ``path``/``host``/``scheme`` None keep the request's; ``port``
+    None keeps Envoy's default (the scheme's)."""
+
+    path: str | None = None
+    host: str | None = None
+    port: int | None = None
+    scheme: str | None = None
+    code: int = 301
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """Request rewrites before forwarding: a path prefix, or a regex substitution of the path,
+    and the authority (Host)."""
+
+    prefix: str | None = None
+    regex: str | None = None
+    substitution: str | None = None
+    authority: str | None = None
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """Copy ``percent`` of the requests to ``cluster``, answers ignored (Envoy shadowing)."""
+
+    cluster: str
+    percent: float = 100.0
 
 
 @dataclass(frozen=True)
@@ -88,6 +238,26 @@ class Route:
     direct_body: str | None = None
     # The match is the whole path (VirtualService ``uri.exact``) rather than a prefix.
     exact: bool = False
+    # The match is this RE2 regex over the whole path (``uri.regex``); ``prefix`` is then unused.
+    path_regex: str | None = None
+    # Istio's ``ignoreUriCase``.
+    case_sensitive: bool = True
+    headers: tuple[RouteHeaderMatch, ...] = ()
+    query_params: tuple[QueryParamMatch, ...] = ()
+    # Route timeout in seconds; 0 disables it (Istio's default when ``timeout`` is unset).
+    timeout_s: float = 0.0
+    # None: no retries. Routes from a VirtualService carry Istio's default policy unless
+    # ``retries.attempts`` is 0 (translate/route_features.py).
+    retry: RetryPolicy | None = None
+    fault: FaultInjection | None = None
+    header_ops: HeaderOps | None = None
+    redirect: Redirect | None = None
+    rewrite: Rewrite | None = None
+    mirrors: tuple[Mirror, ...] = ()
+    # A direct response body given as base64 bytes (``directResponse.body.bytes``).
+    direct_body_base64: str | None = None
+    # Envoy's per-route stats prefix (``match[].statPrefix``).
+    stat_prefix: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,7 +267,7 @@ class VirtualHost:
     routes: tuple[Route, ...]
     # HTTP CONNECT to this host:port (a workload's https_proxy): the tunnel's bytes go, as TCP,
     # to this cluster; or the CONNECT is answered with ``connect_status`` (502 in REGISTRY_ONLY).
-    connect_cluster: str | None = None
+    connect_clusters: tuple[WeightedCluster, ...] = ()
     connect_status: int | None = None
 
 
@@ -132,8 +302,34 @@ class HttpListener:
     rbac: tuple[RbacFilter, ...] = ()
     # A route of this listener goes to a DYNAMIC_FORWARD_PROXY cluster, which needs its filter.
     dynamic_forward_proxy: bool = False
+    # A route of this listener injects faults (``Route.fault``), which needs Envoy's fault filter.
+    fault_injection: bool = False
     # The listener accepts HTTP CONNECT (a forward proxy's tunnels for HTTPS and other TCP).
     connect: bool = False
+
+
+@dataclass(frozen=True)
+class SniChain:
+    """Connections whose TLS ClientHello names one of ``server_names`` go, as TCP, to the
+    clusters (a VirtualService's ``tls`` route)."""
+
+    name: str
+    server_names: tuple[str, ...]
+    clusters: tuple[WeightedCluster, ...]
+
+
+@dataclass(frozen=True)
+class TlsPassthroughListener:
+    """A listener that reads the SNI of the client's own TLS and passes the connection through
+    untouched (a Gateway server with ``tls.mode: PASSTHROUGH``). A name no chain lists is
+    refused: nothing leaves to an unknown destination."""
+
+    name: str
+    address: str
+    port: int
+    stat_prefix: str
+    chains: tuple[SniChain, ...]
+    access_log: bool = True
 
 
 @dataclass(frozen=True)
@@ -158,6 +354,7 @@ class ProxyConfig:
     clusters: tuple[Cluster, ...]
     secret_names: tuple[str, ...]
     secrets: tuple[SecretData, ...] = ()
+    tls_passthrough_listeners: tuple[TlsPassthroughListener, ...] = ()
 
 
 # --- RBAC (AuthorizationPolicy) -------------------------------------------------------------------

@@ -224,3 +224,32 @@ def test_https_leaves_through_the_sidecar_as_connect(exitgate: Exitgate, tmp_pat
     assert refused.returncode != 0 and "502" in refused.stderr, refused.stderr
     # A registered host still goes through.
     assert "HTTP/1.1 200" in exitgate.curl("--cacert", ca, "-o", "/dev/null", "-D", "-", f"https://{HOST}/").stdout
+
+
+def test_https_through_the_egress_gateway_by_sni(exitgate: Exitgate, tmp_path: Path) -> None:
+    """Istio's "Egress Gateways" task, HTTPS section, its YAML unchanged: the workload's own TLS
+    goes sidecar -> egress gateway (TLS PASSTHROUGH, routed by SNI) -> edition.cnn.com:443."""
+    https = EXAMPLES / "egress-gateway-https"
+    exitgate.apply(https / "01-serviceentry.yaml", https / "02-gateway-destinationrule-virtualservice.yaml")
+    ca = str(tmp_path / "trust.pem")
+    page = lambda: exitgate.curl("-L", "--cacert", ca, "-o", "/dev/null", "-D", "-",  # noqa: E731
+                                 f"https://{HOST}/politics").stdout
+    out = until(page, lambda o: o.count("HTTP/1.1 200") >= 2)
+    assert out.count("HTTP/1.1 200") >= 2, out
+    sidecar_log = Path(exitgate.cp.proxies[1].record.log_path)
+    log = until(lambda: sidecar_log.read_text(errors="replace"), lambda t: '"CONNECT' in t)
+    tunnel = [ln for ln in log.splitlines() if '"CONNECT' in ln][-1]
+    assert "outbound|443|cnn|istio-egressgateway.istio-system.svc.cluster.local" in tunnel, tunnel
+    # The gateway saw the client's SNI and passed the TLS on, untouched, to the server's port.
+    gw = until(exitgate.gateway_log, lambda t: f"outbound|443||{HOST}" in t)
+    line = [ln for ln in gw.splitlines() if f"outbound|443||{HOST}" in ln][-1]
+    assert f"127.0.0.1:{exitgate.cp.mesh.external_port(443)}" in line and f" {HOST} " in line, line
+    # A name no tls route lists is refused at the gateway, even through the tunnel to a routed
+    # host (-k: were it passed on, nginx would answer it, certificate name aside).
+    refused = exitgate.curl("-k", "--connect-to", f"other.example:443:{HOST}:443", "https://other.example/")
+    assert refused.returncode != 0 and "politics" not in refused.stdout, refused.stdout
+    before = log.count('"CONNECT')
+    log = until(lambda: sidecar_log.read_text(errors="replace"), lambda t: t.count('"CONNECT') > before)
+    last = [ln for ln in log.splitlines() if '"CONNECT' in ln][-1]
+    # It did reach the gateway, which closed it without answering (UC, nothing received).
+    assert f'"{HOST}:443"' in last and "outbound|443|cnn|" in last and " UC " in last, last

@@ -18,7 +18,7 @@ spec:
   servers:
   - port: {number: 443, name: tls, protocol: TLS}
     hosts: [edition.cnn.com]
-    tls: {mode: PASSTHROUGH}
+    tls: {mode: AUTO_PASSTHROUGH}
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry

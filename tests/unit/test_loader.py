@@ -490,13 +490,13 @@ def test_destinationrule_unsupported_field_is_named() -> None:
     spec:
       host: edition.cnn.com
       trafficPolicy:
-        connectionPool:
-          tcp:
-            maxConnections: 10
+        retryBudget:
+          percent:
+            value: 20
     """
     d = only(load(text, "dr.yaml"))
-    assert (d.code, d.field, d.file) == (dx.UNSUPPORTED, "spec.trafficPolicy.connectionPool", "dr.yaml")
-    assert d.line == line_of(text, "connectionPool:") == 8
+    assert (d.code, d.field, d.file) == (dx.UNSUPPORTED, "spec.trafficPolicy.retryBudget", "dr.yaml")
+    assert d.line == line_of(text, "retryBudget:") == 8
     assert "not supported" in d.message
 
 

@@ -196,8 +196,8 @@ def test_https_ports_and_unknown_hosts_take_connect_tunnels() -> None:
     pc = translated(snapshot(https))
     assert pc.listeners[0].connect
     vhost = next(v for v in pc.route_configs[0].virtual_hosts if v.domains == ("secure.example.com:443",))
-    assert (vhost.connect_cluster, vhost.routes) == (names.cluster_name("secure.example.com", 443), ())
-    assert catch_all(pc).connect_cluster == names.PASSTHROUGH_CLUSTER
+    assert ([w.cluster for w in vhost.connect_clusters], vhost.routes) == ([names.cluster_name("secure.example.com", 443)], ())
+    assert [w.cluster for w in catch_all(pc).connect_clusters] == [names.PASSTHROUGH_CLUSTER]
     mesh = MeshConfig(workloads=[SLEEP], outbound_traffic_policy=OutboundTrafficPolicy(mode="REGISTRY_ONLY"))
     blocked = catch_all(translated(snapshot(https, mesh=mesh)))
-    assert (blocked.connect_cluster, blocked.connect_status) == (None, 502)
+    assert (blocked.connect_clusters, blocked.connect_status) == ((), 502)

@@ -110,3 +110,21 @@ def test_server_hosts_namespace_restricts_which_virtual_services_bind(server_hos
     pc, _ = translate_gateway(snap, snap.mesh.gateways[0])
     domains = [d for rc in pc.route_configs for v in rc.virtual_hosts for d in v.domains]
     assert ("api.example.com" in domains) is binds
+
+
+def test_tls_passthrough_fails_closed_under_an_authorization_policy() -> None:
+    """RBAC on passthrough TLS is not enforced yet: a policy for the gateway closes the port
+    rather than letting the connections through unchecked."""
+    from pathlib import Path
+
+    https = Path(__file__).resolve().parents[2] / "examples" / "egress-gateway-https"
+    docs = [(https / f).read_text() for f in ("01-serviceentry.yaml", "02-gateway-destinationrule-virtualservice.yaml")]
+    snap = snapshot(*docs)
+    pc, _ = translate_gateway(snap, snap.mesh.gateways[0])
+    assert [c.server_names for lst in pc.tls_passthrough_listeners for c in lst.chains] == [("edition.cnn.com",)]
+    deny = ("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: d, namespace: istio-system}\n"
+            "spec:\n  action: DENY\n  rules: [{to: [{operation: {paths: [/admin]}}]}]\n")
+    snap = snapshot(*docs, deny)
+    pc, diags = translate_gateway(snap, snap.mesh.gateways[0])
+    assert pc.tls_passthrough_listeners == ()
+    assert any("refuses every connection" in d.message for d in diags)

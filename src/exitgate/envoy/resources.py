@@ -22,7 +22,9 @@ from envoy.extensions.clusters.dynamic_forward_proxy.v3 import cluster_pb2 as df
 from envoy.extensions.filters.http.dynamic_forward_proxy.v3 import dynamic_forward_proxy_pb2  # noqa: F401
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2  # noqa: F401
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
 from envoy.extensions.path.match.uri_template.v3 import uri_template_match_pb2  # noqa: F401
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
@@ -46,6 +48,8 @@ T_HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_ma
 T_STDOUT = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"
 T_DOWNSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 T_UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+T_TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+T_TLS_INSPECTOR = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
 T_HTTP_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 ADS: dict[str, Any] = {"ads": {}, "resource_api_version": "V3"}
@@ -61,7 +65,8 @@ def _sds(name: str) -> dict[str, Any]:
 
 
 def _seconds(value: float) -> str:
-    return f"{value:g}s"
+    # Whole milliseconds, never an exponent ("1e+06s" is not a protobuf Duration).
+    return f"{round(value * 1000) / 1000:.3f}".rstrip("0").rstrip(".") + "s"
 
 
 M = TypeVar("M", bound=Message)
@@ -100,6 +105,32 @@ def listener(lst: ir.HttpListener) -> listener_pb2.Listener:
         "name": lst.name,
         "address": {"socket_address": {"address": lst.address, "port_value": lst.port}},
         "filter_chains": [chain],
+    }
+    return _parse(data, listener_pb2.Listener())
+
+
+def tls_passthrough_listener(lst: ir.TlsPassthroughListener) -> listener_pb2.Listener:
+    """The TLS inspector reads the ClientHello's SNI; each chain proxies its names as TCP."""
+    chains = []
+    for chain in lst.chains:
+        tcp: dict[str, Any] = {"@type": T_TCP_PROXY, "stat_prefix": f"{lst.stat_prefix}.{chain.name}"}
+        if len(chain.clusters) == 1:
+            tcp["cluster"] = chain.clusters[0].cluster
+        else:
+            tcp["weighted_clusters"] = {"clusters": [{"name": w.cluster, "weight": w.weight}
+                                                     for w in chain.clusters if w.weight > 0]}
+        if lst.access_log:
+            # Istio's format: the HTTP operators read "-" for a TCP connection.
+            tcp["access_log"] = [{"name": "envoy.access_loggers.stdout", "typed_config": {
+                "@type": T_STDOUT, "log_format": {"text_format_source": {"inline_string": ISTIO_ACCESS_LOG_FORMAT}}}}]
+        chains.append({"name": chain.name, "filter_chain_match": {"server_names": list(chain.server_names)},
+                       "filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": tcp}]})
+    data = {
+        "name": lst.name,
+        "address": {"socket_address": {"address": lst.address, "port_value": lst.port}},
+        "listener_filters": [{"name": "envoy.filters.listener.tls_inspector",
+                              "typed_config": {"@type": T_TLS_INSPECTOR}}],
+        "filter_chains": chains,
     }
     return _parse(data, listener_pb2.Listener())
 
@@ -151,17 +182,87 @@ def _upstream_tls(tls: ir.UpstreamTls) -> dict[str, Any]:
     return out
 
 
-def cluster(c: ir.Cluster) -> cluster_pb2.Cluster:
+def _http_options(c: ir.Cluster) -> dict[str, Any]:
     options: dict[str, Any] = {"@type": T_HTTP_OPTIONS}
-    options["explicit_http_config"] = {"http2_protocol_options": {}} if c.http2 else {"http_protocol_options": {}}
+    if c.use_client_protocol:
+        # Istio's setUseDownstreamProtocol: HTTP/1.1 upstream for HTTP/1.1 requests, h2 for h2.
+        options["use_downstream_protocol_config"] = {"http_protocol_options": {}, "http2_protocol_options": {}}
+    elif c.http2:
+        h2: dict[str, Any] = {}
+        if c.max_concurrent_streams is not None:
+            h2["max_concurrent_streams"] = c.max_concurrent_streams
+        options["explicit_http_config"] = {"http2_protocol_options": h2}
+    else:
+        options["explicit_http_config"] = {"http_protocol_options": {}}
+    common: dict[str, Any] = {}
+    if c.idle_timeout_s is not None:
+        common["idle_timeout"] = _seconds(c.idle_timeout_s)
     if c.max_connection_duration_s is not None:
-        options["common_http_protocol_options"] = {"max_connection_duration": _seconds(c.max_connection_duration_s)}
+        common["max_connection_duration"] = _seconds(c.max_connection_duration_s)
+    if c.max_requests_per_connection is not None:
+        common["max_requests_per_connection"] = c.max_requests_per_connection
+    if common:
+        options["common_http_protocol_options"] = common
+    return options
+
+
+def _outlier_detection(od: ir.OutlierDetection) -> dict[str, Any]:
+    """Istio's applyOutlierDetection: only consecutive-failure ejection, each kind enforced
+    fully (100%) when its threshold is above 0 and not at all when it is 0; success-rate
+    ejection off."""
+    out: dict[str, Any] = {"enforcing_success_rate": 0}
+    if od.consecutive_5xx is not None:
+        out["consecutive_5xx"] = od.consecutive_5xx
+        out["enforcing_consecutive_5xx"] = 100 if od.consecutive_5xx > 0 else 0
+    if od.consecutive_gateway_failure is not None:
+        out["consecutive_gateway_failure"] = od.consecutive_gateway_failure
+        out["enforcing_consecutive_gateway_failure"] = 100 if od.consecutive_gateway_failure > 0 else 0
+    if od.interval_s is not None:
+        out["interval"] = _seconds(od.interval_s)
+    if od.base_ejection_time_s is not None:
+        out["base_ejection_time"] = _seconds(od.base_ejection_time_s)
+    if od.max_ejection_percent is not None:
+        out["max_ejection_percent"] = od.max_ejection_percent
+    if od.split_external_local_origin_errors:
+        out["split_external_local_origin_errors"] = True
+        if od.consecutive_local_origin_failure is not None:
+            out["consecutive_local_origin_failure"] = od.consecutive_local_origin_failure
+            out["enforcing_consecutive_local_origin_failure"] = 100
+        out["enforcing_local_origin_success_rate"] = 0
+    return out
+
+
+def cluster(c: ir.Cluster) -> cluster_pb2.Cluster:
+    options = _http_options(c)
     data: dict[str, Any] = {
         "name": c.name,
         "connect_timeout": _seconds(c.connect_timeout_s),
         "lb_policy": c.lb_policy,
         "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options},
     }
+    if c.circuit_breakers is not None:
+        cb = c.circuit_breakers
+        data["circuit_breakers"] = {"thresholds": [{
+            "max_connections": cb.max_connections,
+            "max_pending_requests": cb.max_pending_requests,
+            "max_requests": cb.max_requests,
+            "max_retries": cb.max_retries,
+            # Istio's default: the remaining_* gauges show how close each limit is.
+            "track_remaining": True,
+        }]}
+    if c.tcp_keepalive is not None:
+        ka: dict[str, Any] = {}
+        if c.tcp_keepalive.probes is not None:
+            ka["keepalive_probes"] = c.tcp_keepalive.probes
+        if c.tcp_keepalive.time_s is not None:
+            ka["keepalive_time"] = c.tcp_keepalive.time_s
+        if c.tcp_keepalive.interval_s is not None:
+            ka["keepalive_interval"] = c.tcp_keepalive.interval_s
+        data["upstream_connection_options"] = {"tcp_keepalive": ka}
+    if c.outlier_detection is not None:
+        data["outlier_detection"] = _outlier_detection(c.outlier_detection)
+    if c.healthy_panic_threshold is not None:
+        data["common_lb_config"] = {"healthy_panic_threshold": {"value": c.healthy_panic_threshold}}
     if c.discovery is ir.DiscoveryType.DYNAMIC_FORWARD_PROXY:
         data["cluster_type"] = dfp.cluster_type()
         # Envoy insists: were TLS ever added, SNI and the SAN to verify follow the host asked for.
@@ -208,11 +309,15 @@ def _connect_route(v: ir.VirtualHost) -> list[dict[str, Any]]:
     match: dict[str, Any] = {"connect_matcher": {}}
     if v.connect_status is not None:
         return [{"name": f"{v.name}.connect", "match": match, "direct_response": {"status": v.connect_status}}]
-    if v.connect_cluster is None:
+    if not v.connect_clusters:
         return []
-    return [{"name": f"{v.name}.connect", "match": match,
-             "route": {"cluster": v.connect_cluster, "timeout": "0s",
-                       "upgrade_configs": [{"upgrade_type": "CONNECT", "connect_config": {}}]}}]
+    route: dict[str, Any] = {"timeout": "0s", "upgrade_configs": [{"upgrade_type": "CONNECT", "connect_config": {}}]}
+    if len(v.connect_clusters) == 1:
+        route["cluster"] = v.connect_clusters[0].cluster
+    else:
+        route["weighted_clusters"] = {"clusters": [{"name": w.cluster, "weight": w.weight}
+                                                   for w in v.connect_clusters if w.weight > 0]}
+    return [{"name": f"{v.name}.connect", "match": match, "route": route}]
 
 
 def route_config(rc: ir.RouteConfig) -> route_pb2.RouteConfiguration:
@@ -248,7 +353,7 @@ def _b64(data: bytes) -> str:
 def proxy_resources(pc: ir.ProxyConfig) -> dict[str, list[Message]]:
     """All non-secret resources of one proxy, keyed by kind: listeners, routes, clusters."""
     return {
-        "listeners": [listener(x) for x in pc.listeners],
+        "listeners": [listener(x) for x in pc.listeners] + [tls_passthrough_listener(x) for x in pc.tls_passthrough_listeners],
         "routes": [route_config(x) for x in pc.route_configs],
         "clusters": [cluster(x) for x in pc.clusters],
     }

@@ -46,7 +46,8 @@ def xds_resources(pc: ir.ProxyConfig, secrets: Mapping[str, ir.SecretData]) -> d
     old one (an SDS update alone leaves pooled connections as they are)."""
     clusters = [replace(c, credential_version=credential_version(c, secrets)) for c in pc.clusters]
     return {
-        LISTENER_TYPE: {x.name: res.listener(x) for x in pc.listeners},
+        LISTENER_TYPE: {**{x.name: res.listener(x) for x in pc.listeners},
+                        **{x.name: res.tls_passthrough_listener(x) for x in pc.tls_passthrough_listeners}},
         ROUTE_TYPE: {x.name: res.route_config(x) for x in pc.route_configs},
         CLUSTER_TYPE: {x.name: res.cluster(x) for x in clusters},
         SECRET_TYPE: {n: res.secret(secrets[n]) for n in pc.secret_names if n in secrets},
@@ -80,6 +81,7 @@ def static_bootstrap(pc: ir.ProxyConfig, secrets: Mapping[str, ir.SecretData], a
                 name = hcm.pop("rds")["route_config_name"]
                 hcm["route_config"] = routes.get(name, {"name": name})
         listeners.append(d)
+    listeners += [_inline_sds(_to_dict(res.tls_passthrough_listener(x))) for x in pc.tls_passthrough_listeners]
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {

@@ -1,16 +1,22 @@
 """Services a proxy sees -> its clusters: one per service port and one per port and subset, with
-the TLS and load balancing its DestinationRule gives; and Istio's catch-all clusters."""
+the TLS, load balancing, connection pool and outlier detection its DestinationRule gives; and
+Istio's catch-all clusters."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from exitgate import names
 from exitgate.api.networking import ClientTLSSettings
-from exitgate.ir import Cluster, DiscoveryType, TlsMode
+from exitgate.ir import CircuitBreakers, Cluster, DiscoveryType, TlsMode
 from exitgate.translate.registry import Service
 from exitgate.translate.snapshot import Snapshot
 from exitgate.translate.tls import cluster_policy, upstream_tls
+from exitgate.translate.traffic_policy import outlier_detection, pool_settings
+
+# Connections carrying a mesh certificate are bounded so rotation takes effect.
+ROTATION_BOUND_S = 600.0
 
 
 def build_clusters(snap: Snapshot, services: Iterable[Service], proxy_ns: str) -> list[Cluster]:
@@ -28,7 +34,17 @@ def build_clusters(snap: Snapshot, services: Iterable[Service], proxy_ns: str) -
                     # ISTIO_MUTUAL when no DestinationRule says otherwise.
                     tls_settings = ClientTLSSettings(mode="ISTIO_MUTUAL")
                 tls = upstream_tls(tls_settings, svc, port.number, subset)
-                http2 = port.protocol in ("HTTP2", "GRPC") or (tls is not None and tls.mode is TlsMode.ISTIO_MUTUAL)
+                pool = pool_settings(policy.connection_pool)
+                http2 = (port.protocol in ("HTTP2", "GRPC") or (tls is not None and tls.mode is TlsMode.ISTIO_MUTUAL)
+                         or pool.h2_upgrade)
+                if pool.use_client_protocol and tls is not None and tls.alpn:
+                    # The protocol follows each request, so a fixed ALPN would be wrong for some:
+                    # without one Envoy offers each connection pool's own protocol.
+                    tls = replace(tls, alpn=())
+                lifetime = pool.max_connection_duration_s
+                if lifetime is None and tls is not None and tls.client_cert_secret:
+                    lifetime = ROTATION_BOUND_S
+                outlier, panic = outlier_detection(policy.outlier_detection)
                 clusters.append(Cluster(
                     name=names.cluster_name(svc.host, port.number, subset),
                     discovery=svc.discovery,
@@ -36,8 +52,17 @@ def build_clusters(snap: Snapshot, services: Iterable[Service], proxy_ns: str) -
                     lb_policy=policy.lb,
                     tls=tls,
                     http2=http2,
-                    # Connections carrying a mesh certificate are bounded so rotation takes effect.
-                    max_connection_duration_s=600.0 if tls is not None and tls.client_cert_secret else None,
+                    connect_timeout_s=pool.connect_timeout_s,
+                    max_connection_duration_s=lifetime,
+                    circuit_breakers=pool.circuit_breakers,
+                    tcp_keepalive=pool.tcp_keepalive,
+                    idle_timeout_s=pool.idle_timeout_s,
+                    max_requests_per_connection=pool.max_requests_per_connection,
+                    max_concurrent_streams=pool.max_concurrent_streams if http2 and not pool.use_client_protocol
+                    else None,
+                    use_client_protocol=pool.use_client_protocol,
+                    outlier_detection=outlier,
+                    healthy_panic_threshold=panic,
                 ))
     return clusters
 
@@ -45,7 +70,9 @@ def build_clusters(snap: Snapshot, services: Iterable[Service], proxy_ns: str) -
 def passthrough_cluster() -> Cluster:
     """ALLOW_ANY's destination for a host no service declares: Envoy resolves the host the
     request names (Istio's ORIGINAL_DST PassthroughCluster, for a forward proxy)."""
-    return Cluster(names.PASSTHROUGH_CLUSTER, DiscoveryType.DYNAMIC_FORWARD_PROXY, (), lb_policy="CLUSTER_PROVIDED")
+    # Istio gives it the same unlimited circuit breakers as every service cluster.
+    return Cluster(names.PASSTHROUGH_CLUSTER, DiscoveryType.DYNAMIC_FORWARD_PROXY, (), lb_policy="CLUSTER_PROVIDED",
+                   circuit_breakers=CircuitBreakers())
 
 
 def blackhole_cluster() -> Cluster:

@@ -4,18 +4,21 @@ Gateway servers that select it, the VirtualServices those servers let bind (Isti
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from exitgate import names
 from exitgate.api import diagnostics as dx
 from exitgate.api.diagnostics import Diagnostic, Severity
 from exitgate.api.networking import GatewaySpec, Server
 from exitgate.api.resources import Resource
-from exitgate.ir import DownstreamTls, HttpListener, ProxyConfig, RouteConfig, VirtualHost
+from exitgate.ir import DownstreamTls, HttpListener, ProxyConfig, RouteConfig, TlsPassthroughListener, VirtualHost
 from exitgate.mesh import GatewayProxy
 from exitgate.translate.authz import gateway_rbac
 from exitgate.translate.clusters import build_clusters
 from exitgate.translate.proxy import secret_names
 from exitgate.translate.routing import routes_for, server_host_binds
 from exitgate.translate.snapshot import Snapshot
+from exitgate.translate.tls_routes import passthrough_listener
 
 
 def _servers_by_port(snap: Snapshot, gateway: GatewayProxy,
@@ -59,14 +62,29 @@ def translate_gateway(snap: Snapshot, gateway: GatewayProxy) -> tuple[ProxyConfi
                                      snap.mesh.root_namespace, snap.mesh.trust_domain)
     diags += authz_diags
     listeners: list[HttpListener] = []
+    passthrough: list[TlsPassthroughListener] = []
     route_configs: list[RouteConfig] = []
     for target, servers in sorted(_servers_by_port(snap, gateway, diags).items()):
         first_gw, first = servers[0]
-        tls_modes = {s.tls.mode if s.tls else None for _, s in servers}
+        tls_modes = {"PASSTHROUGH" if s.is_passthrough else s.tls.mode if s.tls else None for _, s in servers}
         if len(tls_modes) > 1:
             diags.append(Diagnostic(dx.UNSUPPORTED, Severity.ERROR,
                                     f"servers on port {first.port.number} mix TLS settings; exitgate supports one per port",
                                     resource=first_gw.ref, field="spec.servers"))
+            continue
+        if first.is_passthrough:
+            lst = passthrough_listener(snap, gateway, target, servers)
+            if rbac and lst.chains:
+                # Istio enforces AuthorizationPolicy on passthrough TLS with the RBAC network
+                # filter; exitgate does not yet, so it fails closed: no chain, no connection.
+                diags.append(Diagnostic(dx.UNSUPPORTED, Severity.WARNING,
+                                        f"AuthorizationPolicies apply to gateway {gateway.name}.{gateway.namespace}, "
+                                        f"but exitgate does not enforce them on TLS passthrough yet: port "
+                                        f"{first.port.number} refuses every connection until they are removed",
+                                        resource=first_gw.ref, field="spec.servers"))
+                lst = replace(lst, chains=())
+            if lst.chains:  # Envoy takes no listener without a chain; without one, nothing listens
+                passthrough.append(lst)
             continue
         route_name = names.gateway_route_name(first.port.protocol, first.port.number, first.port.name,
                                               first_gw.name, first_gw.namespace)
@@ -82,4 +100,4 @@ def translate_gateway(snap: Snapshot, gateway: GatewayProxy) -> tuple[ProxyConfi
         ))
     clusters = build_clusters(snap, snap.services_for(gateway.namespace), gateway.namespace)
     return ProxyConfig(tuple(listeners), tuple(route_configs), tuple(clusters),
-                       secret_names(listeners, clusters)), diags
+                       secret_names(listeners, clusters), tls_passthrough_listeners=tuple(passthrough)), diags

@@ -17,6 +17,7 @@ from exitgate.translate.registry import Service
 from exitgate.translate.routing import match_contexts, routes_for
 from exitgate.translate.scope import SidecarScope, sidecar_scope
 from exitgate.translate.snapshot import MESH, Snapshot
+from exitgate.translate.tls_routes import tls_route_for
 
 
 def _default_route(service: Service, port: int) -> Route:
@@ -41,7 +42,7 @@ def _catch_all(mode: str) -> VirtualHost:
     """Istio's catch-all virtual host, for plain requests and CONNECT tunnels alike."""
     if mode == "ALLOW_ANY":
         route = Route(names.ALLOW_ANY_ROUTE, "/", (WeightedCluster(names.PASSTHROUGH_CLUSTER, 100),))
-        return VirtualHost(names.ALLOW_ANY_ROUTE, ("*",), (route,), connect_cluster=names.PASSTHROUGH_CLUSTER)
+        return VirtualHost(names.ALLOW_ANY_ROUTE, ("*",), (route,), connect_clusters=route.clusters)
     return VirtualHost(names.BLOCK_ALL_ROUTE, ("*",), (Route(names.BLOCK_ALL_ROUTE, "/", (), direct_status=502),),
                        connect_status=502)
 
@@ -60,10 +61,13 @@ def translate_sidecar(snap: Snapshot, workload: WorkloadProxy, proxy_port: int) 
                 continue
             if not port.is_http:
                 # HTTPS, TLS and TCP reach a forward proxy as CONNECT host:port (https_proxy):
-                # the tunnel goes to the service's cluster; the workload's own TLS passes through.
-                cluster = names.cluster_name(svc.host, port.number)
+                # the tunnel goes where a tls route for that name sends it (the host standing in
+                # for the SNI), else to the service; the workload's own TLS passes through.
+                vss = _scoped(snap, scope, svc.host, port.number, workload.namespace)
+                tunnel = tls_route_for(vss, MESH, port.number, svc.host, by_host) or (
+                    WeightedCluster(names.cluster_name(svc.host, port.number), 100),)
                 vhosts.append(VirtualHost(names.virtual_host_name(svc.host, port.number), (f"{svc.host}:{port.number}",),
-                                          (), connect_cluster=cluster))
+                                          (), connect_clusters=tunnel))
                 continue
             vss = _scoped(snap, scope, svc.host, port.number, workload.namespace)
             routes = routes_for(vss, MESH, port.number, by_host) or [_default_route(svc, port.number)]

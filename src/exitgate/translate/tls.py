@@ -1,69 +1,20 @@
 """DestinationRule traffic policy -> the TLS a cluster originates.
 
-Istio's layering: the top-level policy, overridden by its port-level setting for the port, then
-the subset's policy the same way. Istio's current defaults: SIMPLE without ``caCertificates``
-verifies against the system trust store, and SNI and SAN default to the destination host.
+Which TLS settings apply to a cluster is Istio's layering, in ``traffic_policy.cluster_policy``
+(re-exported here for the analyzers). Istio's current defaults: SIMPLE without
+``caCertificates`` verifies against the system trust store, and SNI and SAN default to the
+destination host.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from exitgate import names
-from exitgate.api.networking import (
-    ClientTLSSettings,
-    DestinationRuleSpec,
-    LoadBalancerSettings,
-    TrafficPolicy,
-)
+from exitgate.api.networking import ClientTLSSettings
 from exitgate.ir import SanMatch, TlsMode, UpstreamTls
 from exitgate.translate.registry import Service
+from exitgate.translate.traffic_policy import ClusterPolicy, cluster_policy
 
-
-Path = tuple[str | int, ...]
-
-
-@dataclass(frozen=True)
-class ClusterPolicy:
-    """What a DestinationRule says for one cluster (subset and port): the TLS settings, where in
-    the rule they are written (YAML path, empty if nowhere), and the load-balancer policy."""
-
-    tls: ClientTLSSettings | None
-    tls_path: Path
-    lb: str
-
-
-def _for_port(policy: TrafficPolicy | None, port: int | None,
-              base: Path) -> tuple[ClientTLSSettings | None, Path, LoadBalancerSettings | None]:
-    if policy is None:
-        return None, (), None
-    tls, where, lb = policy.tls, (base + ("tls",) if policy.tls is not None else ()), policy.load_balancer
-    for k, pls in enumerate(policy.port_level_settings or []):
-        if port is not None and pls.port is not None and pls.port.number == port:
-            if pls.tls is not None:
-                tls, where = pls.tls, base + ("portLevelSettings", k, "tls")
-            lb = pls.load_balancer if pls.load_balancer is not None else lb
-    return tls, where, lb
-
-
-def cluster_policy(dr: DestinationRuleSpec | None, subset: str, port: int | None) -> ClusterPolicy:
-    """Istio's layering: the top-level policy, overridden by its port-level setting for the
-    port, then the subset's policy the same way."""
-    if dr is None:
-        return ClusterPolicy(None, (), "ROUND_ROBIN")
-    tls, where, lb = _for_port(dr.traffic_policy, port, ("spec", "trafficPolicy"))
-    for i, s in enumerate(dr.subsets or []):
-        if s.name == subset:
-            s_tls, s_where, s_lb = _for_port(s.traffic_policy, port, ("spec", "subsets", i, "trafficPolicy"))
-            if s_tls is not None:
-                tls, where = s_tls, s_where
-            lb = s_lb if s_lb is not None else lb
-    return ClusterPolicy(tls, where, _lb_name(lb))
-
-
-def _lb_name(lb: LoadBalancerSettings | None) -> str:
-    simple = lb.simple if lb is not None else None
-    return {"LEAST_CONN": "LEAST_REQUEST", "LEAST_REQUEST": "LEAST_REQUEST", "RANDOM": "RANDOM"}.get(simple or "", "ROUND_ROBIN")
+__all__ = ["SYSTEM_CA", "ClusterPolicy", "cluster_policy", "istio_sni", "upstream_tls"]
 
 
 def istio_sni(service: Service, port: int, subset: str) -> str:

@@ -185,8 +185,9 @@ class OutlierDetection(Spec):
     def issues(self, where: Where) -> Iterable[Issue]:
         out = []
         if self.consecutive_errors:
-            out.append(warning(("consecutiveErrors",), "consecutiveErrors is deprecated; use consecutiveGatewayErrors "
-                                                       "or consecutive5xxErrors"))
+            # Istio no longer reads it either.
+            out.append(warning(("consecutiveErrors",), "consecutiveErrors is deprecated and has no effect; use "
+                                                       "consecutiveGatewayErrors or consecutive5xxErrors"))
         if self.consecutive_local_origin_failures and not self.split_external_local_origin_errors:
             out.append(Issue(("consecutiveLocalOriginFailures",), "consecutiveLocalOriginFailures needs "
                                                                   "splitExternalLocalOriginErrors: true"))
@@ -274,8 +275,6 @@ class PortTrafficPolicy(Spec):
     outlier_detection: OutlierDetection | None = None
     tls: ClientTLSSettings | None = None
 
-    UNSUPPORTED = frozenset({"connection_pool", "outlier_detection"})
-
     def issues(self, where: Where) -> Iterable[Issue]:
         out = []
         if self.port is None:
@@ -296,7 +295,7 @@ class TrafficPolicy(Spec):
     proxy_protocol: ProxyProtocol | None = None
     retry_budget: dict[str, Any] | None = None
 
-    UNSUPPORTED = frozenset({"connection_pool", "outlier_detection", "tunnel", "proxy_protocol", "retry_budget"})
+    UNSUPPORTED = frozenset({"tunnel", "proxy_protocol", "retry_budget"})
 
     def issues(self, where: Where) -> Iterable[Issue]:
         if not self.model_fields_set:

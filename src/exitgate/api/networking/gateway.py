@@ -141,17 +141,23 @@ class Server(Spec):
 
     UNSUPPORTED = frozenset({"bind", "default_endpoint"})
 
+    @property
+    def is_passthrough(self) -> bool:
+        """A TLS (or HTTPS) server that passes the client's TLS through, routed by SNI
+        (``PASSTHROUGH`` is the mode when none is given)."""
+        return self.port.protocol in TLS_PROTOCOLS and self.tls is not None and self.tls.mode in (None, "PASSTHROUGH")
+
     def unsupported_values(self) -> list[tuple[str | Path, str]]:
         protocol = self.port.protocol
-        if protocol not in HTTP_PROTOCOLS | {"HTTPS"}:
+        if protocol not in HTTP_PROTOCOLS | TLS_PROTOCOLS:
             return [("port", f"gateway server protocol {protocol} is not supported by exitgate yet "
-                             "(HTTP, HTTP2, GRPC and HTTPS are)")]
-        if self.tls is not None and protocol in TLS_PROTOCOLS and self.tls.mode != "ISTIO_MUTUAL":
-            mode = self.tls.mode or "PASSTHROUGH (the default when mode is not set)"
-            return [(("tls", "mode") if self.tls.mode else ("tls",),
-                     f"gateway server TLS mode {mode} is not supported by exitgate yet "
-                     "(ISTIO_MUTUAL and plain HTTP servers are)")]
-        return []
+                             "(HTTP, HTTP2, GRPC, HTTPS and TLS are)")]
+        if self.tls is None or protocol not in TLS_PROTOCOLS or self.is_passthrough:
+            return []
+        if self.tls.mode == "ISTIO_MUTUAL" and protocol == "HTTPS":
+            return []
+        return [(("tls", "mode"), f"gateway server TLS mode {self.tls.mode} is not supported by exitgate yet on a "
+                                  f"{protocol} port (ISTIO_MUTUAL on HTTPS, and PASSTHROUGH, are)")]
 
     def issues(self, where: Where) -> Iterable[Issue]:
         out: list[Issue] = []

@@ -42,6 +42,8 @@ class L4MatchAttributes(Spec):
 
 
 class TLSMatchAttributes(Spec):
+    UNSUPPORTED = frozenset({"destination_subnets", "source_labels", "source_namespace"})
+
     sni_hosts: list[str] = Field(min_length=1)
     destination_subnets: list[IPOrCIDR] | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
@@ -93,7 +95,7 @@ class VirtualServiceSpec(Spec):
     tcp: list[TCPRoute] | None = None
     export_to: list[str] | None = None
 
-    UNSUPPORTED = frozenset({"tls", "tcp"})
+    UNSUPPORTED = frozenset({"tcp"})
 
     def issues(self, where: Where) -> Iterable[Issue]:
         out = gateway_name_issues(self.gateways, ("gateways",))

@@ -1,0 +1,87 @@
+"""VirtualService ``tls`` routes: where a TLS connection goes by its SNI, without terminating it.
+
+Two places use them, as in Istio's "Egress Gateways" task for HTTPS:
+
+* the sidecar, for a workload's HTTPS (a CONNECT host:port tunnel here, the SNI being the
+  tunnel's host): ``mesh`` matches send it on, e.g. to the egress gateway's subset;
+* a Gateway server with ``tls.mode: PASSTHROUGH``: a filter chain per SNI, proxied as TCP to the
+  route's destination (the external service's TLS port).
+
+Istio's rules: a match applies in its ``gateways`` (the VirtualService's own when none), on its
+``port`` (any when none), when one of its ``sniHosts`` matches; the first matching route wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from exitgate import names
+from exitgate.api.networking import GatewaySpec, Server, TLSRoute, VirtualServiceSpec
+from exitgate.api.resources import Resource
+from exitgate.ir import SniChain, TlsPassthroughListener, WeightedCluster
+from exitgate.mesh import GatewayProxy
+from exitgate.translate.registry import Service, fqdn, host_matches
+from exitgate.translate.routing import match_contexts, server_host_binds
+from exitgate.translate.snapshot import Snapshot
+
+
+def _clusters(route: TLSRoute, vs_ns: str, incoming: int, services: Mapping[str, Service]) -> tuple[WeightedCluster, ...]:
+    out = []
+    for d in route.route:
+        host = fqdn(d.destination.host, vs_ns)
+        port = d.destination.port.number if d.destination.port else None
+        if port is None:
+            # Istio: the service's only port, else the port the connection came in on.
+            svc = services.get(host)
+            port = svc.ports[0].number if svc is not None and len(svc.ports) == 1 else incoming
+        weight = d.weight if d.weight is not None else (100 if len(route.route) == 1 else 0)
+        out.append(WeightedCluster(names.cluster_name(host, port, d.destination.subset or ""), weight))
+    return tuple(out)
+
+
+def _matching_snis(route: TLSRoute, vs_ns: str, context: str, port: int) -> list[str]:
+    """The SNI hosts of the route's matches that apply in ``context`` on ``port``."""
+    out: list[str] = []
+    for m in route.match:
+        contexts = match_contexts(m.gateways, vs_ns)
+        if contexts is not None and context not in contexts:
+            continue
+        if m.port is not None and m.port != port:
+            continue
+        out += [fqdn(h, vs_ns) for h in m.sni_hosts]
+    return out
+
+
+def tls_route_for(vss: Sequence[Resource[VirtualServiceSpec]], context: str, port: int, sni: str,
+                  services: Mapping[str, Service]) -> tuple[WeightedCluster, ...] | None:
+    """The destinations of the first ``tls`` route that takes SNI ``sni`` on ``port``."""
+    for vs in vss:
+        for route in vs.spec.tls or []:
+            if any(host_matches(h, sni) for h in _matching_snis(route, vs.namespace, context, port)):
+                return _clusters(route, vs.namespace, port, services)
+    return None
+
+
+def passthrough_listener(snap: Snapshot, gateway: GatewayProxy, target: int,
+                         servers: Sequence[tuple[Resource[GatewaySpec], Server]]) -> TlsPassthroughListener:
+    """The listener of PASSTHROUGH servers on one port: a chain for each SNI a bound
+    VirtualService routes (the first route to claim a name keeps it, as Istio's order)."""
+    services = {s.host: s for s in snap.services_for(gateway.namespace)}
+    chains: list[SniChain] = []
+    claimed: set[str] = set()
+    for gw, server in servers:
+        context = f"{gw.namespace}/{gw.name}"
+        for b in snap.virtual_services_in(context):
+            vs = b.resource
+            for route in vs.spec.tls or []:
+                snis = [h for h in _matching_snis(route, vs.namespace, context, server.port.number)
+                        if h not in claimed and any(server_host_binds(sh, gw.namespace, vs.namespace, h)
+                                                    for sh in server.hosts)]
+                if not snis:
+                    continue
+                claimed.update(snis)
+                chains.append(SniChain(names.virtual_host_name(snis[0], server.port.number), tuple(snis),
+                                       _clusters(route, vs.namespace, server.port.number, services)))
+    return TlsPassthroughListener(name=names.listener_name(gateway.address, target), address=gateway.address,
+                                  port=target, stat_prefix=f"outbound_{target}", chains=tuple(chains),
+                                  access_log=snap.mesh.access_log)
