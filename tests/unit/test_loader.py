@@ -514,18 +514,11 @@ def test_unsupported_value_in_the_example_is_named_at_its_line() -> None:
     assert d.line == [i for i, line in enumerate(bad.splitlines(), 1) if "PASSTHROUGH" in line][0]
 
 
-def test_serviceentry_resolution_none_is_unsupported() -> None:
-    text = SE.replace("resolution: DNS", "resolution: NONE")
-    d = only(load(text, "se.yaml"))
-    assert (d.code, d.field, d.line, d.file) == (dx.UNSUPPORTED, "spec.resolution", 12, "se.yaml")
-    assert "NONE" in d.message
-
-
-def test_serviceentry_without_resolution_means_none_and_is_unsupported() -> None:
-    text = SE.replace("  resolution: DNS\n", "")
-    d = only(load(text))
-    assert (d.code, d.field) == (dx.UNSUPPORTED, "spec.resolution")
-    assert d.line == line_of(text, "spec:")
+def test_serviceentry_resolution_none_and_its_default_load_clean() -> None:
+    # NONE (also when resolution is left out): each request goes to the host it names.
+    for text in (SE.replace("resolution: DNS", "resolution: NONE"), SE.replace("  resolution: DNS\n", "")):
+        result = load(text, "se.yaml")
+        assert result.diagnostics == [] and len(result.resources) == 1
 
 
 def test_unsupported_field_in_a_nested_list() -> None:

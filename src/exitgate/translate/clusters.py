@@ -45,11 +45,13 @@ def build_clusters(snap: Snapshot, services: Iterable[Service], proxy_ns: str) -
                 if lifetime is None and tls is not None and tls.client_cert_secret:
                     lifetime = ROTATION_BOUND_S
                 outlier, panic = outlier_detection(policy.outlier_detection)
+                # Resolved per request (NONE, DYNAMIC_DNS): Envoy picks the endpoint.
+                dynamic = svc.discovery is DiscoveryType.DYNAMIC_FORWARD_PROXY
                 clusters.append(Cluster(
                     name=names.cluster_name(svc.host, port.number, subset),
                     discovery=svc.discovery,
                     endpoints=port.endpoints,
-                    lb_policy=policy.lb,
+                    lb_policy="CLUSTER_PROVIDED" if dynamic else policy.lb,
                     tls=tls,
                     http2=http2,
                     connect_timeout_s=pool.connect_timeout_s,

@@ -11,7 +11,7 @@ from exitgate.api import diagnostics as dx
 from exitgate.api.diagnostics import Diagnostic, Severity
 from exitgate.api.networking import GatewaySpec, Server
 from exitgate.api.resources import Resource
-from exitgate.ir import DownstreamTls, HttpListener, ProxyConfig, RouteConfig, TlsPassthroughListener, VirtualHost
+from exitgate.ir import DiscoveryType, DownstreamTls, HttpListener, ProxyConfig, RouteConfig, TlsPassthroughListener, VirtualHost
 from exitgate.mesh import GatewayProxy
 from exitgate.translate.authz import gateway_rbac
 from exitgate.translate.clusters import build_clusters
@@ -99,5 +99,8 @@ def translate_gateway(snap: Snapshot, gateway: GatewayProxy) -> tuple[ProxyConfi
             ignore_port_in_host=True, rbac=rbac,
         ))
     clusters = build_clusters(snap, snap.services_for(gateway.namespace), gateway.namespace)
+    if any(c.discovery is DiscoveryType.DYNAMIC_FORWARD_PROXY for c in clusters):
+        # Routes to hosts resolved per request (resolution NONE, DYNAMIC_DNS) need the filter.
+        listeners = [replace(lst, dynamic_forward_proxy=True) for lst in listeners]
     return ProxyConfig(tuple(listeners), tuple(route_configs), tuple(clusters),
                        secret_names(listeners, clusters), tls_passthrough_listeners=tuple(passthrough)), diags

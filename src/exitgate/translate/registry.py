@@ -79,8 +79,10 @@ def build_registry(service_entries: Sequence[Resource[ServiceEntrySpec]], mesh: 
         seen.add(s.host)
     for r in sorted(service_entries, key=lambda r: (r.namespace, r.name)):
         se = r.spec
-        discovery = {"STATIC": DiscoveryType.STATIC, "DNS_ROUND_ROBIN": DiscoveryType.LOGICAL_DNS}.get(
-            se.resolution or "", DiscoveryType.STRICT_DNS)
+        # NONE (the default) and DYNAMIC_DNS send each connection to the host the client asked
+        # for: a forward proxy knows it from the request, so Envoy resolves it then.
+        discovery = {"STATIC": DiscoveryType.STATIC, "DNS_ROUND_ROBIN": DiscoveryType.LOGICAL_DNS,
+                     "DNS": DiscoveryType.STRICT_DNS}.get(se.resolution or "NONE", DiscoveryType.DYNAMIC_FORWARD_PROXY)
         for host in se.hosts:
             if host in seen:
                 continue  # first declaration wins, as Istio keeps the oldest
@@ -88,7 +90,9 @@ def build_registry(service_entries: Sequence[Resource[ServiceEntrySpec]], mesh: 
             se_ports: list[ServicePort] = []
             for p in se.ports or []:
                 target = p.target_port or p.number
-                if se.endpoints:
+                if discovery is DiscoveryType.DYNAMIC_FORWARD_PROXY:
+                    eps: tuple[Endpoint, ...] = ()
+                elif se.endpoints:
                     eps = tuple(
                         Endpoint(e.address or host, mesh.external_port((e.ports or {}).get(p.name, target)))
                         for e in se.endpoints

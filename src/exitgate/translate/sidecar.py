@@ -8,7 +8,7 @@ from exitgate import names
 from exitgate.api.diagnostics import Diagnostic, Severity
 from exitgate.api.networking import VirtualServiceSpec
 from exitgate.api.resources import Resource
-from exitgate.ir import Cluster, HttpListener, ProxyConfig, Route, RouteConfig, VirtualHost, WeightedCluster
+from exitgate.ir import Cluster, DiscoveryType, HttpListener, ProxyConfig, Route, RouteConfig, VirtualHost, WeightedCluster
 from exitgate.mesh import WorkloadProxy
 from exitgate.translate.authz import policies_on_sidecar
 from exitgate.translate.clusters import blackhole_cluster, build_clusters, passthrough_cluster
@@ -74,15 +74,17 @@ def translate_sidecar(snap: Snapshot, workload: WorkloadProxy, proxy_port: int) 
             vhosts.append(VirtualHost(names.virtual_host_name(svc.host, port.number), _domains(svc.host, port.number),
                                       tuple(routes)))
     vhosts += _virtual_service_only_hosts(snap, scope, workload.namespace, {v.name for v in vhosts}, by_host)
+    vhosts += _tls_route_only_hosts(snap, scope, workload.namespace, {v.name for v in vhosts}, by_host)
     vhosts.append(_catch_all(scope.outbound_mode))
+    clusters: list[Cluster] = build_clusters(snap, services, workload.namespace)
     listener = HttpListener(
         name=names.listener_name(workload.address, proxy_port),
         address=workload.address, port=proxy_port,
         route_config=names.HTTP_PROXY_ROUTE, stat_prefix="outbound_http_proxy",
         access_log=snap.mesh.access_log,
-        dynamic_forward_proxy=scope.outbound_mode == "ALLOW_ANY", connect=True,
+        dynamic_forward_proxy=scope.outbound_mode == "ALLOW_ANY" or any(
+            c.discovery is DiscoveryType.DYNAMIC_FORWARD_PROXY for c in clusters), connect=True,
     )
-    clusters: list[Cluster] = build_clusters(snap, services, workload.namespace)
     clusters.append(blackhole_cluster())
     if scope.outbound_mode == "ALLOW_ANY":
         clusters.append(passthrough_cluster())
@@ -127,5 +129,31 @@ def _virtual_service_only_hosts(snap: Snapshot, scope: SidecarScope, proxy_ns: s
                 routes = routes_for(_scoped(snap, scope, h, port, proxy_ns), MESH, port, by_host)
                 if routes:
                     out.append(VirtualHost(name, _domains(h, port), tuple(routes)))
+                    have.add(name)
+    return out
+
+
+def _tls_route_only_hosts(snap: Snapshot, scope: SidecarScope, proxy_ns: str, have: set[str],
+                          by_host: dict[str, Service]) -> list[VirtualHost]:
+    """CONNECT virtual hosts for the SNI hosts of mesh ``tls`` routes that no service declares
+    (Istio builds the sidecar's TLS listener from the VirtualService alone, e.g. ``*.wikipedia.org``
+    routed to the egress gateway)."""
+    out: list[VirtualHost] = []
+    selected = set().union(*(e.selected for e in scope.listeners))
+    for b in snap.virtual_services_in(MESH):
+        vs = b.resource
+        if id(vs) not in selected:
+            continue
+        for route in vs.spec.tls or []:
+            for m in route.match:
+                contexts = match_contexts(m.gateways, vs.namespace)
+                if m.port is None or (contexts is not None and MESH not in contexts):
+                    continue
+                for sni in m.sni_hosts:
+                    name = names.virtual_host_name(sni, m.port)
+                    tunnel = tls_route_for([vs], MESH, m.port, sni, by_host)
+                    if name in have or tunnel is None:
+                        continue
+                    out.append(VirtualHost(name, (name,), (), connect_clusters=tunnel))
                     have.add(name)
     return out

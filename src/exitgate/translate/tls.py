@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from exitgate import names
 from exitgate.api.networking import ClientTLSSettings
-from exitgate.ir import SanMatch, TlsMode, UpstreamTls
+from exitgate.ir import DiscoveryType, SanMatch, TlsMode, UpstreamTls
 from exitgate.translate.registry import Service
 from exitgate.translate.traffic_policy import ClusterPolicy, cluster_policy
 
@@ -42,8 +42,11 @@ def upstream_tls(tls: ClientTLSSettings | None, service: Service, port: int, sub
             alpn=("h2",),
         )
     mode = TlsMode(tls.mode)
-    # Istio's defaults: SNI and the SAN to verify are the destination host.
-    sni = tls.sni or service.host
+    # Istio's defaults: SNI and the SAN to verify are the destination host. A service resolved
+    # per request (resolution NONE or DYNAMIC_DNS, wildcard hosts) has no one host: Envoy's
+    # auto_sni and auto_san_validation use the host each request names.
+    dynamic = service.discovery is DiscoveryType.DYNAMIC_FORWARD_PROXY
+    sni = tls.sni or (None if dynamic else service.host)
     client = None
     if mode is TlsMode.MUTUAL:
         if tls.credential_name:
@@ -57,5 +60,5 @@ def upstream_tls(tls: ClientTLSSettings | None, service: Service, port: int, sub
         validation = names.credential_cacert_secret(tls.credential_name)
     else:
         validation = names.file_root_secret(tls.ca_certificates or SYSTEM_CA, tls.ca_crl)
-    sans = tuple(SanMatch("DNS", s) for s in (tls.subject_alt_names or [sni]))
+    sans = tuple(SanMatch("DNS", s) for s in (tls.subject_alt_names or ([sni] if sni else [])))
     return UpstreamTls(mode=mode, sni=sni, client_cert_secret=client, validation_secret=validation, san_matches=sans)

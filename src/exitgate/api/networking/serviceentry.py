@@ -77,17 +77,6 @@ class ServiceEntrySpec(Spec):
 
     UNSUPPORTED = frozenset({"addresses", "workload_selector", "subject_alt_names"})
 
-    def unsupported_values(self) -> list[tuple[str | Path, str]]:
-        if self.resolution in (None, "NONE"):
-            return [(
-                "resolution",
-                "resolution NONE needs transparent traffic capture, which exitgate does not do; "
-                "use DNS (or STATIC with endpoints)",
-            )]
-        if self.resolution == "DYNAMIC_DNS":
-            return [("resolution", "resolution DYNAMIC_DNS is not supported by exitgate yet; use DNS")]
-        return []
-
     def issues(self, where: Where) -> Iterable[Issue]:
         out: list[Issue] = []
         resolution = self.resolution or "NONE"
