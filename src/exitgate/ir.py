@@ -240,8 +240,8 @@ class Route:
     exact: bool = False
     # The match is this RE2 regex over the whole path (``uri.regex``); ``prefix`` is then unused.
     path_regex: str | None = None
-    # Istio's ``ignoreUriCase``.
-    case_sensitive: bool = True
+    # The path is matched case-insensitively (Istio's ``ignoreUriCase``).
+    ignore_case: bool = False
     headers: tuple[RouteHeaderMatch, ...] = ()
     query_params: tuple[QueryParamMatch, ...] = ()
     # Route timeout in seconds; 0 disables it (Istio's default when ``timeout`` is unset).

@@ -176,7 +176,7 @@ def test_server_certificate_from_an_untrusted_root(exitgate: Exitgate, pki: Pki)
     create_client_credential(exitgate, pki, ca=other_root)
     apply_task(exitgate)
     wait_status(exitgate, "503")
-    assert "CERTIFICATE_VERIFY_FAILED" in gateway_line(exitgate, '" 503 UF')
+    assert "CERTIFICATE_VERIFY_FAILED" in gateway_line(exitgate, '" 503 URX,UF')
 
 
 def test_server_name_does_not_match_subject_alt_names(exitgate: Exitgate, pki: Pki, tmp_path: Path) -> None:
@@ -189,13 +189,13 @@ def test_server_name_does_not_match_subject_alt_names(exitgate: Exitgate, pki: P
     assert "not-my-nginx" in dr.read_text()
     apply_task(exitgate, dr)
     wait_status(exitgate, "503")
-    assert "CERTIFICATE_VERIFY_FAILED" in gateway_line(exitgate, '" 503 UF')
+    assert "CERTIFICATE_VERIFY_FAILED" in gateway_line(exitgate, '" 503 URX,UF')
 
 
 def test_missing_secret(exitgate: Exitgate) -> None:
     apply_task(exitgate)
     wait_status(exitgate, "503")
-    assert '"TLS_error:_Secret_is_not_supplied_by_SDS"' in gateway_line(exitgate, '" 503 UF')
+    assert '"TLS_error:_Secret_is_not_supplied_by_SDS"' in gateway_line(exitgate, '" 503 URX,UF')
     assert any("Referenced credentialName not found: Secret istio-system/client-credential" in e for e in exitgate.events)
 
 
@@ -210,7 +210,7 @@ def test_secret_without_a_client_certificate(exitgate: Exitgate, pki: Pki) -> No
     create_client_credential(exitgate, pki, with_client_cert=False)
     apply_task(exitgate)
     wait_status(exitgate, "503")
-    assert '"TLS_error:_Secret_is_not_supplied_by_SDS"' in gateway_line(exitgate, '" 503 UF')
+    assert '"TLS_error:_Secret_is_not_supplied_by_SDS"' in gateway_line(exitgate, '" 503 URX,UF')
     assert any("has no client certificate and key" in e for e in exitgate.events)
 
 
@@ -238,7 +238,7 @@ def _with_crl(exitgate: Exitgate, pki: Pki, revoked: list[int]) -> None:
 def test_server_certificate_revoked_by_the_crl(exitgate: Exitgate, pki: Pki) -> None:
     _with_crl(exitgate, pki, [pki.server_serial])
     wait_status(exitgate, "503")
-    assert "CERTIFICATE_VERIFY_FAILED" in gateway_line(exitgate, '" 503 UF')
+    assert "CERTIFICATE_VERIFY_FAILED" in gateway_line(exitgate, '" 503 URX,UF')
 
 
 def test_crl_that_does_not_list_the_server_changes_nothing(exitgate: Exitgate, pki: Pki) -> None:

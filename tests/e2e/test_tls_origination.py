@@ -141,7 +141,8 @@ def test_untrusted_server_certificate_is_a_503_not_plaintext(start: Callable[...
     assert code == "503"
     log = until(exitgate.gateway_log, lambda o: "CERTIFICATE_VERIFY_FAILED" in o)
     line = next(x for x in log.splitlines() if "CERTIFICATE_VERIFY_FAILED" in x)
-    assert '"GET /politics HTTP/2" 503 UF' in line
+    # Istio's default retry policy retries the failed connection: retries exhausted (URX), then UF.
+    assert '"GET /politics HTTP/2" 503 URX,UF' in line
     assert f"outbound|443||{HOST}" in line
 
 

@@ -473,11 +473,11 @@ def test_unknown_metadata_field() -> None:
 # --- fields exitgate does not support yet ----------------------------------------------------
 
 
-def test_virtualservice_retries_is_unsupported() -> None:
-    text = VS + "    retries:\n      attempts: 3\n"
+def test_virtualservice_cors_policy_is_unsupported() -> None:
+    text = VS + "    corsPolicy:\n      allowMethods: [GET]\n"
     d = only(load(text, "vs.yaml"))
-    assert (d.code, d.field, d.file) == (dx.UNSUPPORTED, "spec.http[0].retries", "vs.yaml")
-    assert d.line == line_of(text, "retries:")
+    assert (d.code, d.field, d.file) == (dx.UNSUPPORTED, "spec.http[0].corsPolicy", "vs.yaml")
+    assert d.line == line_of(text, "corsPolicy:")
     assert "not supported" in d.message
 
 

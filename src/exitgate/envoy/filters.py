@@ -6,9 +6,13 @@ Pure. The order is the chain's order and it matters:
 1. RBAC, Istio's authorization filters (``envoy.filters.http.rbac``, one per action, in the
    order translate/authz.py gives: AUDIT, DENY, ALLOW). First, so that a refused request costs
    nothing downstream and nothing after it can be reached without passing it.
-2. The dynamic forward proxy (sidecars with ALLOW_ANY), after authorization and just before
+2. Fault injection (``envoy.filters.http.fault``, only on listeners whose routes inject faults;
+   configured per route by ``typed_per_filter_config``). After authorization, as in Istio's
+   listener builder (authz, ..., Fault, Cors, ..., router): a refused request is refused at
+   once, never delayed or aborted with another status first.
+3. The dynamic forward proxy (sidecars with ALLOW_ANY), after authorization and just before
    the router: it resolves the host of requests routed to ``PassthroughCluster``.
-3. The router, last: it is the terminal filter, Envoy rejects a chain that does not end with it.
+4. The router, last: it is the terminal filter, Envoy rejects a chain that does not end with it.
 
 Envoy allows several filters with the same name in one chain; Istio names every RBAC filter
 ``envoy.filters.http.rbac``, and so does exitgate (users and tools look for that name).
@@ -21,6 +25,7 @@ from typing import Any
 
 # Imported for their side effect of registering the Any types these filters' configs name, so a
 # json_format.ParseDict of the listener (or of one filter) resolves them.
+from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
 from envoy.extensions.path.match.uri_template.v3 import uri_template_match_pb2  # noqa: F401
@@ -29,6 +34,8 @@ from exitgate import ir
 from exitgate.envoy import dfp
 
 HTTP_RBAC = "envoy.filters.http.rbac"
+HTTP_FAULT = "envoy.filters.http.fault"
+T_FAULT = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
 HTTP_ROUTER = "envoy.filters.http.router"
 T_RBAC = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
 T_ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
@@ -45,6 +52,11 @@ def rbac_filters(lst: ir.HttpListener) -> list[Json]:
     return [{"name": HTTP_RBAC, "typed_config": rbac_config(f)} for f in lst.rbac]
 
 
+def fault_filter(lst: ir.HttpListener) -> list[Json]:
+    # Empty: it injects nothing by itself; each route's typed_per_filter_config says what.
+    return [{"name": HTTP_FAULT, "typed_config": {"@type": T_FAULT}}] if lst.fault_injection else []
+
+
 def dynamic_forward_proxy_filter(lst: ir.HttpListener) -> list[Json]:
     return [dfp.http_filter()] if lst.dynamic_forward_proxy else []
 
@@ -55,11 +67,32 @@ def router_filter(lst: ir.HttpListener) -> list[Json]:
 
 # The registry, in chain order (see the module docstring for why this order).
 HTTP_FILTERS: tuple[Callable[[ir.HttpListener], list[Json]], ...] = (
-    rbac_filters, dynamic_forward_proxy_filter, router_filter)
+    rbac_filters, fault_filter, dynamic_forward_proxy_filter, router_filter)
 
 
 def http_filters(lst: ir.HttpListener) -> list[Json]:
     return [f for build in HTTP_FILTERS for f in build(lst)]
+
+
+# --- Fault injection ------------------------------------------------------------------------------
+
+def fraction(percent: float) -> Json:
+    # Istio's translatePercentToFractionalPercent: parts per million, so 0.1% is exact.
+    return {"numerator": round(percent * 10000), "denominator": "MILLION"}
+
+
+def fault_route_config(f: ir.FaultInjection) -> Json:
+    """The ``HTTPFault`` a route puts in ``typed_per_filter_config`` under ``HTTP_FAULT``."""
+    out: Json = {"@type": T_FAULT}
+    if f.delay_s is not None:
+        out["delay"] = {"fixed_delay": f"{f.delay_s:g}s", "percentage": fraction(f.delay_percent)}
+    if f.abort_http_status is not None or f.abort_grpc_status is not None:
+        abort: Json = ({"http_status": f.abort_http_status} if f.abort_http_status is not None
+                       else {"grpc_status": f.abort_grpc_status})
+        if f.abort_percent:
+            abort["percentage"] = fraction(f.abort_percent)
+        out["abort"] = abort
+    return out
 
 
 # --- RBAC -----------------------------------------------------------------------------------------

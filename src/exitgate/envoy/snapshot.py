@@ -71,7 +71,9 @@ def _inline_sds(node: Any) -> Any:
 def static_bootstrap(pc: ir.ProxyConfig, secrets: Mapping[str, ir.SecretData], admin_port: int = 0) -> dict[str, Any]:
     """The proxy's whole configuration as a static bootstrap: RDS replaced by inline route
     configurations and SDS by static secrets."""
-    routes = {r.name: _to_dict(res.route_config(r)) for r in pc.route_configs}
+    # Through _inline_sds also for its copy into plain dicts: MessageToDict renders a route's Any
+    # (typed_per_filter_config, retry predicates) as an OrderedDict, which YAML cannot dump.
+    routes = {r.name: _inline_sds(_to_dict(res.route_config(r))) for r in pc.route_configs}
     listeners = []
     for lst in pc.listeners:
         d = _inline_sds(_to_dict(res.listener(lst)))

@@ -97,6 +97,7 @@ def translate_gateway(snap: Snapshot, gateway: GatewayProxy) -> tuple[ProxyConfi
             name=names.listener_name(gateway.address, target), address=gateway.address, port=target,
             route_config=route_name, stat_prefix=f"outbound_{target}", tls=tls, access_log=snap.mesh.access_log,
             ignore_port_in_host=True, rbac=rbac,
+            fault_injection=any(r.fault for v in route_configs[-1].virtual_hosts for r in v.routes),
         ))
     clusters = build_clusters(snap, snap.services_for(gateway.namespace), gateway.namespace)
     if any(c.discovery is DiscoveryType.DYNAMIC_FORWARD_PROXY for c in clusters):

@@ -10,9 +10,12 @@ each one in.
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import Any
 
 from exitgate import ir
 from exitgate.api.networking.httproute import (
+    GRPC_STATUS,
+    REDIRECT_CODES,
     FaultAbort,
     Headers,
     HeaderOperations,
@@ -33,14 +36,6 @@ from exitgate.translate.traffic_policy import seconds
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 DEFAULT_RETRY = ir.RetryPolicy(attempts=2, retry_on=DEFAULT_RETRY_ON)
 
-# Envoy's names for gRPC status codes (Istio's grpc.SupportedGRPCStatus), for ``abort.grpcStatus``.
-GRPC_STATUS = {name: code for code, name in enumerate((
-    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-    "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"))}
-
-# Istio's redirect codes (ApplyRedirect); anything else drops the route's action in Istio.
-REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 
 
 # --- matches ----------------------------------------------------------------------------------------
@@ -62,14 +57,14 @@ def header_matches(m: HTTPMatchRequest) -> tuple[ir.RouteHeaderMatch, ...]:
     then ``:method``, ``:authority`` and ``:scheme``, all of them required together (AND)."""
     out = [ir.RouteHeaderMatch(name, _string_match(sm)) for name, sm in (m.headers or {}).items()]
     for name, sm in (m.without_headers or {}).items():
-        value = _string_match(sm)
+        value: ir.StringMatch | None = _string_match(sm)
         # A request without the header does not match a value, so "without" matches it; Envoy
         # needs to be told (treat_missing_header_as_empty conflicts with a presence match).
         out.append(ir.RouteHeaderMatch(name, value, invert=True, treat_missing_as_empty=value is not None))
     out.sort(key=lambda h: h.name)
-    for name, sm in ((":method", m.method), (":authority", m.authority), (":scheme", m.scheme)):
-        if sm is not None:
-            out.append(ir.RouteHeaderMatch(name, _string_match(sm)))
+    for name, pseudo in ((":method", m.method), (":authority", m.authority), (":scheme", m.scheme)):
+        if pseudo is not None:
+            out.append(ir.RouteHeaderMatch(name, _string_match(pseudo)))
     return tuple(out)
 
 
@@ -77,10 +72,10 @@ def query_matches(m: HTTPMatchRequest) -> tuple[ir.QueryParamMatch, ...]:
     return tuple(ir.QueryParamMatch(name, _string_match(sm)) for name, sm in (m.query_params or {}).items())
 
 
-def path_match(m: HTTPMatchRequest | None) -> dict[str, object]:
+def path_match(m: HTTPMatchRequest | None) -> dict[str, Any]:
     """The Route fields of the path part: prefix ``/`` unless ``uri`` says otherwise."""
     if m is None or m.uri is None:
-        out: dict[str, object] = {"prefix": "/"}
+        out: dict[str, Any] = {"prefix": "/"}
     elif m.uri.exact is not None:
         out = {"prefix": m.uri.exact, "exact": True}
     elif m.uri.regex is not None:
@@ -88,7 +83,7 @@ def path_match(m: HTTPMatchRequest | None) -> dict[str, object]:
     else:
         out = {"prefix": m.uri.prefix or "/"}
     if m is not None and m.ignore_uri_case:
-        out["case_sensitive"] = False
+        out["ignore_case"] = True
     return out
 
 
@@ -100,7 +95,7 @@ def retry_policy(r: HTTPRetry | None) -> ir.RetryPolicy | None:
         return DEFAULT_RETRY
     if not r.attempts:
         return None  # attempts 0 explicitly disables retries
-    retry_on, codes = DEFAULT_RETRY_ON, ()
+    retry_on, codes = DEFAULT_RETRY_ON, tuple[int, ...]()
     if r.retry_on:
         parts = [p.strip() for p in r.retry_on.split(",") if p.strip()]
         # Integers are status codes (Go's http.StatusText decides which are real ones).
@@ -127,8 +122,9 @@ def _is_status(code: int) -> bool:
 
 
 def _abort_percent(a: FaultAbort) -> float:
-    # Istio leaves the percentage out when it is not given: Envoy then aborts every request.
-    return a.percentage.value if a.percentage is not None else 100.0
+    # Istio leaves the percentage out when it is not given, and Envoy then aborts no request
+    # (Istio's API: "If not specified, no request will be aborted").
+    return a.percentage.value if a.percentage is not None else 0.0
 
 
 def fault(f: HTTPFaultInjection | None) -> ir.FaultInjection | None:

@@ -14,6 +14,7 @@ from exitgate.translate.authz import policies_on_sidecar
 from exitgate.translate.clusters import blackhole_cluster, build_clusters, passthrough_cluster
 from exitgate.translate.proxy import secret_names
 from exitgate.translate.registry import Service
+from exitgate.translate.route_features import DEFAULT_RETRY
 from exitgate.translate.routing import match_contexts, routes_for
 from exitgate.translate.scope import SidecarScope, sidecar_scope
 from exitgate.translate.snapshot import MESH, Snapshot
@@ -21,7 +22,8 @@ from exitgate.translate.tls_routes import tls_route_for
 
 
 def _default_route(service: Service, port: int) -> Route:
-    return Route("default", "/", (WeightedCluster(names.cluster_name(service.host, port), 100),))
+    # Istio gives the route of a service without a VirtualService its default retry policy too.
+    return Route("default", "/", (WeightedCluster(names.cluster_name(service.host, port), 100),), retry=DEFAULT_RETRY)
 
 
 def _domains(host: str, port: int) -> tuple[str, ...]:
@@ -84,6 +86,7 @@ def translate_sidecar(snap: Snapshot, workload: WorkloadProxy, proxy_port: int) 
         access_log=snap.mesh.access_log,
         dynamic_forward_proxy=scope.outbound_mode == "ALLOW_ANY" or any(
             c.discovery is DiscoveryType.DYNAMIC_FORWARD_PROXY for c in clusters), connect=True,
+        fault_injection=any(r.fault for v in vhosts for r in v.routes),
     )
     clusters.append(blackhole_cluster())
     if scope.outbound_mode == "ALLOW_ANY":

@@ -54,16 +54,17 @@ def _header_name_issues(names: Iterable[str], path: Path, *, claims: bool = Fals
 
 
 class StringMatch(Spec):
+    """Empty (``{}``) is allowed, as in Istio: for a header, query parameter or withoutHeaders
+    it means "present"; for ``uri`` it matches every path."""
+
     exact: str | None = None
     prefix: str | None = None
     regex: str | None = None
 
-    UNSUPPORTED = frozenset({"regex"})
-
     @model_validator(mode="after")
     def _one_of(self) -> StringMatch:
-        if sum(v is not None for v in (self.exact, self.prefix, self.regex)) != 1:
-            raise ValueError("exactly one of exact, prefix or regex must be set")
+        if sum(v is not None for v in (self.exact, self.prefix, self.regex)) > 1:
+            raise ValueError("set exactly one of exact, prefix or regex, or none ({} matches any value)")
         return self
 
     def issues(self, where: Where) -> Iterable[Issue]:
@@ -92,10 +93,15 @@ class HTTPMatchRequest(Spec):
     source_namespace: str | None = None
     stat_prefix: str | None = None
 
-    UNSUPPORTED = frozenset({
-        "scheme", "method", "authority", "headers", "source_labels", "query_params",
-        "ignore_uri_case", "without_headers", "source_namespace", "stat_prefix",
-    })
+    # Whether a match's source labels or namespace select a proxy is not decided by the routes
+    # (they are built without the proxy's labels), so these stay reported.
+    UNSUPPORTED = frozenset({"source_labels", "source_namespace"})
+
+    def unsupported_values(self) -> list[tuple[str | Path, str]]:
+        # JWT claims are matched on RequestAuthentication's metadata, which exitgate has not.
+        return [((field, name), f"matching {name} is not supported by exitgate yet (it needs RequestAuthentication)")
+                for field, values in (("headers", self.headers), ("withoutHeaders", self.without_headers))
+                for name in values or {} if name.startswith("@request.auth.claims")]
 
     def issues(self, where: Where) -> Iterable[Issue]:
         out = _header_name_issues(self.headers or {}, ("headers",), claims=True)
@@ -144,8 +150,6 @@ class HTTPRouteDestination(Spec):
     weight: int | None = Field(default=None, ge=0, le=100)
     headers: Headers | None = None
 
-    UNSUPPORTED = frozenset({"headers"})
-
 
 class HTTPRedirect(Spec):
     uri: str | None = None
@@ -154,6 +158,13 @@ class HTTPRedirect(Spec):
     derive_port: Literal["FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT"] | None = None
     scheme: str | None = None
     redirect_code: int | None = None
+
+    def unsupported_values(self) -> list[tuple[str | Path, str]]:
+        # Envoy's redirect action has only these codes; Istio drops the route's action otherwise.
+        if self.redirect_code is not None and 300 <= self.redirect_code <= 399 and self.redirect_code not in REDIRECT_CODES:
+            return [("redirectCode", f"redirect code {self.redirect_code} is not supported: "
+                                     f"use one of {', '.join(map(str, sorted(REDIRECT_CODES)))}")]
+        return []
 
     def issues(self, where: Where) -> Iterable[Issue]:
         out = []
@@ -240,6 +251,16 @@ class HTTPRetry(Spec):
         return out
 
 
+# Envoy's redirect response codes (RedirectAction.RedirectResponseCode), as Istio maps them.
+REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+
+# gRPC status names -> codes (Istio's grpc.SupportedGRPCStatus), for ``abort.grpcStatus``.
+GRPC_STATUS = {name: code for code, name in enumerate((
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+    "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"))}
+
+
 class Percent(Spec):
     value: float = Field(ge=0, le=100)
 
@@ -261,6 +282,12 @@ class FaultAbort(Spec):
     grpc_status: str | None = None
     http2_error: str | None = None
     percentage: Percent | None = None
+
+    def unsupported_values(self) -> list[tuple[str | Path, str]]:
+        if self.http_status is None and self.grpc_status is not None and self.grpc_status not in GRPC_STATUS:
+            return [("grpcStatus", f"grpcStatus {self.grpc_status!r} is not a gRPC status name "
+                                   f"(like UNAVAILABLE or DEADLINE_EXCEEDED)")]
+        return []
 
     def issues(self, where: Where) -> Iterable[Issue]:
         if self.http2_error is not None:
@@ -328,10 +355,17 @@ class HTTPRoute(Spec):
     cors_policy: CorsPolicy | None = None
     headers: Headers | None = None
 
-    UNSUPPORTED = frozenset({
-        "redirect", "direct_response", "delegate", "rewrite", "timeout", "retries", "fault",
-        "mirror", "mirrors", "mirror_percentage", "mirror_percent", "cors_policy", "headers",
-    })
+    # delegate needs the delegate VirtualServices merged in; corsPolicy needs Envoy's CORS filter.
+    UNSUPPORTED = frozenset({"delegate", "cors_policy"})
+
+    def unsupported_values(self) -> list[tuple[str | Path, str]]:
+        # A destination's headers are translated when it is the only one (merged into the route,
+        # as Istio does); per weighted cluster they are not yet.
+        if self.route and len(self.route) > 1:
+            return [(("route", i, "headers"), "headers on one of several weighted destinations are not supported "
+                                              "by exitgate yet; set them on the route")
+                    for i, d in enumerate(self.route) if d.headers is not None]
+        return []
 
     @model_validator(mode="after")
     def _weights(self) -> HTTPRoute:

@@ -6,7 +6,8 @@ The guide's external service is another mesh's ingress gateway: it serves plain 
 keeps the ``test.client`` certificate away from ``/status/418``. Here nginx is that gateway
 (``ssl_verify_client on``; a ``map`` on the client certificate's subject answers the denied
 paths with Envoy's RBAC denial, 403 ``RBAC: access denied``) and ``HttpbinServer`` is the
-httpbin behind it (``/status/<code>`` with httpbin's teapot for 418, ``/headers``, ``/get``).
+httpbin behind it (``/status/<code>`` with httpbin's teapot for 418, ``/headers``, ``/get``,
+``/delay/<n>``).
 
 nginx and httpbin listen on free unprivileged ports; a mesh file's ``externalPortMap``
 (``{80: http_port, 443: https_port}``) sends a ServiceEntry's ports 80 and 443 there.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -87,6 +89,12 @@ class _HttpbinHandler(_StandInHandler):
         elif path == "/headers":
             self._json({"headers": self._headers_json()})
         elif path == "/get":
+            self._json({"args": dict(parse_qsl(parts.query)), "headers": self._headers_json(),
+                        "url": f"http://{host}{target}"})
+        elif re.fullmatch(r"/delay/\d+", path):
+            # httpbin's /delay/<n>: answers like /get after n seconds, at most 10 (Istio's
+            # "Accessing External Services" task times it out with a VirtualService timeout).
+            time.sleep(min(int(path.rsplit("/", 1)[1]), 10))
             self._json({"args": dict(parse_qsl(parts.query)), "headers": self._headers_json(),
                         "url": f"http://{host}{target}"})
         elif path == "/":
