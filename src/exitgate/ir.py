@@ -330,6 +330,9 @@ class TlsPassthroughListener:
     stat_prefix: str
     chains: tuple[SniChain, ...]
     access_log: bool = True
+    # AuthorizationPolicy as Envoy's RBAC network filters (translate/authz.py with tcp=True), in
+    # every chain before tcp_proxy, in order: AUDIT, DENY, ALLOW.
+    rbac: tuple[RbacFilter, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ the client, the reason in the gateway's access log, never plaintext."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 

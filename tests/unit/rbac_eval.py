@@ -9,6 +9,10 @@ policy matches when one permission and one principal do; policies are tried in n
 ``std::map``); a filter without ``rules`` enforces nothing; shadow rules are evaluated and only
 reported. A refusal is a 403 whose %RESPONSE_CODE_DETAILS% is
 ``rbac_access_denied_matched_policy[NAME]`` (``[none]`` when no ALLOW policy matched).
+
+The RBAC network filters of a TLS passthrough chain (``envoy.filters.network.rbac``) are read the
+same way: describe the connection with :func:`connection` (no HTTP request, no peer
+certificate); a refusal closes it, with the same text in %CONNECTION_TERMINATION_DETAILS%.
 """
 
 from __future__ import annotations
@@ -76,11 +80,19 @@ class Verdict:
         return self.details.removeprefix("rbac_access_denied_matched_policy[").removesuffix("]")
 
 
+def connection(sni: str = "edition.cnn.com", *, source_ip: str = "127.0.0.1", remote_ip: str | None = None,
+               destination_ip: str = "127.0.0.1", destination_port: int = 8443) -> Request:
+    """A TLS passthrough connection as the RBAC network filter sees it: the client's own TLS (no
+    peer certificate, so ``authenticated`` never matches), its SNI and addresses, no headers."""
+    return Request(host="", method="", path="", principal=None, source_ip=source_ip, remote_ip=remote_ip,
+                   destination_ip=destination_ip, destination_port=destination_port, sni=sni)
+
+
 def evaluate(http_filters: Sequence[Json], request: Request) -> Verdict:
     logged: list[str] = []
     shadow: list[tuple[str, str, bool]] = []
     for f in http_filters:
-        if f["name"] != "envoy.filters.http.rbac":
+        if f["name"] not in ("envoy.filters.http.rbac", "envoy.filters.network.rbac"):
             continue
         config = f["typed_config"]
         if "shadow_rules" in config:

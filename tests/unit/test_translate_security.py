@@ -113,18 +113,28 @@ def test_server_hosts_namespace_restricts_which_virtual_services_bind(server_hos
 
 
 def test_tls_passthrough_fails_closed_under_an_authorization_policy() -> None:
-    """RBAC on passthrough TLS is not enforced yet: a policy for the gateway closes the port
-    rather than letting the connections through unchecked."""
+    """AuthorizationPolicy on passthrough TLS is Envoy's RBAC network filter, with Istio's TCP
+    rule: an HTTP-only field (``paths``) cannot be checked on a connection, so a DENY rule is
+    applied without it. A DENY on ``/admin`` alone therefore refuses every connection (Istio
+    does the same), and says so; the listener stays."""
     from pathlib import Path
+
+    from exitgate.envoy import filters
+    from tests.unit.rbac_eval import connection, evaluate
 
     https = Path(__file__).resolve().parents[2] / "examples" / "egress-gateway-https"
     docs = [(https / f).read_text() for f in ("01-serviceentry.yaml", "02-gateway-destinationrule-virtualservice.yaml")]
     snap = snapshot(*docs)
     pc, _ = translate_gateway(snap, snap.mesh.gateways[0])
     assert [c.server_names for lst in pc.tls_passthrough_listeners for c in lst.chains] == [("edition.cnn.com",)]
+    assert pc.tls_passthrough_listeners[0].rbac == ()
     deny = ("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: d, namespace: istio-system}\n"
             "spec:\n  action: DENY\n  rules: [{to: [{operation: {paths: [/admin]}}]}]\n")
     snap = snapshot(*docs, deny)
     pc, diags = translate_gateway(snap, snap.mesh.gateways[0])
-    assert pc.tls_passthrough_listeners == ()
-    assert any("refuses every connection" in d.message for d in diags)
+    (lst,) = pc.tls_passthrough_listeners
+    assert [c.server_names for c in lst.chains] == [("edition.cnn.com",)]
+    verdict = evaluate(filters.network_rbac_filters(lst.rbac), connection("edition.cnn.com"))
+    assert verdict.details == "rbac_access_denied_matched_policy[ns[istio-system]-policy[d]-rule[0]]"
+    assert [(d.field, "'paths' is HTTP only" in d.message and "matches more connections" in d.message)
+            for d in diags] == [("spec.rules[0].to[0].operation.paths", True)]

@@ -28,6 +28,7 @@ from typing import Any
 from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2  # noqa: F401
 from envoy.extensions.path.match.uri_template.v3 import uri_template_match_pb2  # noqa: F401
 
 from exitgate import ir
@@ -38,6 +39,10 @@ HTTP_FAULT = "envoy.filters.http.fault"
 T_FAULT = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
 HTTP_ROUTER = "envoy.filters.http.router"
 T_RBAC = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
+NETWORK_RBAC = "envoy.filters.network.rbac"
+T_NETWORK_RBAC = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC"
+# Istio's stat prefix of the RBAC network filter (model.RBACTCPFilterStatPrefix): tcp.rbac.allowed, ...
+TCP_RBAC_STAT_PREFIX = "tcp."
 T_ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 T_URI_TEMPLATE = "type.googleapis.com/envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig"
 
@@ -111,6 +116,22 @@ def rbac_config(f: ir.RbacFilter) -> Json:
         out["shadow_rules_stat_prefix"] = SHADOW_ALLOW_PREFIX
     elif shadow_action is ir.RbacAction.DENY:
         out["shadow_rules_stat_prefix"] = SHADOW_DENY_PREFIX
+    return out
+
+
+def network_rbac_filters(rbac: tuple[ir.RbacFilter, ...]) -> list[Json]:
+    """The RBAC network filters of a TLS passthrough chain (Istio's ``buildTCP``), one per action,
+    in the given order; they go before tcp_proxy. A denied connection is closed, its
+    %CONNECTION_TERMINATION_DETAILS% ``rbac_access_denied_matched_policy[NAME]``."""
+    return [{"name": NETWORK_RBAC, "typed_config": network_rbac_config(f)} for f in rbac]
+
+
+def network_rbac_config(f: ir.RbacFilter) -> Json:
+    """``envoy.extensions.filters.network.rbac.v3.RBAC``: the HTTP filter's rules and shadow rules,
+    with the ``stat_prefix`` the network filter requires (Istio's ``tcp.``)."""
+    out = rbac_config(f)
+    out["@type"] = T_NETWORK_RBAC
+    out["stat_prefix"] = TCP_RBAC_STAT_PREFIX
     return out
 
 

@@ -24,6 +24,7 @@ from envoy.extensions.filters.http.rbac.v3 import rbac_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2  # noqa: F401
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2  # noqa: F401
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
 from envoy.extensions.path.match.uri_template.v3 import uri_template_match_pb2  # noqa: F401
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2  # noqa: F401
@@ -112,7 +113,9 @@ def listener(lst: ir.HttpListener) -> listener_pb2.Listener:
 
 
 def tls_passthrough_listener(lst: ir.TlsPassthroughListener) -> listener_pb2.Listener:
-    """The TLS inspector reads the ClientHello's SNI; each chain proxies its names as TCP."""
+    """The TLS inspector reads the ClientHello's SNI; each chain proxies its names as TCP, after
+    the listener's RBAC network filters (AuthorizationPolicy) let the connection through."""
+    rbac = filters.network_rbac_filters(lst.rbac)
     chains = []
     for chain in lst.chains:
         tcp: dict[str, Any] = {"@type": T_TCP_PROXY, "stat_prefix": f"{lst.stat_prefix}.{chain.name}"}
@@ -126,7 +129,7 @@ def tls_passthrough_listener(lst: ir.TlsPassthroughListener) -> listener_pb2.Lis
             tcp["access_log"] = [{"name": "envoy.access_loggers.stdout", "typed_config": {
                 "@type": T_STDOUT, "log_format": {"text_format_source": {"inline_string": ISTIO_ACCESS_LOG_FORMAT}}}}]
         chains.append({"name": chain.name, "filter_chain_match": {"server_names": list(chain.server_names)},
-                       "filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": tcp}]})
+                       "filters": [*rbac, {"name": "envoy.filters.network.tcp_proxy", "typed_config": tcp}]})
     data = {
         "name": lst.name,
         "address": {"socket_address": {"address": lst.address, "port_value": lst.port}},

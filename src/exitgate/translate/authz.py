@@ -13,6 +13,17 @@ What exitgate cannot express fails closed, the way Istio treats a rule it cannot
 ALLOW rule is dropped (it matches nothing); a DENY or AUDIT rule loses the condition (it matches
 more). A CUSTOM policy denies what it would have sent to its provider, Istio's behaviour for a
 provider it cannot use.
+
+With ``tcp=True`` the same policies become the filters of TLS passthrough chains, Envoy's RBAC
+*network* filter (Istio's ``BuildTCP``, ``forTCP``). The attributes a connection has keep their
+meaning: ``connection.sni`` (requested_server_name), ``ports`` / ``destination.port``,
+``destination.ip``, ``ipBlocks`` / ``source.ip`` (direct_remote_ip), ``remoteIpBlocks`` /
+``remote.ip``, and the peer identities (``principals``, ``namespaces``, ``serviceAccounts``,
+``source.*``; a passthrough connection carries the client's own TLS, no peer certificate, so
+these never match). The HTTP-only ones (``hosts``, ``methods``, ``paths``,
+``requestPrincipals``, ``request.headers[..]``, ``request.auth.*``) are Istio's errors
+``"X is HTTP only"``, treated as above: an ALLOW rule using one is left out, a DENY or AUDIT rule
+keeps only its other conditions (a DENY on ``paths`` alone refuses every connection).
 """
 
 from __future__ import annotations
@@ -51,12 +62,13 @@ class _DropRule(Exception):
 
 
 def gateway_rbac(policies: Sequence[Resource], namespace: str, labels: Mapping[str, str], root_namespace: str,
-                 trust_domain: str, *, port_stripped: bool = True,
+                 trust_domain: str, *, port_stripped: bool = True, tcp: bool = False,
                  ) -> tuple[tuple[ir.RbacFilter, ...], list[Diagnostic]]:
     """The RBAC filters of a gateway proxy in ``namespace`` with ``labels``, from all the
     configuration's AuthorizationPolicies. ``port_stripped``: the listener removes the port from
     the authority before filters run (exitgate's gateways do), which changes what ``hosts`` with
-    a port can mean."""
+    a port can mean. ``tcp``: the filters of TLS passthrough chains (the RBAC network filter),
+    where HTTP-only attributes fail closed (see the module docstring)."""
     diags: list[Diagnostic] = []
     by_action: dict[str, list[Resource[AuthorizationPolicySpec]]] = {"CUSTOM": [], "AUDIT": [], "DENY": [], "ALLOW": []}
     for res in sorted(policies, key=lambda r: (r.namespace != root_namespace, r.namespace, r.name)):
@@ -65,7 +77,7 @@ def gateway_rbac(policies: Sequence[Resource], namespace: str, labels: Mapping[s
             continue
         if _applies(res, spec, namespace, labels, root_namespace, diags):
             by_action[spec.action or "ALLOW"].append(cast("Resource[AuthorizationPolicySpec]", res))
-    build = _Builder(trust_domain, port_stripped, diags)
+    build = _Builder(trust_domain, port_stripped, diags, tcp)
     filters: list[ir.RbacFilter] = []
     if by_action["CUSTOM"]:
         filters.append(build.custom(by_action["CUSTOM"]))
@@ -123,6 +135,7 @@ class _Builder:
     trust_domain: str
     port_stripped: bool
     diags: list[Diagnostic]
+    tcp: bool = False  # the RBAC network filter of TLS passthrough (Istio's forTCP)
 
     def filter(self, action: ir.RbacAction, policies: Sequence[Resource[AuthorizationPolicySpec]]) -> ir.RbacFilter:
         enforced: list[ir.RbacPolicy] | None = None
@@ -171,7 +184,7 @@ class _Builder:
         base_permission: list[_Condition] = []
         base_principal: list[_Condition] = []
         for k, cond in enumerate(rule.when or []):
-            attr = m.when_attribute(cond.key, res.namespace)
+            attr = m.when_attribute(cond.key, res.namespace, self.tcp)
             values, not_values = tuple(cond.values or ()), tuple(cond.not_values or ())
             if cond.key == "source.principal":
                 values, not_values = self._migrate(values), self._migrate(not_values)
@@ -187,7 +200,8 @@ class _Builder:
                     ("principals", "notPrincipals", m.principal, self._migrate(s.principals),
                      self._migrate(s.not_principals)),
                     ("requestPrincipals", "notRequestPrincipals",
-                     m.unsupported("requestPrincipals (needs RequestAuthentication)"),
+                     m.http_only("requestPrincipals") if self.tcp
+                     else m.unsupported("requestPrincipals (needs RequestAuthentication)"),
                      s.request_principals, s.not_request_principals),
                     ("serviceAccounts", "notServiceAccounts", m.service_account(res.namespace),
                      s.service_accounts, s.not_service_accounts),
@@ -211,10 +225,12 @@ class _Builder:
             if o is not None:
                 def host(value: str) -> ir.RbacMatch:
                     return m.host(value, self.port_stripped)
-                for key, gen, vals, not_vals in (("hosts", host, o.hosts, o.not_hosts),
-                                                 ("methods", m.method, o.methods, o.not_methods),
-                                                 ("paths", m.path, o.paths, o.not_paths),
-                                                 ("ports", m.port, o.ports, o.not_ports)):
+                operation: tuple[tuple[str, m.Generator, Sequence[str] | None, Sequence[str] | None], ...] = (
+                    ("hosts", m.http_only("hosts") if self.tcp else host, o.hosts, o.not_hosts),
+                    ("methods", m.http_only("methods") if self.tcp else m.method, o.methods, o.not_methods),
+                    ("paths", m.http_only("paths") if self.tcp else m.path, o.paths, o.not_paths),
+                    ("ports", m.port, o.ports, o.not_ports))
+                for key, gen, vals, not_vals in operation:
                     if vals or not_vals:
                         conds.append(_Condition(Attribute(key, True, gen), f"{f}.{key}", tuple(vals or ()),
                                                 tuple(not_vals or ())))
@@ -255,11 +271,13 @@ class _Builder:
         return ir.MatchAll(tuple(items) or (ir.MatchAny(),))
 
     def _report(self, res: Resource, cond: _Condition, e: Untranslatable, action: ir.RbacAction) -> None:
+        what = "connections" if self.tcp else "requests"
+        where = "on TLS passthrough (RBAC network filter), " if self.tcp else ""
         if action is ir.RbacAction.ALLOW:
-            effect = "this ALLOW rule is left out, so it allows nothing"
+            effect = f"{where}this ALLOW rule is left out, so it allows nothing"
         else:
-            effect = f"this {'AUDIT' if action is ir.RbacAction.LOG else 'DENY'} rule is applied without it, " \
-                     f"so it matches more requests"
+            effect = f"{where}this {'AUDIT' if action is ir.RbacAction.LOG else 'DENY'} rule is applied without it, " \
+                     f"so it matches more {what}"
         d = Diagnostic(dx.UNSUPPORTED, Severity.WARNING, f"{e.reason}; {effect}", resource=res.ref, field=cond.field)
         if d not in self.diags:
             self.diags.append(d)

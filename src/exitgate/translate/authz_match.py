@@ -196,6 +196,15 @@ def request_header(key: str) -> Generator:
     return generate
 
 
+def http_only(key: str) -> Generator:
+    """An HTTP attribute on the RBAC network filter (Istio's ``forTCP``: ``"%q is HTTP only"``):
+    a TLS passthrough connection has no method, path, host header or JWT to test."""
+    hint = "; on TLS, the server name is when connection.sni" if key == "hosts" else ""
+    def generate(value: str) -> ir.RbacMatch:
+        raise Untranslatable(f"{key!r} is HTTP only and cannot be checked on a TLS passthrough connection{hint}")
+    return generate
+
+
 def unsupported(what: str) -> Generator:
     def generate(value: str) -> ir.RbacMatch:
         raise Untranslatable(f"{what} is not supported by exitgate yet")
@@ -230,8 +239,11 @@ def _istio_string_match(a: str, pattern: str) -> bool:
             or suffix(a, pattern) or suffix(pattern, a))
 
 
-def when_attribute(key: str, policy_namespace: str) -> Attribute:
-    """The attribute of a ``when`` condition's key (Istio's ``model.New`` switch)."""
+def when_attribute(key: str, policy_namespace: str, tcp: bool = False) -> Attribute:
+    """The attribute of a ``when`` condition's key (Istio's ``model.New`` switch). ``tcp``: for
+    the RBAC network filter, where request headers and ``request.auth.*`` are HTTP only."""
+    if tcp and key.startswith(("request.headers", "request.auth.")):
+        return Attribute(key, False, http_only(key))
     if key == "destination.ip":
         return Attribute(key, True, destination_ip)
     if key == "destination.port":

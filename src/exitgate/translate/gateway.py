@@ -11,7 +11,8 @@ from exitgate.api import diagnostics as dx
 from exitgate.api.diagnostics import Diagnostic, Severity
 from exitgate.api.networking import GatewaySpec, Server
 from exitgate.api.resources import Resource
-from exitgate.ir import DiscoveryType, DownstreamTls, HttpListener, ProxyConfig, RouteConfig, TlsPassthroughListener, VirtualHost
+from exitgate.ir import (DiscoveryType, DownstreamTls, HttpListener, ProxyConfig, RbacFilter, RouteConfig,
+                         TlsPassthroughListener, VirtualHost)
 from exitgate.mesh import GatewayProxy
 from exitgate.translate.authz import gateway_rbac
 from exitgate.translate.clusters import build_clusters
@@ -63,6 +64,7 @@ def translate_gateway(snap: Snapshot, gateway: GatewayProxy) -> tuple[ProxyConfi
     diags += authz_diags
     listeners: list[HttpListener] = []
     passthrough: list[TlsPassthroughListener] = []
+    tcp_rbac: tuple[RbacFilter, ...] | None = None
     route_configs: list[RouteConfig] = []
     for target, servers in sorted(_servers_by_port(snap, gateway, diags).items()):
         first_gw, first = servers[0]
@@ -74,17 +76,15 @@ def translate_gateway(snap: Snapshot, gateway: GatewayProxy) -> tuple[ProxyConfi
             continue
         if first.is_passthrough:
             lst = passthrough_listener(snap, gateway, target, servers)
-            if rbac and lst.chains:
-                # Istio enforces AuthorizationPolicy on passthrough TLS with the RBAC network
-                # filter; exitgate does not yet, so it fails closed: no chain, no connection.
-                diags.append(Diagnostic(dx.UNSUPPORTED, Severity.WARNING,
-                                        f"AuthorizationPolicies apply to gateway {gateway.name}.{gateway.namespace}, "
-                                        f"but exitgate does not enforce them on TLS passthrough yet: port "
-                                        f"{first.port.number} refuses every connection until they are removed",
-                                        resource=first_gw.ref, field="spec.servers"))
-                lst = replace(lst, chains=())
             if lst.chains:  # Envoy takes no listener without a chain; without one, nothing listens
-                passthrough.append(lst)
+                if rbac and tcp_rbac is None:
+                    # Istio's BuildTCP: the same policies as RBAC network filters, HTTP-only
+                    # attributes failing closed (translate/authz.py). Built once per gateway.
+                    tcp_rbac, tcp_diags = gateway_rbac(snap.authorization_policies, gateway.namespace,
+                                                       gateway.labels, snap.mesh.root_namespace,
+                                                       snap.mesh.trust_domain, tcp=True)
+                    diags += [d for d in tcp_diags if d not in diags]
+                passthrough.append(replace(lst, rbac=tcp_rbac or ()))
             continue
         route_name = names.gateway_route_name(first.port.protocol, first.port.number, first.port.name,
                                               first_gw.name, first_gw.namespace)
