@@ -333,6 +333,9 @@ class TlsPassthroughListener:
     # AuthorizationPolicy as Envoy's RBAC network filters (translate/authz.py with tcp=True), in
     # every chain before tcp_proxy, in order: AUDIT, DENY, ALLOW.
     rbac: tuple[RbacFilter, ...] = ()
+    # A TLS server with ISTIO_MUTUAL: the mesh's mTLS is terminated first (chains match its SNI),
+    # then the inner bytes (the workload's own TLS) go on as TCP by the ``tcp`` routes.
+    tls: DownstreamTls | None = None
 
 
 @dataclass(frozen=True)

@@ -254,3 +254,38 @@ def test_https_through_the_egress_gateway_by_sni(exitgate: Exitgate, tmp_path: P
     last = [ln for ln in log.splitlines() if '"CONNECT' in ln][-1]
     # It did reach the gateway, which closed it without answering (UC, nothing received).
     assert f'"{HOST}:443"' in last and "outbound|443|cnn|" in last and " UC " in last, last
+
+
+DENY_SLEEP = """apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-sleep, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: egressgateway}}
+  action: DENY
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/default/sa/sleep]}}]
+"""
+
+
+def test_https_wrapped_in_mutual_tls_to_the_egress_gateway(exitgate: Exitgate, tmp_path: Path) -> None:
+    """The mutual-TLS form of the task: the sidecar wraps the workload's TLS in ISTIO_MUTUAL to the
+    gateway's TLS server, which terminates it and sends the inner TLS on by a ``tcp`` route. The
+    gateway knows the workload's SPIFFE identity on that hop: a DENY for it refuses the tunnel."""
+    mtls = EXAMPLES / "egress-gateway-https-mtls"
+    exitgate.apply(mtls / "01-serviceentry.yaml", mtls / "02-gateway-destinationrule-virtualservice.yaml")
+    ca = str(tmp_path / "trust.pem")
+    page = lambda: exitgate.curl("--cacert", ca, "-o", "/dev/null", "-w", "%{http_code}",  # noqa: E731
+                                 f"https://{HOST}/politics")
+    assert until(lambda: page().stdout, lambda o: o == "200") == "200"
+    gw = until(exitgate.gateway_log, lambda t: f"outbound|443||{HOST}" in t)
+    line = [ln for ln in gw.splitlines() if f"outbound|443||{HOST}" in ln][-1]
+    # The SNI the gateway saw is the mTLS one the DestinationRule sets; upstream is nginx's TLS port.
+    assert f"127.0.0.1:{exitgate.cp.mesh.external_port(443)}" in line and f" {HOST} " in line, line
+    (tmp_path / "deny.yaml").write_text(DENY_SLEEP)
+    exitgate.apply(tmp_path / "deny.yaml")
+    denied = until(lambda: page().stdout, lambda o: o != "200")
+    assert denied != "200", denied
+    gw = until(exitgate.gateway_log, lambda t: "policy[deny-sleep]" in t)
+    assert "rbac_access_denied_matched_policy[ns[istio-system]-policy[deny-sleep]-rule[0]]" in gw
+    exitgate.delete(tmp_path / "deny.yaml")
+    assert until(lambda: page().stdout, lambda o: o == "200") == "200"

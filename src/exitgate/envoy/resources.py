@@ -114,7 +114,8 @@ def listener(lst: ir.HttpListener) -> listener_pb2.Listener:
 
 def tls_passthrough_listener(lst: ir.TlsPassthroughListener) -> listener_pb2.Listener:
     """The TLS inspector reads the ClientHello's SNI; each chain proxies its names as TCP, after
-    the listener's RBAC network filters (AuthorizationPolicy) let the connection through."""
+    the listener's RBAC network filters (AuthorizationPolicy) let the connection through. With
+    ``tls`` the chains terminate the mesh's mTLS first."""
     rbac = filters.network_rbac_filters(lst.rbac)
     chains = []
     for chain in lst.chains:
@@ -128,8 +129,12 @@ def tls_passthrough_listener(lst: ir.TlsPassthroughListener) -> listener_pb2.Lis
             # Istio's format: the HTTP operators read "-" for a TCP connection.
             tcp["access_log"] = [{"name": "envoy.access_loggers.stdout", "typed_config": {
                 "@type": T_STDOUT, "log_format": {"text_format_source": {"inline_string": ISTIO_ACCESS_LOG_FORMAT}}}}]
-        chains.append({"name": chain.name, "filter_chain_match": {"server_names": list(chain.server_names)},
-                       "filters": [*rbac, {"name": "envoy.filters.network.tcp_proxy", "typed_config": tcp}]})
+        entry: dict[str, Any] = {"name": chain.name, "filter_chain_match": {"server_names": list(chain.server_names)},
+                                 "filters": [*rbac, {"name": "envoy.filters.network.tcp_proxy", "typed_config": tcp}]}
+        if lst.tls is not None:
+            # ISTIO_MUTUAL: the mesh's mTLS ends here; what it carried goes on untouched.
+            entry["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": _downstream_tls(lst.tls)}
+        chains.append(entry)
     data = {
         "name": lst.name,
         "address": {"socket_address": {"address": lst.address, "port_value": lst.port}},

@@ -19,7 +19,7 @@ from exitgate.translate.clusters import build_clusters
 from exitgate.translate.proxy import secret_names
 from exitgate.translate.routing import routes_for, server_host_binds
 from exitgate.translate.snapshot import Snapshot
-from exitgate.translate.tls_routes import passthrough_listener
+from exitgate.translate.tls_routes import passthrough_listener, terminated_tcp_listener
 
 
 def _servers_by_port(snap: Snapshot, gateway: GatewayProxy,
@@ -57,6 +57,13 @@ def _virtual_hosts(snap: Snapshot, gateway: GatewayProxy,
     return list(vhosts.values())
 
 
+def _istio_mutual(snap: Snapshot) -> DownstreamTls:
+    """The gateway's side of ISTIO_MUTUAL: its SPIFFE certificate, and only this trust domain's
+    SPIFFE identities may connect."""
+    return DownstreamTls(cert_secret=names.WORKLOAD_CERT_SECRET, validation_secret=names.ROOT_CA_SECRET,
+                         require_client_cert=True, spiffe_trust_domain=snap.mesh.trust_domain)
+
+
 def translate_gateway(snap: Snapshot, gateway: GatewayProxy) -> tuple[ProxyConfig, list[Diagnostic]]:
     diags: list[Diagnostic] = []
     rbac, authz_diags = gateway_rbac(snap.authorization_policies, gateway.namespace, gateway.labels,
@@ -74,8 +81,12 @@ def translate_gateway(snap: Snapshot, gateway: GatewayProxy) -> tuple[ProxyConfi
                                     f"servers on port {first.port.number} mix TLS settings; exitgate supports one per port",
                                     resource=first_gw.ref, field="spec.servers"))
             continue
-        if first.is_passthrough:
-            lst = passthrough_listener(snap, gateway, target, servers)
+        tcp_after_mtls = first.port.protocol == "TLS" and first.tls is not None and first.tls.mode == "ISTIO_MUTUAL"
+        if first.is_passthrough or tcp_after_mtls:
+            if tcp_after_mtls:
+                lst = terminated_tcp_listener(snap, gateway, target, servers, _istio_mutual(snap))
+            else:
+                lst = passthrough_listener(snap, gateway, target, servers)
             if lst.chains:  # Envoy takes no listener without a chain; without one, nothing listens
                 if rbac and tcp_rbac is None:
                     # Istio's BuildTCP: the same policies as RBAC network filters, HTTP-only
@@ -89,10 +100,7 @@ def translate_gateway(snap: Snapshot, gateway: GatewayProxy) -> tuple[ProxyConfi
         route_name = names.gateway_route_name(first.port.protocol, first.port.number, first.port.name,
                                               first_gw.name, first_gw.namespace)
         route_configs.append(RouteConfig(route_name, tuple(_virtual_hosts(snap, gateway, servers))))
-        tls = None
-        if first.tls is not None and first.tls.mode == "ISTIO_MUTUAL":
-            tls = DownstreamTls(cert_secret=names.WORKLOAD_CERT_SECRET, validation_secret=names.ROOT_CA_SECRET,
-                                require_client_cert=True, spiffe_trust_domain=snap.mesh.trust_domain)
+        tls = _istio_mutual(snap) if first.tls is not None and first.tls.mode == "ISTIO_MUTUAL" else None
         listeners.append(HttpListener(
             name=names.listener_name(gateway.address, target), address=gateway.address, port=target,
             route_config=route_name, stat_prefix=f"outbound_{target}", tls=tls, access_log=snap.mesh.access_log,
@@ -104,4 +112,4 @@ def translate_gateway(snap: Snapshot, gateway: GatewayProxy) -> tuple[ProxyConfi
         # Routes to hosts resolved per request (resolution NONE, DYNAMIC_DNS) need the filter.
         listeners = [replace(lst, dynamic_forward_proxy=True) for lst in listeners]
     return ProxyConfig(tuple(listeners), tuple(route_configs), tuple(clusters),
-                       secret_names(listeners, clusters), tls_passthrough_listeners=tuple(passthrough)), diags
+                       secret_names([*listeners, *passthrough], clusters), tls_passthrough_listeners=tuple(passthrough)), diags

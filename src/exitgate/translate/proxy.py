@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from exitgate.ir import Cluster, HttpListener
+from exitgate.ir import Cluster, HttpListener, TlsPassthroughListener
 
 
-def secret_names(listeners: Sequence[HttpListener], clusters: Sequence[Cluster]) -> tuple[str, ...]:
+def secret_names(listeners: Sequence[HttpListener | TlsPassthroughListener], clusters: Sequence[Cluster]) -> tuple[str, ...]:
     found: list[str] = []
     for c in clusters:
         if c.tls is not None:

@@ -16,16 +16,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from exitgate import names
-from exitgate.api.networking import GatewaySpec, Server, TLSRoute, VirtualServiceSpec
+from exitgate.api.networking import GatewaySpec, Server, TCPRoute, TLSRoute, VirtualServiceSpec
 from exitgate.api.resources import Resource
-from exitgate.ir import SniChain, TlsPassthroughListener, WeightedCluster
+from exitgate.ir import DownstreamTls, SniChain, TlsPassthroughListener, WeightedCluster
 from exitgate.mesh import GatewayProxy
 from exitgate.translate.registry import Service, fqdn, host_matches
 from exitgate.translate.routing import match_contexts, server_host_binds
 from exitgate.translate.snapshot import Snapshot
 
 
-def _clusters(route: TLSRoute, vs_ns: str, incoming: int, services: Mapping[str, Service]) -> tuple[WeightedCluster, ...]:
+def _clusters(route: TLSRoute | TCPRoute, vs_ns: str, incoming: int, services: Mapping[str, Service]) -> tuple[WeightedCluster, ...]:
     out = []
     for d in route.route:
         host = fqdn(d.destination.host, vs_ns)
@@ -60,6 +60,52 @@ def tls_route_for(vss: Sequence[Resource[VirtualServiceSpec]], context: str, por
             if any(host_matches(h, sni) for h in _matching_snis(route, vs.namespace, context, port)):
                 return _clusters(route, vs.namespace, port, services)
     return None
+
+
+def _server_names(server: Server) -> list[str]:
+    # A server host's namespace part restricts which VirtualServices bind; the SNI is the host.
+    return [h.partition("/")[2] if "/" in h else h for h in server.hosts]
+
+
+def terminated_tcp_listener(snap: Snapshot, gateway: GatewayProxy, target: int,
+                            servers: Sequence[tuple[Resource[GatewaySpec], Server]],
+                            tls: DownstreamTls) -> TlsPassthroughListener:
+    """The listener of TLS servers with ISTIO_MUTUAL on one port: the sidecar's mTLS (whose SNI
+    names the server's host) is terminated, and what it carries — the workload's own TLS — goes
+    on as TCP by the first ``tcp`` route bound to the server for that port."""
+    services = {s.host: s for s in snap.services_for(gateway.namespace)}
+    chains: list[SniChain] = []
+    claimed: set[str] = set()
+    for gw, server in servers:
+        context = f"{gw.namespace}/{gw.name}"
+        snis = [h for h in _server_names(server) if h not in claimed]
+        clusters = None
+        for b in snap.virtual_services_in(context):
+            vs = b.resource
+            if not any(server_host_binds(sh, gw.namespace, vs.namespace, h) for sh in server.hosts for h in b.hosts):
+                continue
+            for route in vs.spec.tcp or []:
+                if _tcp_matches(route, vs.namespace, context, server.port.number):
+                    clusters = _clusters(route, vs.namespace, server.port.number, services)
+                    break
+            if clusters is not None:
+                break
+        if snis and clusters:
+            claimed.update(snis)
+            chains.append(SniChain(names.virtual_host_name(snis[0], server.port.number), tuple(snis), clusters))
+    return TlsPassthroughListener(name=names.listener_name(gateway.address, target), address=gateway.address,
+                                  port=target, stat_prefix=f"outbound_{target}", chains=tuple(chains),
+                                  access_log=snap.mesh.access_log, tls=tls)
+
+
+def _tcp_matches(route: TCPRoute, vs_ns: str, context: str, port: int) -> bool:
+    if not route.match:
+        return True
+    for m in route.match:
+        contexts = match_contexts(m.gateways, vs_ns)
+        if (contexts is None or context in contexts) and (m.port is None or m.port == port):
+            return True
+    return False
 
 
 def passthrough_listener(snap: Snapshot, gateway: GatewayProxy, target: int,

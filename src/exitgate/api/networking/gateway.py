@@ -154,10 +154,11 @@ class Server(Spec):
                              "(HTTP, HTTP2, GRPC, HTTPS and TLS are)")]
         if self.tls is None or protocol not in TLS_PROTOCOLS or self.is_passthrough:
             return []
-        if self.tls.mode == "ISTIO_MUTUAL" and protocol == "HTTPS":
+        if self.tls.mode == "ISTIO_MUTUAL":
+            # HTTPS: the mesh's mTLS terminated, then HTTP; TLS: terminated, then tcp routes.
             return []
         return [(("tls", "mode"), f"gateway server TLS mode {self.tls.mode} is not supported by exitgate yet on a "
-                                  f"{protocol} port (ISTIO_MUTUAL on HTTPS, and PASSTHROUGH, are)")]
+                                  f"{protocol} port (ISTIO_MUTUAL and PASSTHROUGH are)")]
 
     def issues(self, where: Where) -> Iterable[Issue]:
         out: list[Issue] = []

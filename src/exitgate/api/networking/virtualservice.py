@@ -30,6 +30,8 @@ from exitgate.api.networking.httproute import HTTPRoute
 
 
 class L4MatchAttributes(Spec):
+    UNSUPPORTED = frozenset({"destination_subnets", "source_subnet", "source_labels", "source_namespace"})
+
     destination_subnets: list[IPOrCIDR] | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
     source_subnet: str | None = None
@@ -95,7 +97,6 @@ class VirtualServiceSpec(Spec):
     tcp: list[TCPRoute] | None = None
     export_to: list[str] | None = None
 
-    UNSUPPORTED = frozenset({"tcp"})
 
     def issues(self, where: Where) -> Iterable[Issue]:
         out = gateway_name_issues(self.gateways, ("gateways",))
