@@ -98,3 +98,19 @@ def test_wildcard_host_direct_then_through_one_hosting_server(exitgate: tuple[Ex
     # The gateway routed by the client's SNI and passed its TLS on to www.wikipedia.org's address.
     assert any("outbound|443||www.wikipedia.org" in ln and " en.wikipedia.org " in ln for ln in gw.splitlines()), gw
     assert any("outbound|443||www.wikipedia.org" in ln and " de.wikipedia.org " in ln for ln in gw.splitlines()), gw
+
+
+def test_the_gateway_originates_tls_to_whichever_wildcard_host_was_asked(exitgate: tuple[Exitgate, Path]) -> None:
+    """DYNAMIC_DNS at the gateway (beyond Istio): plain HTTP from the workload, TLS from the
+    gateway to the host the request names, verified against the certificate for that name."""
+    eg, nginx_log = exitgate
+    eg.apply(EXAMPLES / "wildcard-origination")
+    for host, title in TITLES.items():
+        out = until(lambda host=host: eg.curl(f"http://{host}/wiki/x").stdout, lambda o: title in o)
+        assert f"<title>{title}</title>" in out, out
+    gw = until(eg.gateway_log, lambda t: "de.wikipedia.org" in t and "outbound|443||*.wikipedia.org" in t)
+    line = [ln for ln in gw.splitlines() if '"de.wikipedia.org"' in ln][-1]
+    assert '"GET /wiki/x HTTP/2" 200' in line and "outbound|443||*.wikipedia.org" in line, line
+    # nginx saw TLS with the SNI of each name asked for.
+    served = nginx_log.read_text()
+    assert "en.wikipedia.org en.wikipedia.org /wiki/x" in served and "de.wikipedia.org de.wikipedia.org /wiki/x" in served
