@@ -4,6 +4,8 @@ with Istio's catch-all for hosts no service declares (ALLOW_ANY or REGISTRY_ONLY
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from exitgate import names
 from exitgate.api.diagnostics import Diagnostic, Severity
 from exitgate.api.networking import VirtualServiceSpec
@@ -17,7 +19,7 @@ from exitgate.translate.registry import Service
 from exitgate.translate.route_features import DEFAULT_RETRY
 from exitgate.translate.routing import match_contexts, routes_for
 from exitgate.translate.scope import SidecarScope, sidecar_scope
-from exitgate.translate.snapshot import MESH, Snapshot
+from exitgate.translate.snapshot import MESH, BoundVirtualService, Snapshot
 from exitgate.translate.tls_routes import tls_route_for
 
 
@@ -102,6 +104,12 @@ def translate_sidecar(snap: Snapshot, workload: WorkloadProxy, proxy_port: int) 
                        secret_names(listeners, clusters)), diags
 
 
+def _selected_mesh_virtual_services(snap: Snapshot, scope: SidecarScope) -> Iterator[BoundVirtualService]:
+    """The mesh VirtualServices some egress listener of the sidecar selects, in Istio's order."""
+    selected = set().union(*(e.selected for e in scope.listeners))
+    return (b for b in snap.virtual_services_in(MESH) if id(b.resource) in selected)
+
+
 def _virtual_service_only_hosts(snap: Snapshot, scope: SidecarScope, proxy_ns: str, have: set[str],
                                 by_host: dict[str, Service]) -> list[VirtualHost]:
     """Virtual hosts for a VirtualService host on a port its service does not declare, e.g.
@@ -109,11 +117,8 @@ def _virtual_service_only_hosts(snap: Snapshot, scope: SidecarScope, proxy_ns: s
     has only 443: Istio gives every HTTP port a virtual host for each mesh VirtualService host,
     and the route decides where the request goes."""
     out: list[VirtualHost] = []
-    selected = set().union(*(e.selected for e in scope.listeners))
-    for b in snap.virtual_services_in(MESH):
+    for b in _selected_mesh_virtual_services(snap, scope):
         vs = b.resource
-        if id(vs) not in selected:
-            continue
         ports: set[int] = set()
         for http in vs.spec.http or []:
             for m in http.match or []:
@@ -142,11 +147,8 @@ def _tls_route_only_hosts(snap: Snapshot, scope: SidecarScope, proxy_ns: str, ha
     (Istio builds the sidecar's TLS listener from the VirtualService alone, e.g. ``*.wikipedia.org``
     routed to the egress gateway)."""
     out: list[VirtualHost] = []
-    selected = set().union(*(e.selected for e in scope.listeners))
-    for b in snap.virtual_services_in(MESH):
+    for b in _selected_mesh_virtual_services(snap, scope):
         vs = b.resource
-        if id(vs) not in selected:
-            continue
         for route in vs.spec.tls or []:
             for m in route.match:
                 contexts = match_contexts(m.gateways, vs.namespace)
