@@ -38,14 +38,22 @@ def fake_secrets(pc: ir.ProxyConfig) -> dict[str, ir.SecretData]:
     return out
 
 
+def assert_envoy_accepts(pc: ir.ProxyConfig, tmp_path: Path, secrets: dict[str, ir.SecretData] | None = None) -> str:
+    """``envoy --mode validate`` of the proxy's static rendering (real certificates in every
+    secret unless ``secrets`` is given); returns the bootstrap's JSON."""
+    boot = static_bootstrap(pc, fake_secrets(pc) if secrets is None else secrets)
+    boot["node"] = {"id": "validate", "cluster": "validate"}
+    path = tmp_path / "bootstrap.json"
+    text = json.dumps(boot)
+    path.write_text(text)
+    proc = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "-l", "error"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return text
+
+
 @pytest.mark.parametrize("role", ["sidecar", "gateway"])
 @pytest.mark.parametrize("case", sorted(CASES.glob("*.in.yaml")), ids=lambda p: p.name.removesuffix(".in.yaml"))
 def test_envoy_validates(case: Path, role: str, tmp_path: Path) -> None:
     pc, _ = translate(case, role)
-    boot = static_bootstrap(pc, fake_secrets(pc))
-    boot["node"] = {"id": "validate", "cluster": "validate"}
-    path = tmp_path / "bootstrap.json"
-    path.write_text(json.dumps(boot))
-    proc = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "-l", "error"],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_envoy_accepts(pc, tmp_path)

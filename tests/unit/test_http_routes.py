@@ -4,8 +4,6 @@ and Envoy's own ``--mode validate`` of a bootstrap with every feature and the fa
 
 from __future__ import annotations
 
-import json
-import subprocess
 import textwrap
 from dataclasses import replace
 from pathlib import Path
@@ -17,14 +15,13 @@ from exitgate.api import diagnostics as dx
 from exitgate.api.loader import load_text
 from exitgate.envoy import filters
 from exitgate.envoy.resources import route_config
-from exitgate.envoy.snapshot import static_bootstrap
 from exitgate.mesh import load_mesh
 from exitgate.translate.gateway import translate_gateway
 from exitgate.translate.route_features import DEFAULT_RETRY, DEFAULT_RETRY_ON
 from exitgate.translate.sidecar import translate_sidecar
 from exitgate.translate.snapshot import Snapshot
 
-from tests.golden.test_envoy_accepts import envoy_binary, fake_secrets
+from tests.golden.test_envoy_accepts import assert_envoy_accepts
 
 SE = """
 apiVersion: networking.istio.io/v1
@@ -365,13 +362,7 @@ def test_envoy_validates_every_feature_with_the_fault_filter(tmp_path: Path) -> 
     for pc in (sc, gw):
         # The listener builders decide the flag; here every listener gets the fault filter.
         pc = replace(pc, listeners=tuple(replace(lst, fault_injection=True) for lst in pc.listeners))
-        boot = static_bootstrap(pc, fake_secrets(pc))
-        boot["node"] = {"id": "validate", "cluster": "validate"}
-        path = tmp_path / "bootstrap.json"
-        path.write_text(json.dumps(boot))
-        proc = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "-l", "error"],
-                              capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert_envoy_accepts(pc, tmp_path)
 
 
 def test_a_fault_puts_the_fault_filter_on_the_listener_that_serves_it() -> None:

@@ -4,8 +4,6 @@ Envoy itself accepting a cluster with every setting."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 import textwrap
 from pathlib import Path
 
@@ -16,13 +14,12 @@ from exitgate.api import diagnostics as dx
 from exitgate.api.loader import load_text
 from exitgate.api.networking import DestinationRuleSpec
 from exitgate.envoy import resources
-from exitgate.envoy.snapshot import static_bootstrap
 from exitgate.mesh import load_mesh
 from exitgate.translate.gateway import translate_gateway
 from exitgate.translate.snapshot import Snapshot
 from exitgate.translate.tls import cluster_policy
 from exitgate.translate.traffic_policy import seconds
-from tests.golden.test_envoy_accepts import envoy_binary, fake_secrets
+from tests.golden.test_envoy_accepts import assert_envoy_accepts
 
 UINT32_MAX = 2**32 - 1
 
@@ -332,13 +329,7 @@ CLIENT_PROTOCOL = ir.Cluster(
 def test_envoy_accepts_every_setting(tmp_path: Path) -> None:
     pc = ir.ProxyConfig(listeners=(), route_configs=(), clusters=(EVERY_SETTING, CLIENT_PROTOCOL),
                         secret_names=("default", "ROOTCA"))
-    boot = static_bootstrap(pc, fake_secrets(pc))
-    boot["node"] = {"id": "validate", "cluster": "validate"}
-    path = tmp_path / "bootstrap.json"
-    path.write_text(json.dumps(boot))
-    proc = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "-l", "error"],
-                          capture_output=True, text=True, timeout=60, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_envoy_accepts(pc, tmp_path)
 
 
 # --- what stays reported ------------------------------------------------------------------------
