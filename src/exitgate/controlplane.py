@@ -29,6 +29,7 @@ from exitgate.api.diagnostics import Diagnostic, Severity
 from exitgate.api.resources import Resource
 from exitgate.ca.authority import MeshCA
 from exitgate.ca.rotation import WorkloadCertManager
+from exitgate.capture import CaptureError, NetnsCapture, netns_path, support
 from exitgate.envoy.bootstrap import BootstrapOptions, render_bootstrap
 from exitgate.envoy.ports import free_port
 from exitgate.envoy.snapshot import xds_resources
@@ -222,6 +223,8 @@ class ControlPlane:
         self._lock = threading.Lock()
         # Per proxy, the diagnostics the last push reported (each is said once while it lasts).
         self._said: dict[str, set[str]] = {}
+        self.netns = NetnsCapture(state.root)
+        self.capture_mode = "off"  # what start() found: "netns" or "off"
 
     # -- setup -------------------------------------------------------------------------------
     def _plan(self) -> None:
@@ -237,7 +240,41 @@ class ControlPlane:
             log = self.state.log_dir / f"{w.name}.{w.namespace}.log"
             rec = ProxyRecord(w.name, w.namespace, "sidecar", nid, free_port(), str(log), proxy_port=port,
                               listen=[f"{w.address}:{port} (HTTP proxy)"])
+            if self.capture_mode == "netns":
+                rec.netns = self.netns.name(w.name, w.namespace)
+                rec.proxy_port = 0
+                rec.listen = [f"127.0.0.1:{names.CAPTURE_PORT} (virtualOutbound) and "
+                              f"127.0.0.1:{names.DNS_CAPTURE_PORT} (DNS) in network namespace {rec.netns}"]
             self.proxies.append(PlannedProxy(rec, w.identity, pysecrets.token_urlsafe(24), w))
+
+    def _setup_capture(self) -> None:
+        """Decide the capture mode and make each workload's namespace. A crashed run's
+        namespaces are removed first; with ``capture: auto`` a machine that cannot capture runs
+        without, and says why."""
+        if self.mesh.capture == "off" or not self.mesh.workloads:
+            return
+        found = support()
+        if not found.available:
+            if self.mesh.capture == "on":
+                raise CaptureError(f"capture: on, but {found.reason}")
+            self.emit(f"capture off: {found.reason}; workloads use http_proxy/https_proxy (exitgate exec sets them)")
+            return
+        stale = self.netns.cleanup()
+        if stale:
+            self.emit(f"removed network namespaces left by an earlier run: {', '.join(stale)}")
+        try:
+            for w in self.mesh.workloads:
+                self.netns.setup(self.netns.name(w.name, w.namespace))
+        except Exception as e:
+            self.netns.cleanup()
+            if self.mesh.capture == "on":
+                raise CaptureError(f"capture: on, but the network namespaces could not be made: {e}") from e
+            self.emit(f"capture off: the network namespaces could not be made ({e}); "
+                      "workloads use http_proxy/https_proxy")
+            return
+        self.capture_mode = "netns"
+        self.emit("capture on: each workload runs in its own network namespace, its TCP redirected to its "
+                  f"sidecar (port {names.CAPTURE_PORT}) and its DNS to the sidecar's DNS proxy")
 
     def _authenticate(self, node_id: str, token: str) -> bool:
         return any(p.record.node_id == node_id and pysecrets.compare_digest(p.token, token) for p in self.proxies)
@@ -260,6 +297,7 @@ class ControlPlane:
         self.state.prepare()
         self.ca = MeshCA.load_or_create(self.state.ca_dir, self.mesh.trust_domain)
         self.certs = WorkloadCertManager(self.ca, timedelta(seconds=self.mesh.workload_cert_ttl_seconds), self.clock)
+        self._setup_capture()
         self._plan()
         self.ads = AdsServer(self.cache, self._authenticate, on_event=self._on_xds)
         xds_port = self.ads_port = self.ads.start("127.0.0.1", 0)
@@ -355,7 +393,8 @@ class ControlPlane:
             if isinstance(p.spec, GatewayProxy):
                 pc, diags = translate_gateway(snap, p.spec)
             else:
-                pc, diags = translate_sidecar(snap, p.spec, p.record.proxy_port)
+                pc, diags = translate_sidecar(snap, p.spec, p.record.proxy_port,
+                                              capture_netns=netns_path(p.record.netns) if p.record.netns else None)
             secrets, sdiags = resolve_secrets(pc.secret_names, p, snap, self.certs, self.ca, self.mesh)
             for path in secret_files(pc.secret_names, self.mesh):
                 self._files[path] = file_stamp(path)
@@ -393,6 +432,8 @@ class ControlPlane:
             self.supervisor.stop_all()
         if self.ads is not None:
             self.ads.stop()
+        if self.capture_mode == "netns":
+            self.netns.cleanup()
         self.state.clear_runtime()
 
     def status_rows(self) -> list[dict[str, str]]:

@@ -24,6 +24,9 @@ class DiscoveryType(str, Enum):
     # Resolves whichever host the request names (Envoy's dynamic forward proxy): the sidecar's
     # PassthroughCluster for ALLOW_ANY, where a forward proxy has no original destination.
     DYNAMIC_FORWARD_PROXY = "DYNAMIC_FORWARD_PROXY"
+    # The destination the captured connection was headed for (Istio's PassthroughCluster and
+    # resolution NONE, with capture).
+    ORIGINAL_DST = "ORIGINAL_DST"
 
 
 @dataclass(frozen=True)
@@ -306,6 +309,8 @@ class HttpListener:
     fault_injection: bool = False
     # The listener accepts HTTP CONNECT (a forward proxy's tunnels for HTTPS and other TCP).
     connect: bool = False
+    # False for a captured port (Istio's ``0.0.0.0_80``): virtualOutbound hands connections to it.
+    bind_to_port: bool = True
 
 
 @dataclass(frozen=True)
@@ -316,6 +321,9 @@ class SniChain:
     name: str
     server_names: tuple[str, ...]
     clusters: tuple[WeightedCluster, ...]
+    # Captured TCP: the chain takes connections to these addresses/CIDRs (a ServiceEntry's
+    # ``addresses``); with no server names and no CIDRs it takes the whole port.
+    destination_cidrs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -336,6 +344,41 @@ class TlsPassthroughListener:
     # A TLS server with ISTIO_MUTUAL: the mesh's mTLS is terminated first (chains match its SNI),
     # then the inner bytes (the workload's own TLS) go on as TCP by the ``tcp`` routes.
     tls: DownstreamTls | None = None
+    # A captured port (``0.0.0.0_443``): not bound, handed connections by virtualOutbound; what
+    # no chain takes goes to ``default_cluster`` (PassthroughCluster or BlackHoleCluster).
+    bind_to_port: bool = True
+    default_cluster: str | None = None
+
+
+@dataclass(frozen=True)
+class CaptureListener:
+    """Istio's ``virtualOutbound`` (port 15001) bound inside the workload's network namespace:
+    the captured connection's original destination is restored and the connection handed to
+    the listener for its port; what no listener takes is sniffed: HTTP gets ``http`` (the
+    sidecar's route table, so an unlisted port routes and refuses as the forward proxy does),
+    anything else goes to ``default_cluster`` as TCP."""
+
+    name: str
+    address: str
+    port: int
+    netns: str
+    default_cluster: str
+    access_log: bool = True
+    http: HttpListener | None = None
+
+
+@dataclass(frozen=True)
+class DnsListener:
+    """Istio's DNS proxy (port 15053) inside the workload's namespace: the hosts the sidecar
+    knows get their addresses (``table``), other names are resolved upstream (``resolvers``,
+    the system's when empty)."""
+
+    name: str
+    address: str
+    port: int
+    netns: str
+    table: tuple[tuple[str, tuple[str, ...]], ...]
+    resolvers: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -361,6 +404,8 @@ class ProxyConfig:
     secret_names: tuple[str, ...]
     secrets: tuple[SecretData, ...] = ()
     tls_passthrough_listeners: tuple[TlsPassthroughListener, ...] = ()
+    # Transparent capture (a sidecar whose workload runs in its own network namespace).
+    capture_listeners: tuple[CaptureListener | DnsListener, ...] = ()
 
 
 # --- RBAC (AuthorizationPolicy) -------------------------------------------------------------------

@@ -102,6 +102,10 @@ class OutboundTrafficPolicy(_Model):
 
 
 class MeshConfig(_Model):
+    # Transparent capture of each workload's traffic (exitgate.capture): "auto" captures where
+    # it can (root on Linux, with nftables) and says so when it cannot; "on" requires it;
+    # "off" keeps the forward-proxy mode (http_proxy/https_proxy) everywhere.
+    capture: Literal["auto", "on", "off"] = "auto"
     trust_domain: str = names.DEFAULT_TRUST_DOMAIN
     root_namespace: str = "istio-system"
     # The CA bundle that verifies external servers when a DestinationRule gives no caCertificates

@@ -33,6 +33,13 @@ BLACKHOLE_CLUSTER = "BlackHoleCluster"
 ALLOW_ANY_ROUTE = "allow_any"
 BLOCK_ALL_ROUTE = "block_all"
 
+# Transparent capture, Istio's ports and names: outbound capture (virtualOutbound) and the DNS
+# proxy, inside the workload's network namespace.
+CAPTURE_PORT = 15001
+DNS_CAPTURE_PORT = 15053
+VIRTUAL_OUTBOUND = "virtualOutbound"
+DNS_CAPTURE_LISTENER = "dns_capture"
+
 
 _PORT = re.compile(r"[1-9][0-9]{0,4}")
 # SPIFFE ID syntax (spiffe.io standard, section 2): no port, user info, query or fragment.

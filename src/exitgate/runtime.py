@@ -29,6 +29,9 @@ class ProxyRecord:
     proxy_port: int = 0  # sidecars: the forward-proxy port the workload's HTTP_PROXY points at
     pid: int | None = None
     listen: list[str] = field(default_factory=list)
+    # Captured sidecars: the workload's network namespace (``ip netns`` name), where
+    # ``exitgate exec`` runs its commands; empty without capture.
+    netns: str = ""
 
 
 @dataclass

@@ -12,6 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
+from exitgate.capture import support
 from exitgate.controlplane import ControlPlane
 from exitgate.demo.scenario import wait_applied
 from exitgate.envoy.ports import free_port
@@ -36,8 +39,10 @@ def make_gateway() -> GatewayProxy:
 
 
 def make_mesh(trust_store: Path, dns_port: int, port_map: dict[int, int],
-              services: list[ExternalService] | None = None) -> MeshConfig:
+              services: list[ExternalService] | None = None, capture: str = "auto") -> MeshConfig:
+    """``capture`` as the mesh file's: "auto" runs workloads captured where this machine can."""
     return MeshConfig(
+        capture=capture,  # type: ignore[arg-type]
         system_trust_store=str(trust_store),
         dns=DnsSettings(resolvers=[f"127.0.0.1:{dns_port}"]),
         external_port_map=port_map,
@@ -81,6 +86,11 @@ class Exitgate:
 
     def gateway_log(self) -> str:
         return Path(self.cp.proxies[0].record.log_path).read_text(errors="replace")
+
+
+CAPTURE_MODES = [pytest.param("off", id="proxy-env"),
+                 pytest.param("on", id="captured", marks=pytest.mark.skipif(
+                     not support().available, reason=f"capture unavailable: {support().reason}"))]
 
 
 def until(action: Callable[[], str], ok: Callable[[str], bool], timeout: float = 10.0) -> str:

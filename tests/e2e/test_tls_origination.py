@@ -12,7 +12,7 @@ from exitgate.ca import certs
 from exitgate.demo.standins import DnsStandIn, NginxServer, find_nginx
 from exitgate.envoy.ports import free_port
 
-from tests.e2e.harness import EXAMPLES, Exitgate, start_exitgate, make_mesh, until
+from tests.e2e.harness import CAPTURE_MODES, EXAMPLES, Exitgate, start_exitgate, make_mesh, until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(find_nginx() is None, reason="nginx not installed")]
 
@@ -49,7 +49,7 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Exitgate]]:
     stops: list[Callable[[], None]] = []
     started: list[Exitgate] = []
 
-    def _start(trust_server: bool = True) -> Exitgate:
+    def _start(trust_server: bool = True, capture: str = "auto") -> Exitgate:
         trust = tmp_path / "trust.pem"
         trust.write_bytes(root if trust_server else certs.make_root("unrelated CA", "elsewhere", key_type="ec256")[0])
         p80, p443 = free_port(), free_port()
@@ -59,7 +59,7 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Exitgate]]:
         stops.append(nginx.stop)
         dns = DnsStandIn({HOST: "127.0.0.1"}).start()
         stops.append(dns.stop)
-        eg = start_exitgate(tmp_path / "state", make_mesh(trust, dns.port, {80: p80, 443: p443}))
+        eg = start_exitgate(tmp_path / "state", make_mesh(trust, dns.port, {80: p80, 443: p443}, capture=capture))
         stops.insert(0, eg.cp.stop)
         started.append(eg)
         return eg
@@ -196,11 +196,12 @@ data:
 """
 
 
-def test_https_leaves_through_the_sidecar_as_connect(exitgate: Exitgate, tmp_path: Path) -> None:
-    """``curl -sSL`` as Istio's task writes it: the 301 is followed to https://, and that request
-    too goes through the sidecar (https_proxy: CONNECT edition.cnn.com:443), to the ServiceEntry's
-    HTTPS port, the workload's own TLS passing through. Unregistered hosts then follow the
-    outbound policy: REGISTRY_ONLY refuses the tunnel with 502."""
+def test_https_leaves_through_the_sidecar_as_connect(start: Callable[..., Exitgate], tmp_path: Path) -> None:
+    """Without capture. ``curl -sSL`` as Istio's task writes it: the 301 is followed to https://,
+    and that request too goes through the sidecar (https_proxy: CONNECT edition.cnn.com:443), to
+    the ServiceEntry's HTTPS port, the workload's own TLS passing through. Unregistered hosts then
+    follow the outbound policy: REGISTRY_ONLY refuses the tunnel with 502."""
+    exitgate = start(capture="off")
     exitgate.apply(TLS / "01-serviceentry.yaml")
     ca = str(tmp_path / "trust.pem")
     follow = lambda: exitgate.curl("-L", "--cacert", ca, "-o", "/dev/null", "-D", "-",  # noqa: E731
@@ -227,20 +228,33 @@ def test_https_leaves_through_the_sidecar_as_connect(exitgate: Exitgate, tmp_pat
     assert "HTTP/1.1 200" in exitgate.curl("--cacert", ca, "-o", "/dev/null", "-D", "-", f"https://{HOST}/").stdout
 
 
-def test_https_through_the_egress_gateway_by_sni(exitgate: Exitgate, tmp_path: Path) -> None:
+@pytest.mark.parametrize("capture", CAPTURE_MODES)
+def test_https_through_the_egress_gateway_by_sni(start: Callable[..., Exitgate], tmp_path: Path, capture: str) -> None:
     """Istio's "Egress Gateways" task, HTTPS section, its YAML unchanged: the workload's own TLS
-    goes sidecar -> egress gateway (TLS PASSTHROUGH, routed by SNI) -> edition.cnn.com:443."""
+    goes sidecar -> egress gateway (TLS PASSTHROUGH, routed by SNI) -> edition.cnn.com:443; in a
+    CONNECT tunnel without capture, captured by its SNI (Istio's ``0.0.0.0_443`` chain)."""
+    exitgate = start(capture=capture)
+    captured = capture == "on"
+    assert bool(exitgate.cp.proxies[1].record.netns) == captured
     https = EXAMPLES / "egress-gateway-https"
     exitgate.apply(https / "01-serviceentry.yaml", https / "02-gateway-destinationrule-virtualservice.yaml")
     ca = str(tmp_path / "trust.pem")
     page = lambda: exitgate.curl("-L", "--cacert", ca, "-o", "/dev/null", "-D", "-",  # noqa: E731
                                  f"https://{HOST}/politics").stdout
-    out = until(page, lambda o: o.count("HTTP/1.1 200") >= 2)
-    assert out.count("HTTP/1.1 200") >= 2, out
+    # The page's answer (and without capture the tunnel's before it).
+    answers = 1 if captured else 2
+    out = until(page, lambda o: o.count("HTTP/1.1 200") >= answers)
+    assert out.count("HTTP/1.1 200") >= answers, out
     sidecar_log = Path(exitgate.cp.proxies[1].record.log_path)
-    log = until(lambda: sidecar_log.read_text(errors="replace"), lambda t: '"CONNECT' in t)
-    tunnel = [ln for ln in log.splitlines() if '"CONNECT' in ln][-1]
+    # Captured, the sidecar logs the connection as TCP with the SNI it routed by.
+    mark = f" {HOST} " if captured else '"CONNECT'
+    log = until(lambda: sidecar_log.read_text(errors="replace"), lambda t: mark in t)
+    tunnel = [ln for ln in log.splitlines() if mark in ln][-1]
     assert "outbound|443|cnn|istio-egressgateway.istio-system.svc.cluster.local" in tunnel, tunnel
+    if captured:
+        # What follows sends another SNI through the tunnel to the routed host, which only a
+        # CONNECT tunnel can do: captured, the SNI alone picks the chain.
+        return
     # The gateway saw the client's SNI and passed the TLS on, untouched, to the server's port.
     gw = until(exitgate.gateway_log, lambda t: f"outbound|443||{HOST}" in t)
     line = [ln for ln in gw.splitlines() if f"outbound|443||{HOST}" in ln][-1]

@@ -15,7 +15,7 @@ from exitgate import ir, names
 from exitgate.ca import certs
 from exitgate.envoy.snapshot import static_bootstrap
 
-from tests.golden.test_translation_golden import CASES, translate
+from tests.golden.test_translation_golden import case_roles, translate
 
 
 def envoy_binary() -> str:
@@ -52,8 +52,8 @@ def assert_envoy_accepts(pc: ir.ProxyConfig, tmp_path: Path, secrets: dict[str, 
     return text
 
 
-@pytest.mark.parametrize("role", ["sidecar", "gateway"])
-@pytest.mark.parametrize("case", sorted(CASES.glob("*.in.yaml")), ids=lambda p: p.name.removesuffix(".in.yaml"))
+@pytest.mark.parametrize(("case", "role"), case_roles(),
+                         ids=lambda v: v.name.removesuffix(".in.yaml") if isinstance(v, Path) else v)
 def test_envoy_validates(case: Path, role: str, tmp_path: Path) -> None:
     pc, _ = translate(case, role)
     assert_envoy_accepts(pc, tmp_path)

@@ -2,7 +2,9 @@
 the default egress gateway, compared at two layers: the IR (``cases/<case>.<role>.ir.yaml``, what
 translate/ decided, in domain terms) and the Envoy resources as served (``cases/<case>.<role>.yaml``).
 
-A case may bring its own mesh file, ``cases/<case>.mesh.yaml``.
+A case may bring its own mesh file, ``cases/<case>.mesh.yaml``. The cases in ``CAPTURED`` are
+also translated for the sidecar of a captured workload (role ``sidecar-captured``: Istio's
+``virtualOutbound``, the captured ports' listeners and the DNS proxy).
 
 Regenerate with ``pytest tests/golden --update-golden`` and review the diff like code.
 """
@@ -27,6 +29,9 @@ from exitgate.translate.snapshot import Snapshot
 
 CASES = Path(__file__).parent / "cases"
 SIDECAR_PORT = 15001
+CAPTURED = ("egress-gateway-https", "plain-http-through-gateway", "sidecar-scope", "sidecar-tls-origination-target-port",
+            "tcp-services", "wildcard-hosts")
+GOLDEN_NETNS = "/run/netns/eg-golden-sleep.default"
 
 
 def translate(case: Path, role: str) -> tuple[ProxyConfig, MeshConfig]:
@@ -38,6 +43,8 @@ def translate(case: Path, role: str) -> tuple[ProxyConfig, MeshConfig]:
     snap = Snapshot(loaded.resources, mesh)
     if role == "sidecar":
         pc, diags = translate_sidecar(snap, mesh.workloads[0], SIDECAR_PORT)
+    elif role == "sidecar-captured":
+        pc, diags = translate_sidecar(snap, mesh.workloads[0], SIDECAR_PORT, capture_netns=GOLDEN_NETNS)
     else:
         pc, diags = translate_gateway(snap, mesh.gateways[0])
     assert not [d for d in diags if d.is_error], [str(d) for d in diags]
@@ -68,9 +75,18 @@ def render_ir(pc: ProxyConfig) -> str:
     return yaml.safe_dump(_plain(pc), sort_keys=False, width=120)
 
 
+def case_roles() -> list[tuple[Path, str]]:
+    out = []
+    for case in sorted(CASES.glob("*.in.yaml")):
+        name = case.name.removesuffix(".in.yaml")
+        out += [(case, role) for role in ("sidecar", "gateway", "sidecar-captured")
+                if role != "sidecar-captured" or name in CAPTURED]
+    return out
+
+
 @pytest.mark.parametrize("layer", ["envoy", "ir"])
-@pytest.mark.parametrize("role", ["sidecar", "gateway"])
-@pytest.mark.parametrize("case", sorted(CASES.glob("*.in.yaml")), ids=lambda p: p.name.removesuffix(".in.yaml"))
+@pytest.mark.parametrize(("case", "role"), case_roles(),
+                         ids=lambda v: v.name.removesuffix(".in.yaml") if isinstance(v, Path) else v)
 def test_golden(case: Path, role: str, layer: str, update_golden: bool) -> None:
     pc, _ = translate(case, role)
     suffix = f".{role}.yaml" if layer == "envoy" else f".{role}.ir.yaml"

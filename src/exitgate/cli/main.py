@@ -22,6 +22,7 @@ from exitgate.api.core import SecretSpec
 from exitgate.api.diagnostics import Diagnostic, has_errors
 from exitgate.api.loader import CORE_MODELS, SPEC_MODELS, load_paths
 from exitgate.api.resources import Resource
+from exitgate.capture import NetnsCapture
 from exitgate.mesh import load_mesh
 from exitgate.runtime import StateDir, default_state_dir
 from exitgate.store import Store
@@ -173,24 +174,38 @@ def exec_(ctx: typer.Context, workload: Annotated[str, typer.Argument(help="work
         _err().print(f'error: no workload "{workload}" (workloads: '
                      f'{", ".join(p.name for p in info.proxies if p.role == "sidecar")})', style="red")
         raise typer.Exit(1)
+    if proxy.netns:
+        if sys.stderr.isatty():
+            _err().print(f"exitgate: {proxy.name}.{proxy.namespace} runs captured in network namespace {proxy.netns}: "
+                         "all its TCP goes through its sidecar", style="dim")
+        argv = NetnsCapture.exec_argv(proxy.netns, cmd)
+        os.execvpe(argv[0], argv, workload_env(os.environ, None))
     if sys.stderr.isatty():
         _err().print(f"exitgate: {proxy.name}.{proxy.namespace} runs without capture: http_proxy and https_proxy "
                      f"point at its sidecar (127.0.0.1:{proxy.proxy_port})", style="dim")
     os.execvpe(cmd[0], cmd, workload_env(os.environ, proxy.proxy_port))
 
 
-def workload_env(base: "os._Environ[str] | dict[str, str]", proxy_port: int) -> dict[str, str]:
-    """The environment of a command run as a workload without capture: plain HTTP goes to its
-    sidecar as a forward-proxy request and HTTPS as a CONNECT tunnel, so that both leave through
-    the sidecar, as iptables capture would send them in Kubernetes. ``EXITGATE_CAPTURE`` says
-    which mode it runs in."""
+PROXY_VARS = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY")
+
+
+def workload_env(base: "os._Environ[str] | dict[str, str]", proxy_port: int | None) -> dict[str, str]:
+    """The environment of a command run as a workload. Captured (``proxy_port`` None), the
+    namespace's rules send its traffic to the sidecar, so no proxy variables are set (a user's
+    own would bypass nothing, but would make requests look different from a pod's). Without
+    capture, plain HTTP goes to the sidecar as a forward-proxy request and HTTPS as a CONNECT
+    tunnel, so that both leave through the sidecar. ``EXITGATE_CAPTURE`` says which mode it
+    runs in: ``netns`` or ``proxy-env``."""
     env = dict(base)
+    for k in ("no_proxy", "NO_PROXY", *PROXY_VARS):
+        env.pop(k, None)
+    if proxy_port is None:
+        env["EXITGATE_CAPTURE"] = "netns"
+        return env
     url = f"http://127.0.0.1:{proxy_port}"
-    for k in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
+    for k in PROXY_VARS:
         env[k] = url
     env["EXITGATE_CAPTURE"] = "proxy-env"
-    for k in ("no_proxy", "NO_PROXY"):
-        env.pop(k, None)
     return env
 
 

@@ -192,7 +192,7 @@ def _xds_cluster(opts: BootstrapOptions) -> dict[str, Any]:
     }
 
 
-def _dns_resolver(resolvers: tuple[tuple[str, int], ...]) -> dict[str, Any]:
+def dns_resolver_config(resolvers: tuple[tuple[str, int], ...]) -> dict[str, Any]:
     for host, port in resolvers:
         _check_ip("DNS resolver address", host)
         _check_port("DNS resolver port", port)
@@ -268,7 +268,7 @@ def build_bootstrap(opts: BootstrapOptions) -> dict[str, Any]:
         },
     }
     if opts.dns_resolvers:
-        bootstrap["typed_dns_resolver_config"] = _dns_resolver(opts.dns_resolvers)
+        bootstrap["typed_dns_resolver_config"] = dns_resolver_config(opts.dns_resolvers)
     return bootstrap
 
 

@@ -80,7 +80,8 @@ def _parse(data: dict[str, Any], message: M) -> M:
     return message
 
 
-def listener(lst: ir.HttpListener) -> listener_pb2.Listener:
+def hcm_filter(lst: ir.HttpListener) -> dict[str, Any]:
+    """Envoy's HTTP connection manager for an HTTP listener (RDS, filters, Istio's access log)."""
     hcm: dict[str, Any] = {
         "@type": T_HCM,
         "stat_prefix": lst.stat_prefix,
@@ -101,14 +102,20 @@ def listener(lst: ir.HttpListener) -> listener_pb2.Listener:
             "name": "envoy.access_loggers.stdout",
             "typed_config": {"@type": T_STDOUT, "log_format": {"text_format_source": {"inline_string": ISTIO_ACCESS_LOG_FORMAT}}},
         }]
-    chain: dict[str, Any] = {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+    return {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+
+
+def listener(lst: ir.HttpListener) -> listener_pb2.Listener:
+    chain: dict[str, Any] = {"filters": [hcm_filter(lst)]}
     if lst.tls is not None:
         chain["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": _downstream_tls(lst.tls)}
-    data = {
+    data: dict[str, Any] = {
         "name": lst.name,
         "address": {"socket_address": {"address": lst.address, "port_value": lst.port}},
         "filter_chains": [chain],
     }
+    if not lst.bind_to_port:
+        data["bind_to_port"] = False
     return _parse(data, listener_pb2.Listener())
 
 
@@ -119,30 +126,51 @@ def tls_passthrough_listener(lst: ir.TlsPassthroughListener) -> listener_pb2.Lis
     rbac = filters.network_rbac_filters(lst.rbac)
     chains = []
     for chain in lst.chains:
-        tcp: dict[str, Any] = {"@type": T_TCP_PROXY, "stat_prefix": f"{lst.stat_prefix}.{chain.name}"}
-        if len(chain.clusters) == 1:
-            tcp["cluster"] = chain.clusters[0].cluster
-        else:
-            tcp["weighted_clusters"] = {"clusters": [{"name": w.cluster, "weight": w.weight}
-                                                     for w in chain.clusters if w.weight > 0]}
-        if lst.access_log:
-            # Istio's format: the HTTP operators read "-" for a TCP connection.
-            tcp["access_log"] = [{"name": "envoy.access_loggers.stdout", "typed_config": {
-                "@type": T_STDOUT, "log_format": {"text_format_source": {"inline_string": ISTIO_ACCESS_LOG_FORMAT}}}}]
-        entry: dict[str, Any] = {"name": chain.name, "filter_chain_match": {"server_names": list(chain.server_names)},
-                                 "filters": [*rbac, {"name": "envoy.filters.network.tcp_proxy", "typed_config": tcp}]}
+        match: dict[str, Any] = {}
+        if chain.server_names:
+            match["server_names"] = list(chain.server_names)
+        if chain.destination_cidrs:
+            match["prefix_ranges"] = [_cidr(c) for c in chain.destination_cidrs]
+        entry: dict[str, Any] = {"name": chain.name, "filter_chain_match": match,
+                                 "filters": [*rbac, tcp_proxy(f"{lst.stat_prefix}.{chain.name}", chain.clusters,
+                                                               lst.access_log)]}
         if lst.tls is not None:
             # ISTIO_MUTUAL: the mesh's mTLS ends here; what it carried goes on untouched.
             entry["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": _downstream_tls(lst.tls)}
         chains.append(entry)
-    data = {
+    data: dict[str, Any] = {
         "name": lst.name,
         "address": {"socket_address": {"address": lst.address, "port_value": lst.port}},
         "listener_filters": [{"name": "envoy.filters.listener.tls_inspector",
                               "typed_config": {"@type": T_TLS_INSPECTOR}}],
         "filter_chains": chains,
     }
+    if lst.default_cluster is not None:
+        data["default_filter_chain"] = {"name": lst.default_cluster, "filters": [
+            tcp_proxy(lst.default_cluster, (ir.WeightedCluster(lst.default_cluster, 100),), lst.access_log)]}
+    if not lst.bind_to_port:
+        data["bind_to_port"] = False
     return _parse(data, listener_pb2.Listener())
+
+
+def tcp_proxy(stat_prefix: str, clusters: tuple[ir.WeightedCluster, ...], access_log: bool) -> dict[str, Any]:
+    """Envoy's tcp_proxy to one cluster or a weighted split, with Istio's access log."""
+    tcp: dict[str, Any] = {"@type": T_TCP_PROXY, "stat_prefix": stat_prefix}
+    if len(clusters) == 1:
+        tcp["cluster"] = clusters[0].cluster
+    else:
+        tcp["weighted_clusters"] = {"clusters": [{"name": w.cluster, "weight": w.weight}
+                                                 for w in clusters if w.weight > 0]}
+    if access_log:
+        # Istio's format: the HTTP operators read "-" for a TCP connection.
+        tcp["access_log"] = [{"name": "envoy.access_loggers.stdout", "typed_config": {
+            "@type": T_STDOUT, "log_format": {"text_format_source": {"inline_string": ISTIO_ACCESS_LOG_FORMAT}}}}]
+    return {"name": "envoy.filters.network.tcp_proxy", "typed_config": tcp}
+
+
+def _cidr(value: str) -> dict[str, Any]:
+    address, _, length = value.partition("/")
+    return {"address_prefix": address, "prefix_len": int(length) if length else (128 if ":" in address else 32)}
 
 
 def _validation(secret: str | None, sans: tuple[ir.SanMatch, ...]) -> dict[str, Any]:
@@ -273,7 +301,10 @@ def cluster(c: ir.Cluster) -> cluster_pb2.Cluster:
         data["outlier_detection"] = _outlier_detection(c.outlier_detection)
     if c.healthy_panic_threshold is not None:
         data["common_lb_config"] = {"healthy_panic_threshold": {"value": c.healthy_panic_threshold}}
-    if c.discovery is ir.DiscoveryType.DYNAMIC_FORWARD_PROXY:
+    if c.discovery is ir.DiscoveryType.ORIGINAL_DST:
+        # Istio's PassthroughCluster: the captured connection's own destination, no endpoints.
+        data["type"] = "ORIGINAL_DST"
+    elif c.discovery is ir.DiscoveryType.DYNAMIC_FORWARD_PROXY:
         data["cluster_type"] = dfp.cluster_type()
         # Envoy insists: were TLS ever added, SNI and the SAN to verify follow the host asked for.
         options["upstream_http_protocol_options"] = {"auto_sni": True, "auto_san_validation": True}
@@ -468,12 +499,3 @@ def secret(s: ir.SecretData) -> secret_pb2.Secret:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-def proxy_resources(pc: ir.ProxyConfig) -> dict[str, list[Message]]:
-    """All non-secret resources of one proxy, keyed by kind: listeners, routes, clusters."""
-    return {
-        "listeners": [listener(x) for x in pc.listeners] + [tls_passthrough_listener(x) for x in pc.tls_passthrough_listeners],
-        "routes": [route_config(x) for x in pc.route_configs],
-        "clusters": [cluster(x) for x in pc.clusters],
-    }

@@ -13,6 +13,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from exitgate import ir, names
+from exitgate.envoy import capture
 from exitgate.envoy import resources as res
 from exitgate.xds.cache import CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE
 
@@ -47,7 +48,8 @@ def xds_resources(pc: ir.ProxyConfig, secrets: Mapping[str, ir.SecretData]) -> d
     clusters = [replace(c, credential_version=credential_version(c, secrets)) for c in pc.clusters]
     return {
         LISTENER_TYPE: {**{x.name: res.listener(x) for x in pc.listeners},
-                        **{x.name: res.tls_passthrough_listener(x) for x in pc.tls_passthrough_listeners}},
+                        **{x.name: res.tls_passthrough_listener(x) for x in pc.tls_passthrough_listeners},
+                        **{x.name: capture.listener(x) for x in pc.capture_listeners}},
         ROUTE_TYPE: {x.name: res.route_config(x) for x in pc.route_configs},
         CLUSTER_TYPE: {x.name: res.cluster(x) for x in clusters},
         SECRET_TYPE: {n: res.secret(secrets[n]) for n in pc.secret_names if n in secrets},
@@ -68,22 +70,26 @@ def _inline_sds(node: Any) -> Any:
     return node
 
 
+def _inline_rds(listener: dict[str, Any], routes: dict[str, Any]) -> dict[str, Any]:
+    """The listener's HTTP connection managers with their route configuration inline."""
+    for chain in listener.get("filter_chains", []):
+        for f in chain["filters"]:
+            hcm = f["typed_config"]
+            if "rds" in hcm:
+                name = hcm.pop("rds")["route_config_name"]
+                hcm["route_config"] = routes.get(name, {"name": name})
+    return listener
+
+
 def static_bootstrap(pc: ir.ProxyConfig, secrets: Mapping[str, ir.SecretData], admin_port: int = 0) -> dict[str, Any]:
     """The proxy's whole configuration as a static bootstrap: RDS replaced by inline route
     configurations and SDS by static secrets."""
     # Through _inline_sds also for its copy into plain dicts: MessageToDict renders a route's Any
     # (typed_per_filter_config, retry predicates) as an OrderedDict, which YAML cannot dump.
     routes = {r.name: _inline_sds(_to_dict(res.route_config(r))) for r in pc.route_configs}
-    listeners = []
-    for lst in pc.listeners:
-        d = _inline_sds(_to_dict(res.listener(lst)))
-        for chain in d["filter_chains"]:
-            for f in chain["filters"]:
-                hcm = f["typed_config"]
-                name = hcm.pop("rds")["route_config_name"]
-                hcm["route_config"] = routes.get(name, {"name": name})
-        listeners.append(d)
+    listeners = [_inline_rds(_inline_sds(_to_dict(res.listener(x))), routes) for x in pc.listeners]
     listeners += [_inline_sds(_to_dict(res.tls_passthrough_listener(x))) for x in pc.tls_passthrough_listeners]
+    listeners += [_inline_rds(_inline_sds(_to_dict(capture.listener(x))), routes) for x in pc.capture_listeners]
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {

@@ -69,11 +69,13 @@ def build_clusters(snap: Snapshot, services: Iterable[Service], proxy_ns: str) -
     return clusters
 
 
-def passthrough_cluster() -> Cluster:
-    """ALLOW_ANY's destination for a host no service declares: Envoy resolves the host the
-    request names (Istio's ORIGINAL_DST PassthroughCluster, for a forward proxy)."""
+def passthrough_cluster(original_dst: bool = False) -> Cluster:
+    """ALLOW_ANY's destination for a host no service declares: Istio's ORIGINAL_DST
+    PassthroughCluster for a captured connection; for a forward proxy, which has no original
+    destination, Envoy resolves the host the request names."""
     # Istio gives it the same unlimited circuit breakers as every service cluster.
-    return Cluster(names.PASSTHROUGH_CLUSTER, DiscoveryType.DYNAMIC_FORWARD_PROXY, (), lb_policy="CLUSTER_PROVIDED",
+    discovery = DiscoveryType.ORIGINAL_DST if original_dst else DiscoveryType.DYNAMIC_FORWARD_PROXY
+    return Cluster(names.PASSTHROUGH_CLUSTER, discovery, (), lb_policy="CLUSTER_PROVIDED",
                    circuit_breakers=CircuitBreakers())
 
 

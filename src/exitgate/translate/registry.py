@@ -39,6 +39,10 @@ class Service:
     # SPIFFE IDs of the proxies behind the service (ISTIO_MUTUAL verifies the server against them).
     identities: tuple[str, ...] = ()
     export_to: tuple[str, ...] = ()
+    # A ServiceEntry's ``addresses`` (IPs or CIDRs: what captured TCP is matched on).
+    addresses: tuple[str, ...] = ()
+    # A ServiceEntry's resolution; NONE with capture goes to the original destination.
+    resolution: str = "STATIC"
 
     def port(self, number: int) -> ServicePort | None:
         return next((p for p in self.ports if p.number == number), None)
@@ -100,5 +104,6 @@ def build_registry(service_entries: Sequence[Resource[ServiceEntrySpec]], mesh: 
                 else:
                     eps = (Endpoint(host, mesh.external_port(target)),)
                 se_ports.append(ServicePort(p.number, p.protocol or "TCP", p.name, eps))
-            services.append(Service(host, r.namespace, discovery, tuple(se_ports), (), tuple(se.export_to or ())))
+            services.append(Service(host, r.namespace, discovery, tuple(se_ports), (), tuple(se.export_to or ()),
+                                    tuple(se.addresses or ()), se.resolution or "NONE"))
     return services

@@ -1,6 +1,8 @@
 """Snapshot x workload -> the IR of its sidecar: the workload's HTTP forward proxy (Istio's
-``http_proxy`` listener and route table), scoped by the Sidecar resource that applies to it,
-with Istio's catch-all for hosts no service declares (ALLOW_ANY or REGISTRY_ONLY)."""
+``http_proxy`` listener and route table) or, when the workload runs captured in its own network
+namespace, Istio's outbound listeners (``translate.capture``) over the same route table; scoped
+by the Sidecar resource that applies to it, with Istio's catch-all for hosts no service
+declares (ALLOW_ANY or REGISTRY_ONLY)."""
 
 from __future__ import annotations
 
@@ -10,9 +12,15 @@ from exitgate import names
 from exitgate.api.diagnostics import Diagnostic, Severity
 from exitgate.api.networking import VirtualServiceSpec
 from exitgate.api.resources import Resource
-from exitgate.ir import Cluster, DiscoveryType, HttpListener, ProxyConfig, Route, RouteConfig, VirtualHost, WeightedCluster
+from dataclasses import replace
+
+from exitgate.ir import (
+    CaptureListener, Cluster, DiscoveryType, DnsListener, HttpListener, ProxyConfig, Route, RouteConfig,
+    TlsPassthroughListener, VirtualHost, WeightedCluster,
+)
 from exitgate.mesh import WorkloadProxy
 from exitgate.translate.authz import policies_on_sidecar
+from exitgate.translate.capture import CaptureSettings, Tunnel, capture_listeners
 from exitgate.translate.clusters import blackhole_cluster, build_clusters, passthrough_cluster
 from exitgate.translate.proxy import secret_names
 from exitgate.translate.registry import Service
@@ -20,7 +28,7 @@ from exitgate.translate.route_features import DEFAULT_RETRY
 from exitgate.translate.routing import match_contexts, routes_for
 from exitgate.translate.scope import SidecarScope, sidecar_scope
 from exitgate.translate.snapshot import MESH, BoundVirtualService, Snapshot
-from exitgate.translate.tls_routes import tls_route_for
+from exitgate.translate.tls_routes import tcp_route_for, tls_route_for
 
 
 def _default_route(service: Service, port: int) -> Route:
@@ -51,49 +59,71 @@ def _catch_all(mode: str) -> VirtualHost:
                        connect_status=502)
 
 
-def translate_sidecar(snap: Snapshot, workload: WorkloadProxy, proxy_port: int) -> tuple[ProxyConfig, list[Diagnostic]]:
-    """One listener, one route table with a virtual host per imported HTTP service port, and
-    the catch-all virtual host last."""
+def translate_sidecar(snap: Snapshot, workload: WorkloadProxy, proxy_port: int,
+                      capture_netns: str | None = None) -> tuple[ProxyConfig, list[Diagnostic]]:
+    """One route table with a virtual host per imported HTTP service port and the catch-all
+    virtual host last, served by the forward-proxy listener, or with ``capture_netns`` by the
+    captured ports' listeners inside that network namespace."""
     scope = sidecar_scope(snap, workload)
     services = scope.services
     by_host = {s.host: s for s in services}
     vhosts: list[VirtualHost] = []
+    tunnels: list[Tunnel] = []
+    http_ports: set[int] = set()
     for svc in services:
         for port in svc.ports:
             egress = scope.listener_for(port.number)
             if egress is None or egress.service(svc.host) is None:
                 continue
-            if not port.is_http:
-                # HTTPS, TLS and TCP reach a forward proxy as CONNECT host:port (https_proxy):
-                # the tunnel goes where a tls route for that name sends it (the host standing in
-                # for the SNI), else to the service; the workload's own TLS passes through.
-                vss = _scoped(snap, scope, svc.host, port.number, workload.namespace)
-                tunnel = tls_route_for(vss, MESH, port.number, svc.host, by_host) or (
-                    WeightedCluster(names.cluster_name(svc.host, port.number), 100),)
-                vhosts.append(VirtualHost(names.virtual_host_name(svc.host, port.number), (f"{svc.host}:{port.number}",),
-                                          (), connect_clusters=tunnel))
-                continue
             vss = _scoped(snap, scope, svc.host, port.number, workload.namespace)
+            if not port.is_http:
+                # HTTPS, TLS and TCP reach a forward proxy as CONNECT host:port (https_proxy),
+                # captured ones by SNI or address: the connection goes where a tls route for
+                # that name sends it (the host standing in for the SNI), else a tcp route, else
+                # the service; the workload's own TLS passes through.
+                tunnel = (tls_route_for(vss, MESH, port.number, svc.host, by_host)
+                          or tcp_route_for(vss, MESH, port.number, by_host)
+                          or (WeightedCluster(names.cluster_name(svc.host, port.number), 100),))
+                tunnels.append(Tunnel(svc.host, port.number, port.protocol, svc.addresses, tunnel))
+                continue
             routes = routes_for(vss, MESH, port.number, by_host) or [_default_route(svc, port.number)]
+            http_ports.add(port.number)
             vhosts.append(VirtualHost(names.virtual_host_name(svc.host, port.number), _domains(svc.host, port.number),
                                       tuple(routes)))
-    vhosts += _virtual_service_only_hosts(snap, scope, workload.namespace, {v.name for v in vhosts}, by_host)
-    vhosts += _tls_route_only_hosts(snap, scope, workload.namespace, {v.name for v in vhosts}, by_host)
+    vs_only = _virtual_service_only_hosts(snap, scope, workload.namespace, {v.name for v in vhosts}, by_host)
+    http_ports.update(p for _, p in vs_only)
+    vhosts += [v for v, _ in vs_only]
+    have = {v.name for v in vhosts} | {names.virtual_host_name(t.host, t.port) for t in tunnels}
+    tunnels += _tls_route_only_hosts(snap, scope, workload.namespace, have, by_host)
+    vhosts += [VirtualHost(names.virtual_host_name(t.host, t.port), (f"{t.host}:{t.port}",), (),
+                           connect_clusters=t.clusters) for t in tunnels]
     vhosts.append(_catch_all(scope.outbound_mode))
     clusters: list[Cluster] = build_clusters(snap, services, workload.namespace)
+    if capture_netns is not None:
+        # Captured, NONE means the connection's own destination, as in Istio.
+        by_name = {s.host: s for s in services if s.resolution == "NONE"}
+        clusters = [replace(c, discovery=DiscoveryType.ORIGINAL_DST, endpoints=())
+                    if names.parse_cluster_name(c.name).host in by_name and c.discovery is DiscoveryType.DYNAMIC_FORWARD_PROXY
+                    else c for c in clusters]
     listener = HttpListener(
         name=names.listener_name(workload.address, proxy_port),
         address=workload.address, port=proxy_port,
         route_config=names.HTTP_PROXY_ROUTE, stat_prefix="outbound_http_proxy",
         access_log=snap.mesh.access_log,
-        dynamic_forward_proxy=scope.outbound_mode == "ALLOW_ANY" or any(
+        dynamic_forward_proxy=(scope.outbound_mode == "ALLOW_ANY" and capture_netns is None) or any(
             c.discovery is DiscoveryType.DYNAMIC_FORWARD_PROXY for c in clusters), connect=True,
         fault_injection=any(r.fault for v in vhosts for r in v.routes),
     )
     clusters.append(blackhole_cluster())
     if scope.outbound_mode == "ALLOW_ANY":
-        clusters.append(passthrough_cluster())
-    listeners = (listener,)
+        clusters.append(passthrough_cluster(original_dst=capture_netns is not None))
+    listeners: tuple[HttpListener, ...] = (listener,)
+    tcp_listeners: list[TlsPassthroughListener] = []
+    captured: list[CaptureListener | DnsListener] = []
+    if capture_netns is not None:
+        settings = CaptureSettings(capture_netns, scope.outbound_mode, snap.mesh.access_log, snap.mesh.dns.parsed())
+        http_listeners, tcp_listeners, captured = capture_listeners(settings, listener, http_ports, tunnels, services)
+        listeners = tuple(http_listeners)
     diags = [Diagnostic("EG0111", Severity.WARNING,
                         f"AuthorizationPolicy {ap.namespace}/{ap.name} selects this workload's sidecar, which has no "
                         "inbound traffic in exitgate: it enforces nothing here; select the egress gateway instead",
@@ -101,7 +131,8 @@ def translate_sidecar(snap: Snapshot, workload: WorkloadProxy, proxy_port: int) 
              for ap in policies_on_sidecar(snap.authorization_policies, workload.namespace, workload.labels,
                                            snap.mesh.root_namespace)]
     return ProxyConfig(listeners, (RouteConfig(names.HTTP_PROXY_ROUTE, tuple(vhosts)),), tuple(clusters),
-                       secret_names(listeners, clusters)), diags
+                       secret_names(listeners, clusters), tls_passthrough_listeners=tuple(tcp_listeners),
+                       capture_listeners=tuple(captured)), diags
 
 
 def _selected_mesh_virtual_services(snap: Snapshot, scope: SidecarScope) -> Iterator[BoundVirtualService]:
@@ -111,12 +142,12 @@ def _selected_mesh_virtual_services(snap: Snapshot, scope: SidecarScope) -> Iter
 
 
 def _virtual_service_only_hosts(snap: Snapshot, scope: SidecarScope, proxy_ns: str, have: set[str],
-                                by_host: dict[str, Service]) -> list[VirtualHost]:
+                                by_host: dict[str, Service]) -> list[tuple[VirtualHost, int]]:
     """Virtual hosts for a VirtualService host on a port its service does not declare, e.g.
     ``http://my-nginx.mesh-external.svc.cluster.local`` (port 80) when the Kubernetes Service
     has only 443: Istio gives every HTTP port a virtual host for each mesh VirtualService host,
     and the route decides where the request goes."""
-    out: list[VirtualHost] = []
+    out: list[tuple[VirtualHost, int]] = []
     for b in _selected_mesh_virtual_services(snap, scope):
         vs = b.resource
         ports: set[int] = set()
@@ -136,17 +167,17 @@ def _virtual_service_only_hosts(snap: Snapshot, scope: SidecarScope, proxy_ns: s
                     continue
                 routes = routes_for(_scoped(snap, scope, h, port, proxy_ns), MESH, port, by_host)
                 if routes:
-                    out.append(VirtualHost(name, _domains(h, port), tuple(routes)))
+                    out.append((VirtualHost(name, _domains(h, port), tuple(routes)), port))
                     have.add(name)
     return out
 
 
 def _tls_route_only_hosts(snap: Snapshot, scope: SidecarScope, proxy_ns: str, have: set[str],
-                          by_host: dict[str, Service]) -> list[VirtualHost]:
-    """CONNECT virtual hosts for the SNI hosts of mesh ``tls`` routes that no service declares
-    (Istio builds the sidecar's TLS listener from the VirtualService alone, e.g. ``*.wikipedia.org``
-    routed to the egress gateway)."""
-    out: list[VirtualHost] = []
+                          by_host: dict[str, Service]) -> list[Tunnel]:
+    """Tunnels for the SNI hosts of mesh ``tls`` routes that no service declares (Istio builds
+    the sidecar's TLS listener from the VirtualService alone, e.g. ``*.wikipedia.org`` routed to
+    the egress gateway)."""
+    out: list[Tunnel] = []
     for b in _selected_mesh_virtual_services(snap, scope):
         vs = b.resource
         for route in vs.spec.tls or []:
@@ -159,6 +190,6 @@ def _tls_route_only_hosts(snap: Snapshot, scope: SidecarScope, proxy_ns: str, ha
                     tunnel = tls_route_for([vs], MESH, m.port, sni, by_host)
                     if name in have or tunnel is None:
                         continue
-                    out.append(VirtualHost(name, (name,), (), connect_clusters=tunnel))
+                    out.append(Tunnel(sni, m.port, "TLS", (), tunnel))
                     have.add(name)
     return out

@@ -62,6 +62,16 @@ def tls_route_for(vss: Sequence[Resource[VirtualServiceSpec]], context: str, por
     return None
 
 
+def tcp_route_for(vss: Sequence[Resource[VirtualServiceSpec]], context: str, port: int,
+                  services: Mapping[str, Service]) -> tuple[WeightedCluster, ...] | None:
+    """The destinations of the first ``tcp`` route that applies in ``context`` on ``port``."""
+    for vs in vss:
+        for route in vs.spec.tcp or []:
+            if _tcp_matches(route, vs.namespace, context, port):
+                return _clusters(route, vs.namespace, port, services)
+    return None
+
+
 def _server_names(server: Server) -> list[str]:
     # A server host's namespace part restricts which VirtualServices bind; the SNI is the host.
     return [h.partition("/")[2] if "/" in h else h for h in server.hosts]

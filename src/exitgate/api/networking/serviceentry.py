@@ -75,7 +75,7 @@ class ServiceEntrySpec(Spec):
     export_to: list[str] | None = None
     subject_alt_names: list[str] | None = None
 
-    UNSUPPORTED = frozenset({"addresses", "workload_selector", "subject_alt_names"})
+    UNSUPPORTED = frozenset({"workload_selector", "subject_alt_names"})
 
     def issues(self, where: Where) -> Iterable[Issue]:
         out: list[Issue] = []
