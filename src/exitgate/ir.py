@@ -324,6 +324,9 @@ class SniChain:
     # Captured TCP: the chain takes connections to these addresses/CIDRs (a ServiceEntry's
     # ``addresses``); with no server names and no CIDRs it takes the whole port.
     destination_cidrs: tuple[str, ...] = ()
+    # A cluster resolves whichever host was asked (DYNAMIC_DNS): Envoy's SNI dynamic forward
+    # proxy resolves the SNI first and connects to this port.
+    sni_dynamic_port: int | None = None
 
 
 @dataclass(frozen=True)

@@ -115,3 +115,22 @@ def test_the_gateway_originates_tls_to_whichever_wildcard_host_was_asked(exitgat
     # nginx saw TLS with the SNI of each name asked for.
     served = nginx_log.read_text()
     assert "en.wikipedia.org en.wikipedia.org /wiki/x" in served and "de.wikipedia.org de.wikipedia.org /wiki/x" in served
+
+
+def test_https_to_any_wildcard_host_passes_through_the_gateway(exitgate: tuple[Exitgate, Path], tmp_path: Path) -> None:
+    """DYNAMIC_DNS at the gateway for TLS passthrough (beyond Istio): the gateway resolves each
+    connection's SNI and passes the workload's own TLS through to that host; no hosting server."""
+    eg, nginx_log = exitgate
+    ca = tmp_path / "ca.pem"
+    eg.apply(EXAMPLES / "wildcard-passthrough")
+    want = "".join(f"<title>{TITLES[h]}</title>\n" for h in ("en.wikipedia.org", "de.wikipedia.org"))
+    assert until(lambda: titles(eg, ca), lambda o: o == want) == want
+    gw = until(eg.gateway_log, lambda t: " de.wikipedia.org " in t and "outbound|443||*.wikipedia.org" in t)
+    for host in ("en.wikipedia.org", "de.wikipedia.org"):
+        # Passed through (no HTTP seen at the gateway), to the address the SNI resolved to.
+        line = [ln for ln in gw.splitlines() if f" {host} " in ln and "outbound|443||*.wikipedia.org" in ln][-1]
+        assert line.split("]", 1)[1].startswith(' "- - -"') and f'"{ADDRESS}:443"' in line, line
+    # nginx saw the workload's own TLS, with each name's SNI.
+    served = nginx_log.read_text()
+    assert "en.wikipedia.org en.wikipedia.org /wiki/Main_Page" in served
+    assert "de.wikipedia.org de.wikipedia.org /wiki/Wikipedia:Hauptseite" in served

@@ -1,7 +1,8 @@
-"""Envoy's dynamic forward proxy, which the sidecar's ALLOW_ANY ``PassthroughCluster`` uses: a
-forward proxy has no original destination to pass through to, so Envoy resolves whichever host
-the request names. The HTTP filter and the cluster share one DNS cache, named here; resolution
-uses the bootstrap's resolvers (the mesh file's ``dns.resolvers``).
+"""Envoy's dynamic forward proxy, which the sidecar's ALLOW_ANY ``PassthroughCluster`` uses
+without capture (a forward proxy has no original destination to pass through to) and DYNAMIC_DNS
+services everywhere: Envoy resolves whichever host the request names, or for TLS passed through,
+the SNI. The HTTP filter, the SNI network filter and the cluster share one DNS cache, named
+here; resolution uses the bootstrap's resolvers (the mesh file's ``dns.resolvers``).
 
 Pure: Envoy's JSON shapes only.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 T_FILTER = "type.googleapis.com/envoy.extensions.filters.http.dynamic_forward_proxy.v3.FilterConfig"
+T_SNI_FILTER = "type.googleapis.com/envoy.extensions.filters.network.sni_dynamic_forward_proxy.v3.FilterConfig"
 T_CLUSTER = "type.googleapis.com/envoy.extensions.clusters.dynamic_forward_proxy.v3.ClusterConfig"
 HTTP_FILTER = "envoy.filters.http.dynamic_forward_proxy"
 CLUSTER_TYPE = "envoy.clusters.dynamic_forward_proxy"
@@ -23,6 +25,13 @@ def dns_cache_config() -> dict[str, Any]:
 
 def http_filter() -> dict[str, Any]:
     return {"name": HTTP_FILTER, "typed_config": {"@type": T_FILTER, "dns_cache_config": dns_cache_config()}}
+
+
+def sni_filter(port: int) -> dict[str, Any]:
+    """The network filter that resolves a TLS connection's SNI for a dynamic forward proxy
+    cluster behind tcp_proxy (passthrough to whichever host the client named)."""
+    return {"name": "envoy.filters.network.sni_dynamic_forward_proxy",
+            "typed_config": {"@type": T_SNI_FILTER, "dns_cache_config": dns_cache_config(), "port_value": port}}
 
 
 def cluster_type() -> dict[str, Any]:

@@ -25,6 +25,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2  # noqa: F401
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2  # noqa: F401
+from envoy.extensions.filters.network.sni_dynamic_forward_proxy.v3 import sni_dynamic_forward_proxy_pb2  # noqa: F401
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
 from envoy.extensions.path.match.uri_template.v3 import uri_template_match_pb2  # noqa: F401
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2  # noqa: F401
@@ -131,9 +132,10 @@ def tls_passthrough_listener(lst: ir.TlsPassthroughListener) -> listener_pb2.Lis
             match["server_names"] = list(chain.server_names)
         if chain.destination_cidrs:
             match["prefix_ranges"] = [_cidr(c) for c in chain.destination_cidrs]
+        dynamic = [dfp.sni_filter(chain.sni_dynamic_port)] if chain.sni_dynamic_port is not None else []
         entry: dict[str, Any] = {"name": chain.name, "filter_chain_match": match,
-                                 "filters": [*rbac, tcp_proxy(f"{lst.stat_prefix}.{chain.name}", chain.clusters,
-                                                               lst.access_log)]}
+                                 "filters": [*rbac, *dynamic, tcp_proxy(f"{lst.stat_prefix}.{chain.name}", chain.clusters,
+                                                                         lst.access_log)]}
         if lst.tls is not None:
             # ISTIO_MUTUAL: the mesh's mTLS ends here; what it carried goes on untouched.
             entry["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": _downstream_tls(lst.tls)}

@@ -19,7 +19,7 @@ from exitgate.translate.clusters import build_clusters
 from exitgate.translate.proxy import secret_names
 from exitgate.translate.routing import routes_for, server_host_binds
 from exitgate.translate.snapshot import Snapshot
-from exitgate.translate.tls_routes import passthrough_listener, terminated_tcp_listener
+from exitgate.translate.tls_routes import passthrough_listener, terminated_tcp_listener, with_sni_dynamic_ports
 
 
 def _servers_by_port(snap: Snapshot, gateway: GatewayProxy,
@@ -111,5 +111,6 @@ def translate_gateway(snap: Snapshot, gateway: GatewayProxy) -> tuple[ProxyConfi
     if any(c.discovery is DiscoveryType.DYNAMIC_FORWARD_PROXY for c in clusters):
         # Routes to hosts resolved per request (resolution NONE, DYNAMIC_DNS) need the filter.
         listeners = [replace(lst, dynamic_forward_proxy=True) for lst in listeners]
+        passthrough = with_sni_dynamic_ports(passthrough, clusters, snap.mesh)
     return ProxyConfig(tuple(listeners), tuple(route_configs), tuple(clusters),
                        secret_names([*listeners, *passthrough], clusters), tls_passthrough_listeners=tuple(passthrough)), diags

@@ -28,7 +28,7 @@ from exitgate.translate.route_features import DEFAULT_RETRY
 from exitgate.translate.routing import match_contexts, routes_for
 from exitgate.translate.scope import SidecarScope, sidecar_scope
 from exitgate.translate.snapshot import MESH, BoundVirtualService, Snapshot
-from exitgate.translate.tls_routes import tcp_route_for, tls_route_for
+from exitgate.translate.tls_routes import tcp_route_for, tls_route_for, with_sni_dynamic_ports
 
 
 def _default_route(service: Service, port: int) -> Route:
@@ -123,6 +123,7 @@ def translate_sidecar(snap: Snapshot, workload: WorkloadProxy, proxy_port: int,
     if capture_netns is not None:
         settings = CaptureSettings(capture_netns, scope.outbound_mode, snap.mesh.access_log, snap.mesh.dns.parsed())
         http_listeners, tcp_listeners, captured = capture_listeners(settings, listener, http_ports, tunnels, services)
+        tcp_listeners = with_sni_dynamic_ports(tcp_listeners, clusters, snap.mesh)
         listeners = tuple(http_listeners)
     diags = [Diagnostic("EG0111", Severity.WARNING,
                         f"AuthorizationPolicy {ap.namespace}/{ap.name} selects this workload's sidecar, which has no "

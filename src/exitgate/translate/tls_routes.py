@@ -14,12 +14,13 @@ Istio's rules: a match applies in its ``gateways`` (the VirtualService's own whe
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from exitgate import names
 from exitgate.api.networking import GatewaySpec, Server, TCPRoute, TLSRoute, VirtualServiceSpec
 from exitgate.api.resources import Resource
-from exitgate.ir import DownstreamTls, SniChain, TlsPassthroughListener, WeightedCluster
-from exitgate.mesh import GatewayProxy
+from exitgate.ir import Cluster, DiscoveryType, DownstreamTls, SniChain, TlsPassthroughListener, WeightedCluster
+from exitgate.mesh import GatewayProxy, MeshConfig
 from exitgate.translate.registry import Service, fqdn, host_matches
 from exitgate.translate.routing import match_contexts, server_host_binds
 from exitgate.translate.snapshot import Snapshot
@@ -70,6 +71,23 @@ def tcp_route_for(vss: Sequence[Resource[VirtualServiceSpec]], context: str, por
             if _tcp_matches(route, vs.namespace, context, port):
                 return _clusters(route, vs.namespace, port, services)
     return None
+
+
+def with_sni_dynamic_ports(listeners: Sequence[TlsPassthroughListener], clusters: Sequence[Cluster],
+                           mesh: MeshConfig) -> list[TlsPassthroughListener]:
+    """Chains that pass TLS through to a cluster resolving whichever host was asked (DYNAMIC_DNS,
+    or NONE without an original destination) resolve the SNI first, then connect to the port
+    the route names (``externalPortMap`` applied, as for every endpoint)."""
+    dynamic = {c.name for c in clusters if c.discovery is DiscoveryType.DYNAMIC_FORWARD_PROXY}
+    out = []
+    for lst in listeners:
+        chains = []
+        for chain in lst.chains:
+            hit = next((w.cluster for w in chain.clusters if w.cluster in dynamic), None)
+            chains.append(replace(chain, sni_dynamic_port=mesh.external_port(names.parse_cluster_name(hit).port))
+                          if hit is not None and chain.server_names else chain)
+        out.append(replace(lst, chains=tuple(chains)))
+    return out
 
 
 def _server_names(server: Server) -> list[str]:
