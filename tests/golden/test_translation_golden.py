@@ -30,7 +30,7 @@ from exitgate.translate.snapshot import Snapshot
 CASES = Path(__file__).parent / "cases"
 SIDECAR_PORT = 15001
 CAPTURED = ("egress-gateway-https", "plain-http-through-gateway", "sidecar-scope", "sidecar-tls-origination-target-port",
-            "tcp-services", "wildcard-hosts", "wildcard-passthrough")
+            "tcp-services", "tcp-through-gateway", "wildcard-hosts", "wildcard-passthrough")
 GOLDEN_NETNS = "/run/netns/eg-golden-sleep.default"
 
 

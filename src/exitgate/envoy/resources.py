@@ -143,10 +143,17 @@ def tls_passthrough_listener(lst: ir.TlsPassthroughListener) -> listener_pb2.Lis
     data: dict[str, Any] = {
         "name": lst.name,
         "address": {"socket_address": {"address": lst.address, "port_value": lst.port}},
-        "listener_filters": [{"name": "envoy.filters.listener.tls_inspector",
-                              "typed_config": {"@type": T_TLS_INSPECTOR}}],
         "filter_chains": chains,
     }
+    if any(c.server_names for c in lst.chains):
+        data["listener_filters"] = [{"name": "envoy.filters.listener.tls_inspector",
+                                     "typed_config": {"@type": T_TLS_INSPECTOR}}]
+        if lst.default_cluster is not None or not all(c.server_names for c in lst.chains):
+            # Some connections here are not TLS, and a protocol whose server speaks first
+            # (MySQL, SMTP) sends no ClientHello to wait for: after Istio's former
+            # protocolDetectionTimeout it goes on as plain TCP.
+            data["listener_filters_timeout"] = "0.1s"
+            data["continue_on_listener_filters_timeout"] = True
     if lst.default_cluster is not None:
         data["default_filter_chain"] = {"name": lst.default_cluster, "filters": [
             tcp_proxy(lst.default_cluster, (ir.WeightedCluster(lst.default_cluster, 100),), lst.access_log)]}

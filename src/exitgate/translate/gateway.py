@@ -10,6 +10,7 @@ from exitgate import names
 from exitgate.api import diagnostics as dx
 from exitgate.api.diagnostics import Diagnostic, Severity
 from exitgate.api.networking import GatewaySpec, Server
+from exitgate.api.networking.common import TCP_PROTOCOLS
 from exitgate.api.resources import Resource
 from exitgate.ir import (DiscoveryType, DownstreamTls, HttpListener, ProxyConfig, RbacFilter, RouteConfig,
                          TlsPassthroughListener, VirtualHost)
@@ -19,7 +20,9 @@ from exitgate.translate.clusters import build_clusters
 from exitgate.translate.proxy import secret_names
 from exitgate.translate.routing import routes_for, server_host_binds
 from exitgate.translate.snapshot import Snapshot
-from exitgate.translate.tls_routes import passthrough_listener, terminated_tcp_listener, with_sni_dynamic_ports
+from exitgate.translate.tls_routes import (
+    passthrough_listener, tcp_listener, terminated_tcp_listener, with_sni_dynamic_ports,
+)
 
 
 def _servers_by_port(snap: Snapshot, gateway: GatewayProxy,
@@ -82,8 +85,11 @@ def translate_gateway(snap: Snapshot, gateway: GatewayProxy) -> tuple[ProxyConfi
                                     resource=first_gw.ref, field="spec.servers"))
             continue
         tcp_after_mtls = first.port.protocol == "TLS" and first.tls is not None and first.tls.mode == "ISTIO_MUTUAL"
-        if first.is_passthrough or tcp_after_mtls:
-            if tcp_after_mtls:
+        plain_tcp = first.port.protocol in TCP_PROTOCOLS
+        if first.is_passthrough or tcp_after_mtls or plain_tcp:
+            if plain_tcp:
+                lst = tcp_listener(snap, gateway, target, servers)
+            elif tcp_after_mtls:
                 lst = terminated_tcp_listener(snap, gateway, target, servers, _istio_mutual(snap))
             else:
                 lst = passthrough_listener(snap, gateway, target, servers)

@@ -95,6 +95,21 @@ def _server_names(server: Server) -> list[str]:
     return [h.partition("/")[2] if "/" in h else h for h in server.hosts]
 
 
+def _bound_tcp_route(snap: Snapshot, gw: Resource[GatewaySpec], server: Server,
+                     services: Mapping[str, Service]) -> tuple[WeightedCluster, ...] | None:
+    """The destinations of the first ``tcp`` route, in Istio's order, of a VirtualService bound
+    to ``server`` that applies on its port."""
+    context = f"{gw.namespace}/{gw.name}"
+    for b in snap.virtual_services_in(context):
+        vs = b.resource
+        if not any(server_host_binds(sh, gw.namespace, vs.namespace, h) for sh in server.hosts for h in b.hosts):
+            continue
+        for route in vs.spec.tcp or []:
+            if _tcp_matches(route, vs.namespace, context, server.port.number):
+                return _clusters(route, vs.namespace, server.port.number, services)
+    return None
+
+
 def terminated_tcp_listener(snap: Snapshot, gateway: GatewayProxy, target: int,
                             servers: Sequence[tuple[Resource[GatewaySpec], Server]],
                             tls: DownstreamTls) -> TlsPassthroughListener:
@@ -105,25 +120,30 @@ def terminated_tcp_listener(snap: Snapshot, gateway: GatewayProxy, target: int,
     chains: list[SniChain] = []
     claimed: set[str] = set()
     for gw, server in servers:
-        context = f"{gw.namespace}/{gw.name}"
         snis = [h for h in _server_names(server) if h not in claimed]
-        clusters = None
-        for b in snap.virtual_services_in(context):
-            vs = b.resource
-            if not any(server_host_binds(sh, gw.namespace, vs.namespace, h) for sh in server.hosts for h in b.hosts):
-                continue
-            for route in vs.spec.tcp or []:
-                if _tcp_matches(route, vs.namespace, context, server.port.number):
-                    clusters = _clusters(route, vs.namespace, server.port.number, services)
-                    break
-            if clusters is not None:
-                break
+        clusters = _bound_tcp_route(snap, gw, server, services)
         if snis and clusters:
             claimed.update(snis)
             chains.append(SniChain(names.virtual_host_name(snis[0], server.port.number), tuple(snis), clusters))
     return TlsPassthroughListener(name=names.listener_name(gateway.address, target), address=gateway.address,
                                   port=target, stat_prefix=f"outbound_{target}", chains=tuple(chains),
                                   access_log=snap.mesh.access_log, tls=tls)
+
+
+def tcp_listener(snap: Snapshot, gateway: GatewayProxy, target: int,
+                 servers: Sequence[tuple[Resource[GatewaySpec], Server]]) -> TlsPassthroughListener:
+    """The listener of plain TCP servers on one port: nothing tells connections apart, so the
+    first ``tcp`` route bound to one of the servers takes them all (Istio's order)."""
+    services = {s.host: s for s in snap.services_for(gateway.namespace)}
+    chains: tuple[SniChain, ...] = ()
+    for gw, server in servers:
+        clusters = _bound_tcp_route(snap, gw, server, services)
+        if clusters:
+            chains = (SniChain(names.virtual_host_name(_server_names(server)[0], server.port.number), (), clusters),)
+            break
+    return TlsPassthroughListener(name=names.listener_name(gateway.address, target), address=gateway.address,
+                                  port=target, stat_prefix=f"outbound_{target}", chains=chains,
+                                  access_log=snap.mesh.access_log)
 
 
 def _tcp_matches(route: TCPRoute, vs_ns: str, context: str, port: int) -> bool:

@@ -39,6 +39,8 @@ HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
 # Istio's protocol.IsHTTP() and IsTLS().
 ISTIO_HTTP = HTTP_PROTOCOLS | {"HTTP_PROXY"}
 TLS_PROTOCOLS = frozenset({"HTTPS", "TLS"})
+# Protocols Istio carries as opaque TCP.
+TCP_PROTOCOLS = frozenset({"TCP", "MONGO", "MYSQL", "REDIS"})
 
 PORT_RANGE = "port numbers are 1-65535"
 

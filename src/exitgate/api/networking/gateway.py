@@ -23,6 +23,7 @@ from exitgate.api.networking.common import (
     HTTP_PROTOCOLS,
     ISTIO_HTTP,
     PORT_RANGE,
+    TCP_PROTOCOLS,
     TLS_PROTOCOLS,
     GatewayHost,
     Protocol,
@@ -149,9 +150,9 @@ class Server(Spec):
 
     def unsupported_values(self) -> list[tuple[str | Path, str]]:
         protocol = self.port.protocol
-        if protocol not in HTTP_PROTOCOLS | TLS_PROTOCOLS:
+        if protocol not in HTTP_PROTOCOLS | TLS_PROTOCOLS | TCP_PROTOCOLS:
             return [("port", f"gateway server protocol {protocol} is not supported by exitgate yet "
-                             "(HTTP, HTTP2, GRPC, HTTPS and TLS are)")]
+                             "(HTTP, HTTP2, GRPC, HTTPS, TLS and TCP are)")]
         if self.tls is None or protocol not in TLS_PROTOCOLS or self.is_passthrough:
             return []
         if self.tls.mode == "ISTIO_MUTUAL":
