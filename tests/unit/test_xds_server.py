@@ -328,6 +328,28 @@ def test_sds_waits_for_a_missing_secret(h: Harness) -> None:
     assert resp.type_url == SECRET_TYPE and len(resp.resources) == 1
 
 
+def test_a_replaced_secret_arrives_before_the_cluster_that_uses_it(h: Harness) -> None:
+    """Make-before-break across SDS and CDS: when a client credential is replaced, the cluster
+    changes too (its credential version); the secret must reach Envoy first, or connections
+    opened in between would carry the old certificate."""
+    from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+
+    def snapshot(version: int) -> dict[str, dict[str, Any]]:
+        secret = secret_pb2.Secret(name="kubernetes://client")
+        secret.tls_certificate.certificate_chain.inline_string = f"cert {version}"
+        return {CLUSTER_TYPE: clusters("outbound|443||example.com", timeout_s=version),
+                SECRET_TYPE: {"kubernetes://client": secret}}
+
+    h.cache.set_snapshot(NODE, snapshot(1))
+    c = h.client()
+    c.send(CLUSTER_TYPE)
+    c.ack(c.recv())
+    c.send(SECRET_TYPE, ("kubernetes://client",))
+    c.ack(c.recv(), ("kubernetes://client",))
+    h.cache.set_snapshot(NODE, snapshot(2))
+    assert [c.recv().type_url, c.recv().type_url] == [SECRET_TYPE, CLUSTER_TYPE]
+
+
 @pytest.mark.parametrize("token", [None, "wrong"])
 def test_bad_token_is_unauthenticated(h: Harness, token: str | None) -> None:
     h.cache.set_snapshot(NODE, {CLUSTER_TYPE: clusters("a")})

@@ -31,7 +31,8 @@ ENDPOINT_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignm
 # The order in which a proxy should receive changed types: clusters (and their endpoints) before
 # the listeners that route to them, listeners before the route configurations they name
 # (Envoy's "make before break" guidance for ADS). Secrets last: Envoy only asks for them once a
-# cluster or listener names them.
+# cluster or listener names them (a change to a secret Envoy already asked for goes first, see
+# xds/server.py: the credential before the cluster that uses it).
 TYPE_ORDER: tuple[str, ...] = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE)
 
 # LDS and CDS are wildcard subscriptions in State of the World: an empty name list means "all",

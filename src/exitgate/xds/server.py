@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from exitgate.xds.cache import TYPE_ORDER, WILDCARD_TYPES, SnapshotCache, short_type_name
+from exitgate.xds.cache import SECRET_TYPE, TYPE_ORDER, WILDCARD_TYPES, SnapshotCache, short_type_name
 
 TOKEN_METADATA_KEY = "x-exitgate-token"
 CONTROL_PLANE_ID = "exitgate"
@@ -120,6 +120,10 @@ def _type_rank(type_url: str) -> tuple[int, str]:
     return (TYPE_ORDER.index(type_url) if type_url in TYPE_ORDER else len(TYPE_ORDER), type_url)
 
 
+def _change_rank(type_url: str) -> tuple[int, int, str]:
+    return (0 if type_url == SECRET_TYPE else 1, *_type_rank(type_url))
+
+
 class _Stream:
     """Protocol state of one ADS stream, used only by the stream's handler thread."""
 
@@ -171,7 +175,11 @@ class _Stream:
 
     def handle_change(self) -> list[discovery_pb2.DiscoveryResponse]:
         responses = []
-        for type_url in sorted(self._subs, key=_type_rank):
+        # Secrets Envoy already asked for go first: a replaced client credential must be in
+        # place before the cluster that uses it is replaced (its credential version changes with
+        # it), or connections opened in between would carry the old certificate. Secrets not
+        # yet named are asked for once the clusters and listeners naming them arrive.
+        for type_url in sorted(self._subs, key=_change_rank):
             sub = self._subs[type_url]
             current = self.server.cache.version(self.node_id, type_url)
             if current and current != sub.sent_version:
@@ -255,8 +263,17 @@ class AdsServer:
             # Beyond this many streams gRPC answers RESOURCE_EXHAUSTED instead of queueing a
             # stream that would never be served.
             maximum_concurrent_rpcs=self._max_streams,
-            # gRPC sets SO_REUSEPORT by default, which would let two servers share a port silently.
-            options=[("grpc.so_reuseport", 0)],
+            options=[
+                # gRPC sets SO_REUSEPORT by default, which would let two servers share a port silently.
+                ("grpc.so_reuseport", 0),
+                # Envoy pings idle xDS streams (the bootstrap's connection_keepalive, every 30 s).
+                # gRPC's default policy allows one ping without data per 5 minutes and resets
+                # the stream after two "strikes" (seen: every ~130 s, each reset re-sending the
+                # whole configuration). Accept pings every 10 s, without calls, never striking.
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                ("grpc.http2.max_ping_strikes", 0),
+            ],
         )
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Servicer(self), server)
         address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
