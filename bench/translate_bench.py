@@ -90,7 +90,7 @@ def worker(n: int, role: str) -> dict[str, Any]:
         api = "resource list"
     times = []
     for _ in range(3 if n <= 3000 else 1):
-        # As the control plane pushes (controlplane.gc_paused): the cyclic collector waits.
+        # As the control plane pushes (gcpause.gc_paused): the cyclic collector waits.
         gc.disable()
         t0 = time.perf_counter()
         pc = run()

@@ -7,15 +7,13 @@ processes); ``exitgate up`` and ``exitgate demo`` drive it.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import secrets as pysecrets
 import threading
 import warnings
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -30,6 +28,7 @@ from exitgate.api.resources import Resource
 from exitgate.ca.authority import MeshCA
 from exitgate.ca.rotation import WorkloadCertManager
 from exitgate.capture import CaptureError, NetnsCapture, netns_path, support
+from exitgate.gcpause import gc_paused
 from exitgate.envoy.bootstrap import BootstrapOptions, render_bootstrap
 from exitgate.envoy.ports import free_port
 from exitgate.envoy.snapshot import xds_resources
@@ -185,21 +184,6 @@ def resolve_secrets(wanted: Sequence[str], proxy: PlannedProxy, snap: Snapshot,
                 if ca_pem and (crl_pem or not second):
                     out[name] = ir.SecretData(name, ca_pem=ca_pem, crl_pem=crl_pem)
     return out, diags
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Translation allocates many small objects while the configuration's tens of thousands of
-    resources stay alive; Python's cyclic collector then walks them all again and again (half
-    the time of a 10,000-service translation here). Nothing a push makes is cyclic garbage, so
-    the collector waits until the push is done."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 class ControlPlane:

@@ -10,19 +10,23 @@ running control plane watches the version and re-translates when it changes.
 from __future__ import annotations
 
 import fcntl
+from collections import Counter
 import io
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
+from typing import Any, NamedTuple
 
-from ruamel.yaml import YAML
+import yaml
 
 from exitgate.api import diagnostics as dx
 from exitgate.api.diagnostics import Diagnostic, Severity
 from exitgate.api.loader import load_text
-from exitgate.api.resources import Resource
+from exitgate.api.resources import Resource, Source
+from exitgate.gcpause import gc_paused
 
 SNAPSHOT_FILE = "config.yaml"
 LOCK_FILE = "store.lock"
@@ -46,15 +50,24 @@ class Snapshot:
 @dataclass(frozen=True)
 class ChangeResult:
     """What an apply/delete did: per resource "created", "configured", "unchanged", "deleted",
-    or "not found"; nothing is written when ``diagnostics`` has an error."""
+    or "not found"; nothing is written when ``diagnostics`` has an error. ``snapshot`` (the
+    store after the change; None when refused) is loaded on first use: ``apply`` itself never
+    parses what was already stored."""
 
-    snapshot: Snapshot | None
+    version: int | None
     changes: tuple[tuple[Resource, str], ...]
     diagnostics: tuple[Diagnostic, ...]
+    store: Store | None = field(default=None, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:
         return not dx.has_errors(self.diagnostics)
+
+    @cached_property
+    def snapshot(self) -> Snapshot | None:
+        if self.version is None or self.store is None:
+            return None
+        return self.store.load()
 
 
 def ensure_private_dir(path: Path) -> None:
@@ -82,10 +95,38 @@ def write_private_atomic(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+class _Entry(NamedTuple):
+    """One stored document: its key, its text (the YAML the store wrote), and its first line."""
+
+    key: tuple[str, str, str]
+    text: str
+    line: int
+
+
+def _dump(raw: dict[str, Any]) -> str:
+    # libyaml's emitter; key order as written; the same raw always gives the same text, which is
+    # what tells "unchanged" from "configured" without parsing the stored side.
+    return str(yaml.dump(raw, Dumper=yaml.CSafeDumper, default_flow_style=False, sort_keys=False,
+                         allow_unicode=True, width=100))
+
+
+def _marker(key: tuple[str, str, str]) -> str:
+    kind, ns, name = key
+    return f"--- # {kind} {ns}/{name}\n"
+
+
 class Store:
+    """The snapshot file is YAML, one document per resource in key order, each opened by a
+    ``--- # KIND NS/NAME`` line. ``apply`` and ``delete`` work on those documents as text (the
+    markers give the keys), so a change costs one read and one write however large the store;
+    ``load`` parses only the documents it has not seen before (a running control plane keeps one
+    Store, so a reload after a small change validates only what changed)."""
+
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         self.path = state_dir / SNAPSHOT_FILE
+        # Document text -> the resource parsed from it (with its line inside the document).
+        self._parsed: dict[str, Resource] = {}
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -107,30 +148,70 @@ class Store:
             return 0
         return int(first.split(":", 1)[1]) if first.startswith("# version:") else 0
 
-    def load(self) -> Snapshot:
+    def _read(self) -> tuple[int, list[_Entry]]:
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            return Snapshot(0, ())
+            return 0, []
         version = int(text.split("\n", 1)[0].split(":", 1)[1]) if text.startswith("# version:") else 0
+        entries: list[_Entry] = []
+        # Split at the markers this store writes. A document's own lines cannot start with
+        # "--- " at column 0 (block scalars are indented under their key), so this is exact.
+        chunks = text.split("\n--- # ")
+        line = chunks[0].count("\n") + 2
+        for chunk in chunks[1:]:
+            head, _, body = chunk.partition("\n")
+            kind, _, ref = head.partition(" ")
+            ns, _, name = ref.partition("/")
+            if not (kind and ns and name):
+                raise RuntimeError(f"{self.path}:{line}: not a document marker this store wrote: --- # {head}")
+            body = body if body.endswith("\n") else body + "\n"
+            entries.append(_Entry((kind, ns, name), body, line))
+            line += chunk.count("\n") + 1
+        if not entries and any(ln.strip() and not ln.startswith("#") for ln in text.splitlines()):
+            return version, self._legacy(text)
+        return version, entries
+
+    def _legacy(self, text: str) -> list[_Entry]:
+        """A snapshot written before the markers: parsed once, in full, to be rewritten."""
         result = load_text(text, str(self.path))
         if not result.ok:
-            # Only exitgate writes this file, after validating it; a failure here is a bug or tampering.
             raise RuntimeError("stored configuration is invalid:\n" + "\n".join(map(str, result.diagnostics)))
-        return Snapshot(version, tuple(result.resources))
+        return [_Entry(r.key, _dump(r.raw), 0) for r in result.resources]
 
-    def _write(self, version: int, resources: list[Resource]) -> Snapshot:
-        y = YAML(typ="safe", pure=True)
-        y.default_flow_style = False
+    def load(self) -> Snapshot:
+        with gc_paused():
+            version, entries = self._read()
+            resources: list[Resource] = []
+            seen: dict[str, Resource] = {}
+            for e in entries:
+                res = self._parsed.get(e.text)
+                if res is None:
+                    result = load_text(e.text, str(self.path))
+                    if not result.ok or len(result.resources) != 1:
+                        # Only exitgate writes this file, after validating it; a failure here is
+                        # a bug or tampering.
+                        raise RuntimeError(f"stored configuration is invalid at {self.path}:{e.line}:\n"
+                                           + "\n".join(map(str, result.diagnostics)))
+                    res = result.resources[0]
+                seen[e.text] = res
+                line = (res.source.line if res.source else 1) + e.line
+                resources.append(replace(res, source=Source(str(self.path), line)))
+            # Keep what this version holds, so the next load parses only what is new.
+            self._parsed = seen
+        return Snapshot(version, tuple(resources))
+
+    def _write(self, version: int, entries: Iterable[_Entry]) -> None:
         buf = io.StringIO()
         buf.write(f"# version: {version}\n# written by exitgate; edit with `exitgate apply` / `delete`\n")
-        y.dump_all([r.raw for r in resources], buf)
+        for e in sorted(entries, key=lambda e: e.key):
+            buf.write(_marker(e.key))
+            buf.write(e.text)
         write_private_atomic(self.path, buf.getvalue().encode())
-        return self.load()
 
     def apply(self, batch: list[Resource]) -> ChangeResult:
-        keys = [r.key for r in batch]
-        dups = {k for k in keys if keys.count(k) > 1}
+        counts = Counter(r.key for r in batch)
+        dups = {k for k, n in counts.items() if n > 1}
         if dups:
             diags = tuple(
                 Diagnostic(dx.DUPLICATE, Severity.ERROR, "the same resource appears twice in this batch",
@@ -139,45 +220,46 @@ class Store:
                 for r in batch if r.key in dups
             )
             return ChangeResult(None, (), diags)
-        with self._locked():
-            current = self.load()
-            by_key = {r.key: r for r in current.resources}
+        with self._locked(), gc_paused():
+            version, entries = self._read()
+            by_key = {e.key: e for e in entries}
             changes: list[tuple[Resource, str]] = []
             for r in batch:
                 old = by_key.get(r.key)
+                text = _dump(_comparable(r.raw))
                 if old is None:
                     changes.append((r, "created"))
-                elif _comparable(old.raw) == _comparable(r.raw):
+                elif old.text == text:
                     changes.append((r, "unchanged"))
                 else:
                     changes.append((r, "configured"))
-                by_key[r.key] = r
+                by_key[r.key] = _Entry(r.key, text, 0)
             if all(c == "unchanged" for _, c in changes):
-                return ChangeResult(current, tuple(changes), ())
-            snap = self._write(current.version + 1, _ordered(by_key.values()))
-            return ChangeResult(snap, tuple(changes), ())
+                return ChangeResult(version, tuple(changes), (), self)
+            self._write(version + 1, by_key.values())
+            return ChangeResult(version + 1, tuple(changes), (), self)
 
     def delete(self, keys: list[tuple[str, str, str]]) -> ChangeResult:
-        with self._locked():
-            current = self.load()
-            by_key = {r.key: r for r in current.resources}
+        with self._locked(), gc_paused():
+            version, entries = self._read()
+            by_key = {e.key: e for e in entries}
             changes: list[tuple[Resource, str]] = []
             diags: list[Diagnostic] = []
+            gone = [k for k in keys if k in by_key]
+            # What is deleted is reported as a resource: parsed from the stored text.
+            texts = "".join("---\n" + by_key[k].text for k in gone)
+            parsed = {r.key: r for r in load_text(texts, str(self.path)).resources}
             for k in keys:
-                r = by_key.pop(k, None)
-                if r is None:
+                entry = by_key.pop(k, None)
+                if entry is None:
                     diags.append(Diagnostic(dx.NOT_FOUND, Severity.WARNING, "not found", resource=f"{k[0]} {k[1]}/{k[2]}"))
-                else:
-                    changes.append((r, "deleted"))
+                elif k in parsed:
+                    changes.append((parsed[k], "deleted"))
             if not changes:
-                return ChangeResult(current, (), tuple(diags))
-            snap = self._write(current.version + 1, _ordered(by_key.values()))
-            return ChangeResult(snap, tuple(changes), tuple(diags))
+                return ChangeResult(version, (), tuple(diags), self)
+            self._write(version + 1, by_key.values())
+            return ChangeResult(version + 1, tuple(changes), tuple(diags), self)
 
 
-def _comparable(raw: dict[str, object]) -> object:
+def _comparable(raw: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if k != "status"}
-
-
-def _ordered(resources: Iterable[Resource]) -> list[Resource]:
-    return sorted(resources, key=lambda r: r.key)

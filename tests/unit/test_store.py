@@ -243,3 +243,33 @@ def test_tampered_snapshot_is_refused_loudly(store: Store) -> None:
     store.path.write_text(store.path.read_text().replace("protocol: TLS", "protocol: NOPE"))
     with pytest.raises(RuntimeError, match="stored configuration is invalid"):
         store.load()
+
+
+def test_a_reload_parses_only_what_changed(store: Store) -> None:
+    store.apply([se("a", "a.example.com"), se("b", "b.example.com")])
+    first = store.load()
+    store.apply([se("b", "b.example.com", port=8443), se("c", "c.example.com")])
+    second = store.load()
+    a1, a2 = first.get("ServiceEntry", "default", "a"), second.get("ServiceEntry", "default", "a")
+    assert a1 is not None and a2 is not None
+    assert a2.spec is a1.spec  # the same parsed document, not parsed again
+    b2 = second.get("ServiceEntry", "default", "b")
+    assert b2 is not None and b2.raw["spec"]["ports"][0]["number"] == 8443
+    # Each resource's line is where its document is now (after "--- # KIND NS/NAME").
+    lines = store.path.read_text().splitlines()
+    for r in second.resources:
+        assert r.source is not None
+        assert lines[r.source.line - 2] == f"--- # ServiceEntry default/{r.name}"
+
+
+def test_a_store_written_before_the_markers_is_read_and_rewritten(store: Store) -> None:
+    store.state_dir.mkdir(parents=True, exist_ok=True)
+    store.path.write_text("# version: 4\n# written by exitgate; edit with `exitgate apply` / `delete`\n"
+                          "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: old\n"
+                          "  namespace: default\nspec:\n  hosts: [old.example.com]\n  resolution: DNS\n"
+                          "  ports: [{number: 80, name: http, protocol: HTTP}]\n")
+    assert [r.name for r in store.load().resources] == ["old"]
+    assert outcome(store.apply([se("a", "a.example.com")])) == [("a", "created")]
+    assert store.version() == 5
+    assert [r.name for r in store.load().resources] == ["a", "old"]
+    assert "--- # ServiceEntry default/old" in store.path.read_text()
