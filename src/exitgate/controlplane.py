@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import os
 import secrets as pysecrets
+import signal
 import threading
 import warnings
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -208,6 +210,7 @@ class ControlPlane:
         # Per proxy, the diagnostics the last push reported (each is said once while it lasts).
         self._said: dict[str, set[str]] = {}
         self.netns = NetnsCapture(state.root)
+        self._lock_ctx: AbstractContextManager[None] | None = None
         self.capture_mode = "off"  # what start() found: "netns" or "off"
 
     # -- setup -------------------------------------------------------------------------------
@@ -279,6 +282,10 @@ class ControlPlane:
 
     def start(self) -> None:
         self.state.prepare()
+        # One control plane per state directory, held until stop(); a second start fails here.
+        self._lock_ctx = self.state.up_lock()
+        self._lock_ctx.__enter__()
+        orphans = self.state.orphans()
         self.ca = MeshCA.load_or_create(self.state.ca_dir, self.mesh.trust_domain)
         self.certs = WorkloadCertManager(self.ca, timedelta(seconds=self.mesh.workload_cert_ttl_seconds), self.clock)
         self._setup_capture()
@@ -304,6 +311,30 @@ class ControlPlane:
             p.record.pid = self.supervisor.get(p.key).pid
         self._write_runtime(xds_port)
         self.supervisor.watch()
+        if orphans:
+            self._replace_orphans(orphans)
+
+    def _replace_orphans(self, pids: list[int], timeout: float = 30.0) -> None:
+        """Make before break: the Envoys a killed control plane left running served its last
+        configuration meanwhile (their listeners share the ports with the new ones, Envoy's
+        reuse_port), and are stopped only once the new proxies are ready and in sync."""
+        ready = self.wait_ready(timeout)
+        self.emit(f"stopping {len(pids)} proxies left running by a control plane that was killed"
+                  + ("" if ready else " (the new ones are not in sync yet)"))
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 5
+        for pid in pids:
+            while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+                time.sleep(0.05)
+            if Path(f"/proc/{pid}").exists():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def _on_proxy_event(self, name: str, kind: str, detail: str) -> None:
         self.emit(f"proxy {name}: {kind}{' (' + detail + ')' if detail else ''}")
@@ -419,6 +450,9 @@ class ControlPlane:
         if self.capture_mode == "netns":
             self.netns.cleanup()
         self.state.clear_runtime()
+        if self._lock_ctx is not None:
+            self._lock_ctx.__exit__(None, None, None)
+            self._lock_ctx = None
 
     def status_rows(self) -> list[dict[str, str]]:
         """One row a proxy, like ``istioctl proxy-status``."""

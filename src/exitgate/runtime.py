@@ -3,8 +3,11 @@ another (``exitgate up``) is running: proxies, their ports, PIDs and log files."
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -12,6 +15,7 @@ from exitgate.store import ensure_private_dir, write_private_atomic
 
 DEFAULT_STATE_DIR = ".exitgate"
 RUNTIME_FILE = "runtime.json"
+UP_LOCK = "up.lock"
 
 
 def default_state_dir() -> Path:
@@ -48,6 +52,20 @@ class RuntimeInfo:
         return None
 
 
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
 class StateDir:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -75,13 +93,60 @@ class StateDir:
     def write_runtime(self, info: RuntimeInfo) -> None:
         write_private_atomic(self.runtime_path, json.dumps(asdict(info), indent=2).encode())
 
-    def read_runtime(self) -> RuntimeInfo | None:
-        """The running control plane's record, or None when none is running."""
+    def _read_record(self) -> RuntimeInfo | None:
         try:
             data = json.loads(self.runtime_path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-        info = RuntimeInfo(data["pid"], data["xds_port"], [ProxyRecord(**p) for p in data["proxies"]])
+        return RuntimeInfo(data["pid"], data["xds_port"], [ProxyRecord(**p) for p in data["proxies"]])
+
+    def orphans(self) -> list[int]:
+        """PIDs of Envoys a control plane of this state directory started and left running when
+        it was killed (its record is still here, its PID is gone). They keep serving their last
+        configuration until the next ``up`` has its own proxies ready, then it stops them."""
+        info = self._read_record()
+        if info is None or _alive(info.pid):
+            return []
+        out = []
+        for p in info.proxies:
+            if p.pid is None:
+                continue
+            try:
+                cmdline = Path(f"/proc/{p.pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            # Ours: an Envoy started with a bootstrap file of this state directory (relative
+            # paths are the process's own: resolved against its working directory).
+            try:
+                cwd = os.readlink(f"/proc/{p.pid}/cwd")
+            except OSError:
+                continue
+            mine = self.run_dir.resolve()
+            if any(arg.endswith(b".bootstrap.json") and (Path(cwd) / arg.decode(errors="replace")).resolve().parent == mine
+                   for arg in cmdline):
+                out.append(p.pid)
+        return out
+
+    @contextmanager
+    def up_lock(self) -> Iterator[None]:
+        """Held by the one ``up`` of this state directory for as long as it runs (the kernel
+        releases it when the process dies, however it dies)."""
+        ensure_private_dir(self.run_dir)
+        fd = os.open(self.run_dir / UP_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise AlreadyRunning(f"exitgate is already running with state directory {self.root}") from None
+            yield
+        finally:
+            os.close(fd)
+
+    def read_runtime(self) -> RuntimeInfo | None:
+        """The running control plane's record, or None when none is running."""
+        info = self._read_record()
+        if info is None:
+            return None
         try:
             os.kill(info.pid, 0)
         except ProcessLookupError:

@@ -130,3 +130,44 @@ def test_a_crashed_proxy_is_restarted_and_configured_again(up: tuple[subprocess.
     proc.send_signal(signal.SIGTERM)
     proc.wait(15)
     assert proc.returncode == 0
+
+
+def test_a_killed_control_plane_is_replaced_without_a_gap(up: tuple[subprocess.Popen[str], Path],
+                                                           tmp_path: Path) -> None:
+    """SIGKILL leaves the proxies serving their last configuration (Istio's data plane without
+    istiod); the next ``up`` of the state directory starts its own, and stops the old ones only
+    once its own are ready. One ``up`` per state directory; a stop survives a second signal."""
+    proc, state = up
+    old = runtime(state)["proxies"]
+    assert all(wait_for(lambda p=p: ready(p["admin_port"])) for p in old)
+    proc.kill()
+    proc.wait(10)
+    time.sleep(1)
+    assert all(alive(p["pid"]) and ready(p["admin_port"]) for p in old), "the data plane died with the control plane"
+    cmd = [sys.executable, "-m", "exitgate.cli.main", "up", "--state-dir", str(state), "--mesh", str(tmp_path / "mesh.yaml")]
+    second = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    new: list[dict] = []  # type: ignore[type-arg]
+    try:
+        assert wait_for(lambda: runtime(state).get("pid") == second.pid
+                        and all(p["pid"] not in (None, o["pid"]) for p, o in zip(runtime(state)["proxies"], old)))
+        new = runtime(state)["proxies"]
+        # The old proxies go once the new ones are ready: never a moment with neither.
+        assert wait_for(lambda: not any(alive(p["pid"]) for p in old), timeout=40), "old proxies still running"
+        assert all(ready(p["admin_port"]) for p in new)
+        third = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        assert third.returncode == 1 and "already running" in third.stdout + third.stderr, third.stdout + third.stderr
+        # Two signals in a row: the stop still completes, within 10 s, leaving nothing running.
+        started = time.monotonic()
+        second.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        second.send_signal(signal.SIGINT)
+        second.wait(15)
+        assert time.monotonic() - started < 10
+        assert not any(alive(p["pid"]) for p in new)
+    finally:
+        if second.poll() is None:
+            second.kill()
+            second.wait()
+        for p in [*old, *new]:
+            if alive(p["pid"]):
+                os.kill(p["pid"], signal.SIGKILL)

@@ -281,6 +281,10 @@ def up(mesh: Annotated[Optional[Path], typer.Option("--mesh", help="mesh file: g
     except KeyboardInterrupt:
         pass
     finally:
+        # A second Ctrl-C or SIGTERM must not interrupt the stop and leave proxies behind; the
+        # stop itself is bounded (every proxy gets SIGTERM at once, SIGKILL after 5 s).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         console.print("stopping proxies and control plane...")
         cp.stop()
 

@@ -170,6 +170,13 @@ class EnvoyProcess:
             self._stop_requested = False
             return self._proc.pid
 
+    def terminate(self) -> None:
+        """SIGTERM without waiting (``stop`` then waits)."""
+        with self._lock:
+            self._stop_requested = True
+            if self._proc is not None and self._proc.poll() is None:
+                self._proc.send_signal(signal.SIGTERM)
+
     def stop(self, timeout: float = 5.0) -> int | None:
         """SIGTERM, wait up to ``timeout`` s, then SIGKILL. Returns the exit status; idempotent."""
         with self._lock:
@@ -351,10 +358,20 @@ class Supervisor:
             self._emit(name, EVENT_STOPPED, _describe_exit(process.pid, returncode))
 
     def stop_all(self, timeout: float = 5.0) -> None:
-        """Stop the monitor, then every proxy. Leaves no Envoy process behind."""
+        """Stop the monitor, then every proxy, all at once: each gets SIGTERM now and the same
+        ``timeout`` to exit before SIGKILL, so a stop takes ``timeout`` at most however many
+        proxies there are. Leaves no Envoy process behind."""
         self.unwatch()
-        for name in list(self.processes):
-            self.stop(name, timeout)
+        names = list(self.processes)
+        with self._lock:
+            for name in names:
+                managed = self._managed[name]
+                managed.wanted, managed.restart_at, managed.awaiting_ready = False, None, False
+        for name in names:
+            self._managed[name].process.terminate()
+        deadline = time.monotonic() + timeout
+        for name in names:
+            self.stop(name, max(0.1, deadline - time.monotonic()))
 
     def __enter__(self) -> Supervisor:
         return self
