@@ -33,7 +33,7 @@ from exitgate.capture import CaptureError, NetnsCapture, netns_path, support
 from exitgate.gcpause import gc_paused
 from exitgate.envoy.bootstrap import BootstrapOptions, render_bootstrap
 from exitgate.envoy.ports import free_port
-from exitgate.envoy.snapshot import xds_resources
+from exitgate.envoy.snapshot import ProtoMemo, xds_resources
 from exitgate.envoy.supervisor import EnvoySpec, Supervisor
 from exitgate.mesh import GatewayProxy, MeshConfig, WorkloadProxy
 from exitgate.runtime import ProxyRecord, RuntimeInfo, StateDir
@@ -211,6 +211,8 @@ class ControlPlane:
         self._said: dict[str, set[str]] = {}
         self.netns = NetnsCapture(state.root)
         self._lock_ctx: AbstractContextManager[None] | None = None
+        # Envoy messages of the last pushes, by IR value: an unchanged resource is not rebuilt.
+        self._protos = ProtoMemo()
         self.capture_mode = "off"  # what start() found: "netns" or "off"
 
     # -- setup -------------------------------------------------------------------------------
@@ -428,7 +430,8 @@ class ControlPlane:
             if blocking and p.record.node_id in self.cache.nodes():
                 self.emit(f"[red]{p.key} keeps its last good configuration[/red]: fix the files named above")
                 continue
-            self.cache.set_snapshot(p.record.node_id, xds_resources(pc, secrets))
+            self.cache.set_snapshot(p.record.node_id, xds_resources(pc, secrets, self._protos))
+        self._protos.next_push()
         return all_diags
 
     def run(self, poll_s: float = 0.3, on_tick: Callable[[], None] | None = None) -> None:

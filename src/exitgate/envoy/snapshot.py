@@ -5,9 +5,9 @@ golden tests store."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -38,7 +38,37 @@ def credential_version(c: ir.Cluster, secrets: Mapping[str, ir.SecretData]) -> s
     return digest.hexdigest()[:16] if used else None
 
 
-def xds_resources(pc: ir.ProxyConfig, secrets: Mapping[str, ir.SecretData]) -> dict[str, dict[str, Message]]:
+T = TypeVar("T")
+
+
+class ProtoMemo:
+    """IR value -> the Envoy message built from it, carried from one push to the next: an
+    unchanged cluster, listener or route table is not converted again (turning IR into protos
+    was most of a push at 10,000 services). IR nodes are frozen dataclasses, so equal values
+    hash alike; the memo keeps what the last two pushes used, nothing older."""
+
+    def __init__(self) -> None:
+        self._previous: dict[object, Message] = {}
+        self._current: dict[object, Message] = {}
+
+    def get(self, item: T, build: Callable[[T], Message]) -> Message:
+        try:
+            hit = self._current.get(item)
+            if hit is None:
+                hit = self._previous.get(item)
+        except TypeError:  # a node holding something unhashable: build it every time
+            return build(item)
+        if hit is None:
+            hit = build(item)
+        self._current[item] = hit
+        return hit
+
+    def next_push(self) -> None:
+        self._previous, self._current = self._current, {}
+
+
+def xds_resources(pc: ir.ProxyConfig, secrets: Mapping[str, ir.SecretData],
+                  memo: ProtoMemo | None = None) -> dict[str, dict[str, Message]]:
     """Secrets named by the IR but missing from ``secrets`` are left out: Envoy then keeps the
     listener or cluster that needs them warming, and no traffic flows without its TLS.
 
@@ -46,12 +76,13 @@ def xds_resources(pc: ir.ProxyConfig, secrets: Mapping[str, ir.SecretData]) -> d
     client certificate or CA replaces the cluster and Envoy drains connections made with the
     old one (an SDS update alone leaves pooled connections as they are)."""
     clusters = [replace(c, credential_version=credential_version(c, secrets)) for c in pc.clusters]
+    m = memo or ProtoMemo()
     return {
-        LISTENER_TYPE: {**{x.name: res.listener(x) for x in pc.listeners},
-                        **{x.name: res.tls_passthrough_listener(x) for x in pc.tls_passthrough_listeners},
-                        **{x.name: capture.listener(x) for x in pc.capture_listeners}},
-        ROUTE_TYPE: {x.name: res.route_config(x) for x in pc.route_configs},
-        CLUSTER_TYPE: {x.name: res.cluster(x) for x in clusters},
+        LISTENER_TYPE: {**{x.name: m.get(x, res.listener) for x in pc.listeners},
+                        **{x.name: m.get(x, res.tls_passthrough_listener) for x in pc.tls_passthrough_listeners},
+                        **{x.name: m.get(x, capture.listener) for x in pc.capture_listeners}},
+        ROUTE_TYPE: {x.name: m.get(x, res.route_config) for x in pc.route_configs},
+        CLUSTER_TYPE: {x.name: m.get(x, res.cluster) for x in clusters},
         SECRET_TYPE: {n: res.secret(secrets[n]) for n in pc.secret_names if n in secrets},
     }
 

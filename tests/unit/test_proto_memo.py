@@ -1,0 +1,30 @@
+"""The proto memo: an unchanged IR resource keeps its Envoy message from one push to the next;
+a changed one is built again; nothing older than the last push is kept."""
+
+from __future__ import annotations
+
+from exitgate import ir
+from exitgate.envoy.snapshot import ProtoMemo, xds_resources
+from exitgate.xds.cache import CLUSTER_TYPE
+
+
+def _pc(*clusters: ir.Cluster) -> ir.ProxyConfig:
+    return ir.ProxyConfig((), (), clusters, ())
+
+
+def test_unchanged_resources_are_not_rebuilt() -> None:
+    memo = ProtoMemo()
+    a = ir.Cluster("outbound|80||a.example", ir.DiscoveryType.STRICT_DNS, (ir.Endpoint("a.example", 80),))
+    b = ir.Cluster("outbound|80||b.example", ir.DiscoveryType.STRICT_DNS, (ir.Endpoint("b.example", 80),))
+    first = xds_resources(_pc(a, b), {}, memo)[CLUSTER_TYPE]
+    memo.next_push()
+    # An equal value (a new object, as every translation makes) finds the same message.
+    b2 = ir.Cluster("outbound|80||b.example", ir.DiscoveryType.STRICT_DNS, (ir.Endpoint("b.example", 8080),))
+    second = xds_resources(_pc(ir.Cluster(a.name, a.discovery, a.endpoints), b2), {}, memo)[CLUSTER_TYPE]
+    assert second[a.name] is first[a.name]
+    assert second[b.name] is not first[b.name]
+    assert second[b.name].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value == 8080
+    memo.next_push()
+    memo.next_push()  # two pushes without ``b`` at port 80: forgotten
+    third = xds_resources(_pc(b), {}, memo)[CLUSTER_TYPE]
+    assert third[b.name] is not first[b.name] and third[b.name] == first[b.name]
