@@ -213,6 +213,10 @@ class ControlPlane:
         self._lock_ctx: AbstractContextManager[None] | None = None
         # Envoy messages of the last pushes, by IR value: an unchanged resource is not rebuilt.
         self._protos = ProtoMemo()
+        # The last push's snapshot and each proxy's translation of it, for a push of new
+        # certificates alone.
+        self._last_snap: Snapshot | None = None
+        self._translated: dict[str, tuple[ir.ProxyConfig, list[Diagnostic]]] = {}
         self.capture_mode = "off"  # what start() found: "netns" or "off"
 
     # -- setup -------------------------------------------------------------------------------
@@ -382,8 +386,13 @@ class ControlPlane:
         """Translate the current snapshot for every proxy and hand it to the xDS cache."""
         with self._lock:
             version = self.store.version()
-            if not force and version == self.applied_version and not self._rotation_due() and not self._files_changed():
+            changed = force or version != self.applied_version or self._files_changed()
+            if not changed and not self._rotation_due():
                 return []
+            if not changed and self._last_snap is not None:
+                # Only workload certificates are due: the configuration, and so every proxy's
+                # translation, is the same; only the secrets are issued and sent again.
+                return self._push(None)
             snapshot = self.store.load()
             diags = self._push(snapshot.resources)
             self.applied_version = snapshot.version
@@ -396,22 +405,28 @@ class ControlPlane:
         assert self.certs is not None
         return bool(self.certs.due())
 
-    def _push(self, resources: Sequence[Resource]) -> list[Diagnostic]:
+    def _push(self, resources: Sequence[Resource] | None) -> list[Diagnostic]:
+        """``resources`` None: the last push's configuration again, not translated again."""
         with gc_paused():
             return self._push_all(resources)
 
-    def _push_all(self, resources: Sequence[Resource]) -> list[Diagnostic]:
+    def _push_all(self, resources: Sequence[Resource] | None) -> list[Diagnostic]:
         assert self.certs is not None and self.ca is not None
         all_diags: list[Diagnostic] = []
         self._files = {}
         # Indexed once per configuration version, read by every proxy's translation.
-        snap = Snapshot(resources, self.mesh)
+        snap = self._last_snap if resources is None and self._last_snap is not None else Snapshot(resources or (), self.mesh)
+        self._last_snap = snap
         for p in self.proxies:
-            if isinstance(p.spec, GatewayProxy):
+            last = self._translated.get(p.key) if resources is None else None
+            if last is not None:
+                pc, diags = last
+            elif isinstance(p.spec, GatewayProxy):
                 pc, diags = translate_gateway(snap, p.spec)
             else:
                 pc, diags = translate_sidecar(snap, p.spec, p.record.proxy_port,
                                               capture_netns=netns_path(p.record.netns) if p.record.netns else None)
+            self._translated[p.key] = (pc, diags)
             secrets, sdiags = resolve_secrets(pc.secret_names, p, snap, self.certs, self.ca, self.mesh)
             for path in secret_files(pc.secret_names, self.mesh):
                 self._files[path] = file_stamp(path)

@@ -45,11 +45,14 @@ def test_workload_certificates_rotate_live(tmp_path: Path) -> None:
         before = {gw.name: cert_serials(gw.admin_port), sidecar.name: cert_serials(sidecar.admin_port)}
         assert all(before.values()), before
         pids = (gw.pid, sidecar.pid)
+        translated = dict(cp._translated)
         offset[0] = timedelta(0)
         for rec in (gw, sidecar):
             after = until(lambda rec=rec: ",".join(sorted(cert_serials(rec.admin_port))),
                           lambda out, rec=rec: bool(out) and set(out.split(",")).isdisjoint(before[rec.name]))
             assert set(after.split(",")).isdisjoint(before[rec.name]), f"{rec.name} still has its old certificate"
         assert (gw.pid, sidecar.pid) == pids, "rotation must not restart proxies"
+        # Nor translate again: the same configuration gives the same translation, only new secrets.
+        assert all(cp._translated[k][0] is pc for k, (pc, _) in translated.items())
     finally:
         cp.stop()
