@@ -10,9 +10,9 @@ running control plane watches the version and re-translates when it changes.
 from __future__ import annotations
 
 import fcntl
-from collections import Counter
 import io
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace

@@ -19,7 +19,11 @@ from exitgate.translate.traffic_policy import outlier_detection, pool_settings
 ROTATION_BOUND_S = 600.0
 
 
-def build_clusters(snap: Snapshot, services: Iterable[Service], proxy_ns: str) -> list[Cluster]:
+def build_clusters(snap: Snapshot, services: Iterable[Service], proxy_ns: str,
+                   original_dst: bool = False) -> list[Cluster]:
+    """``original_dst``: the proxy sees captured connections, so resolution NONE means each
+    connection's own destination (Istio's ORIGINAL_DST); without capture Envoy resolves the
+    host the request names."""
     clusters: list[Cluster] = []
     auto_mtls = snap.istio_mutual_gateway_ports
     for svc in services:
@@ -45,12 +49,15 @@ def build_clusters(snap: Snapshot, services: Iterable[Service], proxy_ns: str) -
                 if lifetime is None and tls is not None and tls.client_cert_secret:
                     lifetime = ROTATION_BOUND_S
                 outlier, panic = outlier_detection(policy.outlier_detection)
+                discovery = svc.discovery
+                if original_dst and svc.resolution == "NONE":
+                    discovery = DiscoveryType.ORIGINAL_DST
                 # Resolved per request (NONE, DYNAMIC_DNS): Envoy picks the endpoint.
-                dynamic = svc.discovery is DiscoveryType.DYNAMIC_FORWARD_PROXY
+                dynamic = discovery in (DiscoveryType.DYNAMIC_FORWARD_PROXY, DiscoveryType.ORIGINAL_DST)
                 clusters.append(Cluster(
                     name=names.cluster_name(svc.host, port.number, subset),
-                    discovery=svc.discovery,
-                    endpoints=port.endpoints,
+                    discovery=discovery,
+                    endpoints=() if discovery is DiscoveryType.ORIGINAL_DST else port.endpoints,
                     lb_policy="CLUSTER_PROVIDED" if dynamic else policy.lb,
                     tls=tls,
                     http2=http2,

@@ -12,8 +12,6 @@ from exitgate import names
 from exitgate.api.diagnostics import Diagnostic, Severity
 from exitgate.api.networking import VirtualServiceSpec
 from exitgate.api.resources import Resource
-from dataclasses import replace
-
 from exitgate.ir import (
     CaptureListener, Cluster, DiscoveryType, DnsListener, HttpListener, ProxyConfig, Route, RouteConfig,
     TlsPassthroughListener, VirtualHost, WeightedCluster,
@@ -98,13 +96,8 @@ def translate_sidecar(snap: Snapshot, workload: WorkloadProxy, proxy_port: int,
     vhosts += [VirtualHost(names.virtual_host_name(t.host, t.port), (f"{t.host}:{t.port}",), (),
                            connect_clusters=t.clusters) for t in tunnels]
     vhosts.append(_catch_all(scope.outbound_mode))
-    clusters: list[Cluster] = build_clusters(snap, services, workload.namespace)
-    if capture_netns is not None:
-        # Captured, NONE means the connection's own destination, as in Istio.
-        by_name = {s.host: s for s in services if s.resolution == "NONE"}
-        clusters = [replace(c, discovery=DiscoveryType.ORIGINAL_DST, endpoints=())
-                    if names.parse_cluster_name(c.name).host in by_name and c.discovery is DiscoveryType.DYNAMIC_FORWARD_PROXY
-                    else c for c in clusters]
+    clusters: list[Cluster] = build_clusters(snap, services, workload.namespace,
+                                             original_dst=capture_netns is not None)
     listener = HttpListener(
         name=names.listener_name(workload.address, proxy_port),
         address=workload.address, port=proxy_port,
