@@ -77,10 +77,15 @@ def served(proxy_port: int, host: str) -> bool:
     return out.stdout == "200"
 
 
-def measure(src: Path, n: int, nginx_port: int, timeout: float, work: Path, current: bool) -> dict[str, Any]:
+def knows_capture(src: Path) -> bool:
+    """Code from before transparent capture refuses the mesh file's ``capture`` field."""
+    return "capture:" in (src / "exitgate" / "mesh.py").read_text()
+
+
+def measure(src: Path, n: int, nginx_port: int, timeout: float, work: Path) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(src), "EXITGATE_HOME": str(work / "state")}
     mesh: dict[str, Any] = {"externalPortMap": {80: nginx_port}}
-    if current:
+    if knows_capture(src):
         mesh["capture"] = "off"
     (work / "state").mkdir(parents=True)
     (work / "mesh.yaml").write_text(yaml.safe_dump(mesh))
@@ -138,11 +143,11 @@ def main() -> None:
         nginx = NginxServer(Path(tmp) / "nginx", NGINX.format(port=port), port=port).start()
         try:
             for n in args.sizes:
-                versions = [("this", SRC, True)] + ([("baseline", args.baseline, False)] if args.baseline else [])
-                for name, src, current in versions:
+                versions = [("this", SRC)] + ([("baseline", args.baseline)] if args.baseline else [])
+                for name, src in versions:
                     work = Path(tmp) / f"{name}-{n}"
                     work.mkdir()
-                    row = measure(src, n, port, args.timeout, work, current)
+                    row = measure(src, n, port, args.timeout, work)
                     print(json.dumps({"code": name, **row}), flush=True)
         finally:
             nginx.stop()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets as pysecrets
-import signal
 import threading
 import warnings
 import time
@@ -31,7 +30,8 @@ from exitgate.ca.authority import MeshCA
 from exitgate.ca.rotation import WorkloadCertManager
 from exitgate.capture import CaptureError, NetnsCapture, netns_path, support
 from exitgate.gcpause import gc_paused
-from exitgate.envoy.bootstrap import BootstrapOptions, render_bootstrap
+from exitgate.envoy.admin import Retiree, retire
+from exitgate.envoy.bootstrap import BootstrapOptions, StatsInclusion, render_bootstrap
 from exitgate.envoy.ports import free_port
 from exitgate.envoy.snapshot import ProtoMemo, xds_resources
 from exitgate.envoy.supervisor import EnvoySpec, Supervisor
@@ -222,11 +222,16 @@ class ControlPlane:
     # -- setup -------------------------------------------------------------------------------
     def _plan(self) -> None:
         for g in self.mesh.gateways:
-            nid = names.node_id("router", g.address, g.name, g.namespace)
-            log = self.state.log_dir / f"{g.name}.{g.namespace}.log"
-            listen = [f"{g.address}:{p.target_port} (service port {p.port})" for p in g.ports]
-            rec = ProxyRecord(g.name, g.namespace, "router", nid, free_port(), str(log), listen=listen)
-            self.proxies.append(PlannedProxy(rec, g.identity, pysecrets.token_urlsafe(24), g))
+            for i, addr in enumerate(g.replica_addresses):
+                # Each replica is the gateway translated at its own address.
+                replica = g if addr == g.address else g.model_copy(update={"address": addr})
+                name = g.replica_name(i)
+                nid = names.node_id("router", addr, name, g.namespace)
+                log = self.state.log_dir / f"{name}.{g.namespace}.log"
+                listen = [f"{addr}:{p.target_port} (service port {p.port})" for p in g.ports]
+                rec = ProxyRecord(name, g.namespace, "router", nid, free_port(), str(log), listen=listen,
+                                  deployment=g.name)
+                self.proxies.append(PlannedProxy(rec, g.identity, pysecrets.token_urlsafe(24), replica))
         for w in self.mesh.workloads:
             port = w.proxy_port or free_port(w.address)
             nid = names.node_id("sidecar", w.address, w.name, w.namespace)
@@ -300,6 +305,7 @@ class ControlPlane:
         xds_port = self.ads_port = self.ads.start("127.0.0.1", 0)
         self.reconcile(force=True)
         self.supervisor = Supervisor(on_event=self._on_proxy_event)
+        stats = self.mesh.proxy_stats_matcher
         for p in self.proxies:
             boot = self.state.run_dir / f"{p.record.name}.{p.record.namespace}.bootstrap.json"
             opts = BootstrapOptions(
@@ -307,6 +313,8 @@ class ControlPlane:
                 cluster=f"{p.record.name}.{p.record.namespace}",
                 xds_host="127.0.0.1", xds_port=xds_port, xds_token=p.token,
                 admin_port=p.record.admin_port, dns_resolvers=self.mesh.dns.parsed(),
+                stats_inclusion=StatsInclusion(tuple(stats.inclusion_prefixes), tuple(stats.inclusion_suffixes),
+                                               tuple(stats.inclusion_regexps)),
             )
             # The bootstrap carries the xDS token: private, like a key.
             write_private_atomic(boot, render_bootstrap(opts).encode())
@@ -320,27 +328,17 @@ class ControlPlane:
         if orphans:
             self._replace_orphans(orphans)
 
-    def _replace_orphans(self, pids: list[int], timeout: float = 30.0) -> None:
+    def _replace_orphans(self, orphans: list[ProxyRecord], timeout: float = 30.0) -> None:
         """Make before break: the Envoys a killed control plane left running served its last
         configuration meanwhile (their listeners share the ports with the new ones, Envoy's
-        reuse_port), and are stopped only once the new proxies are ready and in sync."""
+        reuse_port). Once the new proxies are ready and in sync, the old ones are drained, so
+        their clients move to the new ones between requests, and then stopped."""
         ready = self.wait_ready(timeout)
-        self.emit(f"stopping {len(pids)} proxies left running by a control plane that was killed"
+        self.emit(f"draining and stopping {len(orphans)} proxies left running by a control plane that was killed"
                   + ("" if ready else " (the new ones are not in sync yet)"))
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 5
-        for pid in pids:
-            while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
-                time.sleep(0.05)
-            if Path(f"/proc/{pid}").exists():
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        drain_s = self.supervisor.get(self.proxies[0].key).spec.drain_time_s if self.supervisor and self.proxies else 1
+        for note in retire([Retiree(p.pid, p.admin_port) for p in orphans if p.pid], drain_s=drain_s):
+            self.emit(f"old proxy {note}")
 
     def _on_proxy_event(self, name: str, kind: str, detail: str) -> None:
         self.emit(f"proxy {name}: {kind}{' (' + detail + ')' if detail else ''}")

@@ -9,10 +9,12 @@ services. Gateway service ports map to container ports like Istio's egress gatew
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from ruamel.yaml import YAML
 
@@ -44,10 +46,29 @@ class GatewayProxy(_Model):
     service: str = ""
     address: str = "127.0.0.1"
     ports: list[ServicePortMap] = Field(default_factory=list)
+    # Envoy processes behind the gateway's Service, like a Deployment's pods: replica i listens
+    # on ``address`` + i (127.0.0.1, 127.0.0.2, ...; every 127/8 address is loopback on Linux),
+    # and the sidecars' cluster for the Service has every replica as an endpoint.
+    replicas: int = Field(default=1, ge=1, le=16)
+
+    @field_validator("address")
+    @classmethod
+    def _an_ip(cls, v: str) -> str:
+        ipaddress.ip_address(v)  # ValueError names the field
+        return v
 
     @property
     def service_host(self) -> str:
         return names.service_fqdn(self.service or self.name, self.namespace)
+
+    @property
+    def replica_addresses(self) -> list[str]:
+        first = ipaddress.ip_address(self.address)
+        return [str(first + i) for i in range(self.replicas)]
+
+    def replica_name(self, i: int) -> str:
+        """A single gateway keeps its name; replicas are NAME-0, NAME-1, ... like a StatefulSet's pods."""
+        return self.name if self.replicas == 1 else f"{self.name}-{i}"
 
     @property
     def identity(self) -> tuple[str, str]:
@@ -93,6 +114,27 @@ class DnsSettings(_Model):
         return tuple(out)
 
 
+class ProxyStatsMatcher(_Model):
+    """Istio's ``meshConfig.defaultConfig.proxyStatsMatcher``: the Envoy stats every proxy keeps
+    beyond Istio's required set (server, cluster_manager, listener_manager, xds-grpc, RBAC
+    and Istio's own metrics). Per-cluster stats such as ``cluster.outbound|443||host.*`` are
+    off by default, as in Istio: at thousands of clusters they are most of Envoy's memory."""
+
+    inclusion_prefixes: list[str] = Field(default_factory=list)
+    inclusion_suffixes: list[str] = Field(default_factory=list)
+    inclusion_regexps: list[str] = Field(default_factory=list)
+
+    @field_validator("inclusion_regexps")
+    @classmethod
+    def _regexps_compile(cls, v: list[str]) -> list[str]:
+        for r in v:
+            try:
+                re.compile(r)
+            except re.error as e:
+                raise ValueError(f"invalid regular expression {r!r}: {e}") from None
+        return v
+
+
 class OutboundTrafficPolicy(_Model):
     """Istio's ``meshConfig.outboundTrafficPolicy``: ALLOW_ANY (Istio's default install) lets a
     host no service declares go out (``PassthroughCluster``); REGISTRY_ONLY answers it with 502
@@ -118,6 +160,7 @@ class MeshConfig(_Model):
     external_port_map: dict[int, int] = Field(default_factory=dict)
     workload_cert_ttl_seconds: int = Field(default=3600, ge=60)
     access_log: bool = True
+    proxy_stats_matcher: ProxyStatsMatcher = Field(default_factory=ProxyStatsMatcher)
     outbound_traffic_policy: OutboundTrafficPolicy = Field(default_factory=OutboundTrafficPolicy)
     gateways: list[GatewayProxy] = Field(default_factory=lambda: [default_egress_gateway()])
     workloads: list[WorkloadProxy] = Field(default_factory=lambda: [WorkloadProxy(name="sleep", service_account="sleep", labels={"app": "sleep"})])
@@ -132,6 +175,14 @@ class MeshConfig(_Model):
             if key in seen:
                 raise ValueError(f"proxy {p.name}.{p.namespace} is declared twice")
             seen.add(key)
+        bound: dict[tuple[str, int], str] = {}
+        for g in self.gateways:
+            for i, addr in enumerate(g.replica_addresses):
+                for port in g.ports:
+                    other = bound.setdefault((addr, port.target_port), g.replica_name(i))
+                    if other != g.replica_name(i):
+                        raise ValueError(f"gateway {g.replica_name(i)} would listen on {addr}:{port.target_port}, "
+                                         f"where {other} listens (replica i listens on address + i)")
         return self
 
     def external_port(self, port: int) -> int:

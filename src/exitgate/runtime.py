@@ -36,6 +36,9 @@ class ProxyRecord:
     # Captured sidecars: the workload's network namespace (``ip netns`` name), where
     # ``exitgate exec`` runs its commands; empty without capture.
     netns: str = ""
+    # The gateway (or workload) this proxy is a replica of: ``logs istio-egressgateway`` picks
+    # the first of its replicas, as ``kubectl logs deploy/NAME`` does.
+    deployment: str = ""
 
 
 @dataclass
@@ -48,6 +51,9 @@ class RuntimeInfo:
         """By name, or ``name.namespace``."""
         for p in self.proxies:
             if name in (p.name, f"{p.name}.{p.namespace}"):
+                return p
+        for p in self.proxies:
+            if p.deployment and name in (p.deployment, f"{p.deployment}.{p.namespace}"):
                 return p
         return None
 
@@ -100,7 +106,7 @@ class StateDir:
             return None
         return RuntimeInfo(data["pid"], data["xds_port"], [ProxyRecord(**p) for p in data["proxies"]])
 
-    def orphans(self) -> list[int]:
+    def orphans(self) -> list[ProxyRecord]:
         """PIDs of Envoys a control plane of this state directory started and left running when
         it was killed (its record is still here, its PID is gone). They keep serving their last
         configuration until the next ``up`` has its own proxies ready, then it stops them."""
@@ -124,7 +130,7 @@ class StateDir:
             mine = self.run_dir.resolve()
             if any(arg.endswith(b".bootstrap.json") and (Path(cwd) / arg.decode(errors="replace")).resolve().parent == mine
                    for arg in cmdline):
-                out.append(p.pid)
+                out.append(p)
         return out
 
     @contextmanager

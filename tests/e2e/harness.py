@@ -4,6 +4,7 @@ on free loopback ports, with a DNS stand-in, driven through the real CLI."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,6 +93,25 @@ class Exitgate:
 CAPTURE_MODES = [pytest.param("off", id="proxy-env"),
                  pytest.param("on", id="captured", marks=pytest.mark.skipif(
                      not support().available, reason=f"capture unavailable: {support().reason}"))]
+
+
+def alive(pid: int) -> bool:
+    """A process that runs (a zombie child of an exited parent is gone for our purposes)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+    """``sig``, then SIGKILL if it has not exited within ``timeout``."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def until(action: Callable[[], str], ok: Callable[[str], bool], timeout: float = 10.0) -> str:

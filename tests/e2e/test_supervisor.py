@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from exitgate.demo.standins import DnsStandIn, RedirectServer
-from exitgate.envoy.bootstrap import BootstrapOptions, build_bootstrap
+from exitgate.envoy.bootstrap import BootstrapOptions, StatsInclusion, build_bootstrap
 from exitgate.envoy.ports import free_ports
 from exitgate.envoy.supervisor import EnvoyProcess, EnvoySpec, RestartPolicy, Supervisor
 
@@ -189,6 +189,8 @@ def test_cares_resolver_honors_a_non_53_port(tmp_path: Path) -> None:
             node_id="router~127.0.0.1~gw.istio-system~istio-system.svc.cluster.local",
             cluster="istio-egressgateway.istio-system", xds_host="127.0.0.1", xds_port=1, xds_token="",
             admin_port=admin_port, dns_resolvers=(("127.0.0.1", dns.port),),
+            # Per-cluster stats are trimmed unless asked for, as in Istio.
+            stats_inclusion=StatsInclusion(prefixes=("cluster.outbound",)),
         ))  # fmt: skip
         del bootstrap["dynamic_resources"]
         cluster = f"outbound|80||{HOST}"
@@ -217,6 +219,8 @@ def test_cares_resolver_honors_a_non_53_port(tmp_path: Path) -> None:
                 metrics, re.M,
             ), metrics
             assert "cnn_com" not in metrics
+            # ... and the listener's HTTP stats, not asked for, are not kept.
+            assert "envoy_http_downstream_rq_total" not in metrics and "envoy_server_live" in metrics
             envoy_log = (tmp_path / "dns.log").read_text()
             assert "Skipping duplicate tag" not in envoy_log
             assert "no configured limit to the number of allowed active downstream connections" not in envoy_log

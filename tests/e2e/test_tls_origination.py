@@ -3,14 +3,17 @@ processes, real curl, and nginx as edition.cnn.com (port 80: 301 to https; port 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from exitgate.ca import certs
 from exitgate.demo.standins import DnsStandIn, NginxServer, find_nginx
 from exitgate.envoy.ports import free_port
+from exitgate.mesh import ProxyStatsMatcher
 
 from tests.e2e.harness import CAPTURE_MODES, EXAMPLES, Exitgate, start_exitgate, make_mesh, until
 
@@ -49,7 +52,7 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Exitgate]]:
     stops: list[Callable[[], None]] = []
     started: list[Exitgate] = []
 
-    def _start(trust_server: bool = True, capture: str = "auto") -> Exitgate:
+    def _start(trust_server: bool = True, capture: str = "auto", **mesh_fields: Any) -> Exitgate:
         trust = tmp_path / "trust.pem"
         trust.write_bytes(root if trust_server else certs.make_root("unrelated CA", "elsewhere", key_type="ec256")[0])
         p80, p443 = free_port(), free_port()
@@ -59,7 +62,8 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Exitgate]]:
         stops.append(nginx.stop)
         dns = DnsStandIn({HOST: "127.0.0.1"}).start()
         stops.append(dns.stop)
-        eg = start_exitgate(tmp_path / "state", make_mesh(trust, dns.port, {80: p80, 443: p443}, capture=capture))
+        mesh = make_mesh(trust, dns.port, {80: p80, 443: p443}, capture=capture).model_copy(update=mesh_fields)
+        eg = start_exitgate(tmp_path / "state", mesh)
         stops.insert(0, eg.cp.stop)
         started.append(eg)
         return eg
@@ -114,7 +118,9 @@ def test_tls_origination_at_the_egress_gateway(exitgate: Exitgate) -> None:
     assert status_line(resp) == "HTTP/1.1 301 Moved Permanently"
 
 
-def test_sidecar_to_gateway_is_mutual_tls_with_spiffe_identities(exitgate: Exitgate) -> None:
+def test_sidecar_to_gateway_is_mutual_tls_with_spiffe_identities(start: Callable[..., Exitgate]) -> None:
+    # Istio's stats matcher keeps per-listener TLS stats only when the proxy config asks.
+    exitgate = start(proxy_stats_matcher=ProxyStatsMatcher(inclusion_suffixes=["ssl.handshake"]))
     exitgate.apply(TLS)
     resp = until(lambda: exitgate.curl("-o", "/dev/null", "-w", "%{http_code}", f"http://{HOST}/politics").stdout,
                  lambda o: o == "200")
@@ -124,7 +130,12 @@ def test_sidecar_to_gateway_is_mutual_tls_with_spiffe_identities(exitgate: Exitg
     import urllib.request
 
     stats = urllib.request.urlopen(f"http://127.0.0.1:{gw.record.admin_port}/stats?filter=ssl", timeout=5).read().decode()
-    assert "listener.127.0.0.1_" in stats and "ssl.handshake" in stats
+    assert re.search(r"^listener\.127\.0\.0\.1_\d+\.ssl\.handshake: [1-9]", stats, re.M), stats
+    # Everything else per listener or per cluster is trimmed, as in Istio's default.
+    everything = urllib.request.urlopen(f"http://127.0.0.1:{gw.record.admin_port}/stats", timeout=5).read().decode()
+    assert "cluster_manager.cds.update_success" in everything
+    trimmed = [line.split(":")[0] for line in everything.splitlines() if line.startswith(("listener.", "cluster.outbound|"))]
+    assert trimmed and all(n.endswith(("ssl.handshake", "downstream_cx_active")) for n in trimmed), trimmed
     certs_json = urllib.request.urlopen(f"http://127.0.0.1:{sidecar.record.admin_port}/certs", timeout=5).read().decode()
     assert "spiffe://cluster.local/ns/default/sa/sleep" in certs_json
     certs_json = urllib.request.urlopen(f"http://127.0.0.1:{gw.record.admin_port}/certs", timeout=5).read().decode()

@@ -18,17 +18,9 @@ import yaml
 
 from exitgate.envoy.ports import free_port
 
+from tests.e2e.harness import alive, stop_process
+
 pytestmark = pytest.mark.e2e
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie child of an exited `up` is gone for our purposes.
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
 def wait_for(cond, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
@@ -77,13 +69,7 @@ def up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
         pids += [p["pid"] for p in runtime(state)["proxies"]]
         yield proc, state
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, signal.SIGINT)
         for p in runtime(state).get("proxies", []):
             pids.append(p["pid"])
         for pid in pids:

@@ -16,7 +16,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa
 from google.protobuf import json_format
 
 from exitgate.envoy import bootstrap as bs
-from exitgate.envoy.bootstrap import BootstrapOptions, build_bootstrap, render_bootstrap
+from exitgate.envoy.bootstrap import BootstrapOptions, StatsInclusion, build_bootstrap, render_bootstrap
 from exitgate.envoy.supervisor import find_envoy
 
 NODE = "router~127.0.0.1~istio-egressgateway-0.istio-system~istio-system.svc.cluster.local"
@@ -179,3 +179,39 @@ def test_validate_gate_catches_a_bad_field(tmp_path: Path) -> None:
     result = envoy_validate(path)
     assert result.returncode != 0
     assert "resolver" in result.stdout + result.stderr
+
+
+def test_stats_are_trimmed_to_istios_inclusion_list_plus_the_proxy_configs() -> None:
+    default = build_bootstrap(options())["stats_config"]["stats_matcher"]["inclusion_list"]["patterns"]
+    assert {"prefix": "cluster.xds-grpc"} in default and {"suffix": "rbac.allowed"} in default
+    assert {"prefix": "istio"} in default and {"safe_regex": {"regex": r"vhost\..*\.route\..*"}} in default
+    assert not any("outbound" in str(p) for p in default)
+    extra = StatsInclusion(prefixes=("cluster.outbound", "server"), suffixes=("ssl.handshake",), regexps=(".*upstream_rq_.*",))
+    patterns = build_bootstrap(options(stats_inclusion=extra))["stats_config"]["stats_matcher"]["inclusion_list"]["patterns"]
+    assert [p for p in patterns if p in default] == default  # the required entries all stay, in order
+    assert patterns.count({"prefix": "server"}) == 1  # a repeated prefix is listed once
+    assert {"prefix": "cluster.outbound"} in patterns and {"suffix": "ssl.handshake"} in patterns
+    assert {"safe_regex": {"regex": ".*upstream_rq_.*"}} in patterns
+
+
+def test_envoy_accepts_the_trimmed_stats(tmp_path: Path) -> None:
+    path = tmp_path / "bootstrap.json"
+    extra = StatsInclusion(prefixes=("cluster.outbound",), suffixes=("ssl.handshake",), regexps=(r"http\..*",))
+    path.write_text(render_bootstrap(options(stats_inclusion=extra)))
+    result = envoy_validate(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mesh_file_proxy_stats_matcher_as_istios(tmp_path: Path) -> None:
+    from exitgate.mesh import load_mesh
+
+    good = tmp_path / "mesh.yaml"
+    good.write_text("proxyStatsMatcher:\n  inclusionPrefixes: [cluster.outbound]\n  inclusionRegexps: ['.*ssl.*']\n")
+    mesh, diags = load_mesh(good)
+    assert mesh is not None, diags
+    assert mesh.proxy_stats_matcher.inclusion_prefixes == ["cluster.outbound"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("proxyStatsMatcher:\n  inclusionRegexps: ['(unclosed']\n")
+    mesh, diags = load_mesh(bad)
+    assert mesh is None
+    assert any("inclusionRegexps" in str(d) and "bad.yaml" in str(d) and "bad.yaml:2:" in str(d) for d in diags), [str(d) for d in diags]

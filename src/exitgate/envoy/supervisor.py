@@ -33,6 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from exitgate.envoy.admin import admin_call
+
 log = logging.getLogger(__name__)
 
 # on_event(name, kind, detail); kind is one of these.
@@ -207,14 +209,7 @@ class EnvoyProcess:
         return self._admin("POST", path, timeout)
 
     def _admin(self, method: str, path: str, timeout: float) -> str:
-        if not path.startswith("/"):
-            path = "/" + path
-        request = urllib.request.Request(self.spec.admin_url + path, method=method)
-        # No proxies: an http_proxy variable in the environment must not capture loopback calls.
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(request, timeout=timeout) as response:
-            body: bytes = response.read()
-        return body.decode("utf-8", errors="replace")
+        return admin_call(self.spec.admin_url, method, path, timeout)
 
     def is_ready(self, timeout: float = 0.5) -> bool:
         """One probe of ``/ready``: True when Envoy reports LIVE (initialized, not draining)."""

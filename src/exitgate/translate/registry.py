@@ -73,7 +73,10 @@ def build_registry(service_entries: Sequence[Resource[ServiceEntrySpec]], mesh: 
     services: list[Service] = []
     seen: set[str] = set()
     for g in mesh.gateways:
-        ports = tuple(ServicePort(p.port, p.protocol, p.name, (Endpoint(g.address, p.target_port),)) for p in g.ports)
+        # Every replica answers as the Service, as a Deployment's pods do.
+        ports = tuple(ServicePort(p.port, p.protocol, p.name,
+                                  tuple(Endpoint(addr, p.target_port) for addr in g.replica_addresses))
+                      for p in g.ports)
         services.append(Service(g.service_host, g.namespace, DiscoveryType.STATIC, ports,
                                 (names.spiffe_id(*g.identity, trust_domain=mesh.trust_domain),)))
         seen.add(g.service_host)
