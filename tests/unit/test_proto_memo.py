@@ -28,3 +28,28 @@ def test_unchanged_resources_are_not_rebuilt() -> None:
     memo.next_push()  # two pushes without ``b`` at port 80: forgotten
     third = xds_resources(_pc(b), {}, memo)[CLUSTER_TYPE]
     assert third[b.name] is not first[b.name] and third[b.name] == first[b.name]
+
+
+def test_a_route_table_with_one_host_more_converts_only_that_host(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from exitgate.envoy import resources
+    from exitgate.xds.cache import ROUTE_TYPE
+
+    built: list[str] = []
+    real = resources.virtual_host
+    monkeypatch.setattr(resources, "virtual_host", lambda v: (built.append(v.name), real(v))[1])
+
+    def vhost(i: int) -> ir.VirtualHost:
+        route = ir.Route("default", clusters=(ir.WeightedCluster(f"outbound|80||svc-{i}.example", 100),))
+        return ir.VirtualHost(f"svc-{i}.example:80", (f"svc-{i}.example",), (route,))
+
+    memo = ProtoMemo()
+    first = xds_resources(ir.ProxyConfig((), (ir.RouteConfig("80", tuple(vhost(i) for i in range(3))),), (), ()),
+                          {}, memo)[ROUTE_TYPE]["80"]
+    assert built == [f"svc-{i}.example:80" for i in range(3)]
+    memo.next_push()
+    built.clear()
+    second = xds_resources(ir.ProxyConfig((), (ir.RouteConfig("80", tuple(vhost(i) for i in range(4))),), (), ()),
+                           {}, memo)[ROUTE_TYPE]["80"]
+    assert built == ["svc-3.example:80"]
+    assert list(second.virtual_hosts)[:3] == list(first.virtual_hosts) and len(second.virtual_hosts) == 4
+    assert second.HasField("validate_clusters") and not second.validate_clusters.value

@@ -81,7 +81,8 @@ def xds_resources(pc: ir.ProxyConfig, secrets: Mapping[str, ir.SecretData],
         LISTENER_TYPE: {**{x.name: m.get(x, res.listener) for x in pc.listeners},
                         **{x.name: m.get(x, res.tls_passthrough_listener) for x in pc.tls_passthrough_listeners},
                         **{x.name: m.get(x, capture.listener) for x in pc.capture_listeners}},
-        ROUTE_TYPE: {x.name: m.get(x, res.route_config) for x in pc.route_configs},
+        ROUTE_TYPE: {x.name: m.get(x, lambda rc: res.route_config(rc, lambda v: m.get(v, res.virtual_host)))
+                     for x in pc.route_configs},
         CLUSTER_TYPE: {x.name: m.get(x, res.cluster) for x in clusters},
         SECRET_TYPE: {n: res.secret(secrets[n]) for n in pc.secret_names if n in secrets},
     }
