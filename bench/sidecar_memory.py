@@ -21,6 +21,7 @@ from pathlib import Path
 from exitgate import ir, names
 from exitgate.api.loader import load_document
 from exitgate.ca import certs
+from exitgate.envoy.bootstrap import BootstrapOptions, build_bootstrap
 from exitgate.envoy.ports import free_port
 from exitgate.envoy.snapshot import static_bootstrap
 from exitgate.mesh import MeshConfig
@@ -48,6 +49,8 @@ def rss_of_envoy(pc: ir.ProxyConfig, work: Path) -> tuple[float, float]:
     admin = free_port()
     boot = static_bootstrap(pc, secrets_for(pc), admin_port=admin)
     boot["node"] = {"id": "bench", "cluster": "bench"}
+    # The stats configuration exitgate's proxies run with (Istio's inclusion list).
+    boot["stats_config"] = build_bootstrap(BootstrapOptions("bench", "bench", "127.0.0.1", 1, "", admin))["stats_config"]
     path = work / "bootstrap.json"
     path.write_text(json.dumps(boot))
     envoy = shutil.which("envoy") or str(Path(sys.executable).parent / "envoy")
