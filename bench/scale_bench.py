@@ -11,7 +11,8 @@ Side by side in one run: ``--baseline DIR`` names the ``src`` of another checkou
 add /tmp/base <commit>``), run with the same Python; sizes alternate between the two. A size the
 baseline cannot serve within ``--timeout`` is recorded as such.
 
-Run: .venv/bin/python bench/scale_bench.py [--baseline /tmp/base/src] [--timeout 300] N ...
+Run: .venv/bin/python bench/scale_bench.py [--baseline /tmp/base/src] [--timeout 300]
+     [--variant NAME='{"meshField": value}'] N ...
 """
 
 from __future__ import annotations
@@ -82,9 +83,10 @@ def knows_capture(src: Path) -> bool:
     return "capture:" in (src / "exitgate" / "mesh.py").read_text()
 
 
-def measure(src: Path, n: int, nginx_port: int, timeout: float, work: Path) -> dict[str, Any]:
+def measure(src: Path, n: int, nginx_port: int, timeout: float, work: Path,
+            mesh_extra: dict[str, Any] | None = None) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(src), "EXITGATE_HOME": str(work / "state")}
-    mesh: dict[str, Any] = {"externalPortMap": {80: nginx_port}}
+    mesh: dict[str, Any] = {"externalPortMap": {80: nginx_port}, **(mesh_extra or {})}
     if knows_capture(src):
         mesh["capture"] = "off"
     (work / "state").mkdir(parents=True)
@@ -133,6 +135,8 @@ def main() -> None:
     ap.add_argument("sizes", nargs="*", type=int, default=[100, 1000])
     ap.add_argument("--baseline", type=Path)
     ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
+                    help="also this code with more mesh file fields, e.g. sotw='{\"deltaXds\": false}'")
     args = ap.parse_args()
     sys.path.insert(0, str(SRC))
     from exitgate.demo.standins import NginxServer
@@ -143,11 +147,13 @@ def main() -> None:
         nginx = NginxServer(Path(tmp) / "nginx", NGINX.format(port=port), port=port).start()
         try:
             for n in args.sizes:
-                versions = [("this", SRC)] + ([("baseline", args.baseline)] if args.baseline else [])
-                for name, src in versions:
+                versions: list[tuple[str, Path, dict[str, Any]]] = [("this", SRC, {})]
+                versions += [(v.split("=", 1)[0], SRC, json.loads(v.split("=", 1)[1])) for v in args.variant]
+                versions += [("baseline", args.baseline, {})] if args.baseline else []
+                for name, src, extra in versions:
                     work = Path(tmp) / f"{name}-{n}"
                     work.mkdir()
-                    row = measure(src, n, port, args.timeout, work)
+                    row = measure(src, n, port, args.timeout, work, extra)
                     print(json.dumps({"code": name, **row}), flush=True)
         finally:
             nginx.stop()

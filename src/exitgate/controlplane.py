@@ -313,6 +313,7 @@ class ControlPlane:
                 cluster=f"{p.record.name}.{p.record.namespace}",
                 xds_host="127.0.0.1", xds_port=xds_port, xds_token=p.token,
                 admin_port=p.record.admin_port, dns_resolvers=self.mesh.dns.parsed(),
+                delta_xds=self.mesh.delta_xds,
                 stats_inclusion=StatsInclusion(tuple(stats.inclusion_prefixes), tuple(stats.inclusion_suffixes),
                                                tuple(stats.inclusion_regexps)),
             )

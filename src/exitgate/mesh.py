@@ -161,6 +161,9 @@ class MeshConfig(_Model):
     workload_cert_ttl_seconds: int = Field(default=3600, ge=60)
     access_log: bool = True
     proxy_stats_matcher: ProxyStatsMatcher = Field(default_factory=ProxyStatsMatcher)
+    # Incremental xDS, as Istio's ISTIO_DELTA_XDS (on by default): a change sends the proxies
+    # only what it changed. false: State of the World, every resource of each changed type.
+    delta_xds: bool = True
     outbound_traffic_policy: OutboundTrafficPolicy = Field(default_factory=OutboundTrafficPolicy)
     gateways: list[GatewayProxy] = Field(default_factory=lambda: [default_egress_gateway()])
     workloads: list[WorkloadProxy] = Field(default_factory=lambda: [WorkloadProxy(name="sleep", service_account="sleep", labels={"app": "sleep"})])

@@ -88,7 +88,11 @@ def status_line(out: str) -> str:
     return out.splitlines()[0] if out else ""
 
 
-def test_tls_origination_at_the_egress_gateway(exitgate: Exitgate) -> None:
+@pytest.mark.parametrize("delta_xds", [True, False], ids=["incremental-xds", "state-of-the-world-xds"])
+def test_tls_origination_at_the_egress_gateway(start: Callable[..., Exitgate], delta_xds: bool) -> None:
+    exitgate = start(delta_xds=delta_xds)
+    boot = (exitgate.state_dir / "run" / "istio-egressgateway.istio-system.bootstrap.json").read_text()
+    assert ('"api_type": "DELTA_GRPC"' in boot) is delta_xds
     url = f"http://{HOST}/politics"
     head = ["-o", "/dev/null", "-D", "-", url]
 

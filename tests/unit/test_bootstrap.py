@@ -66,7 +66,8 @@ def test_every_field_exists_in_the_protos() -> None:
 def test_ads_as_envoy_notes_say() -> None:
     b = build_bootstrap(options())
     ads = b["dynamic_resources"]["ads_config"]
-    assert ads["api_type"] == "GRPC" and ads["transport_api_version"] == "V3"
+    assert ads["api_type"] == "DELTA_GRPC" and ads["transport_api_version"] == "V3"
+    assert build_bootstrap(options(delta_xds=False))["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"
     assert ads["set_node_on_first_message_only"] is True
     [service] = ads["grpc_services"]
     assert service["envoy_grpc"] == {"cluster_name": "xds-grpc"}

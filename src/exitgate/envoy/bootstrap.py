@@ -161,6 +161,9 @@ class BootstrapOptions:
     # Global cap on accepted connections. Far above anything a loopback proxy sees; setting one
     # at all also silences the warning Envoy otherwise writes to every proxy's log at startup.
     max_downstream_connections: int = 100_000
+    # Incremental xDS (Envoy's DELTA_GRPC; Istio's default, ISTIO_DELTA_XDS): a change sends only the
+    # resources it changed. False: State of the World, every resource of a changed type.
+    delta_xds: bool = True
     # Stats kept beyond Istio's required set (the mesh file's ``proxy_stats_matcher``).
     stats_inclusion: StatsInclusion = field(default_factory=lambda: StatsInclusion())
 
@@ -278,7 +281,7 @@ def build_bootstrap(opts: BootstrapOptions) -> dict[str, Any]:
         "admin": {"address": _socket_address(opts.admin_host, opts.admin_port)},
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC",
+                "api_type": "DELTA_GRPC" if opts.delta_xds else "GRPC",
                 "transport_api_version": "V3",
                 # The node (with its metadata) is sent once per stream, not on every request.
                 "set_node_on_first_message_only": True,

@@ -68,6 +68,8 @@ class _TypeEntry:
     version: str
     messages: Mapping[str, Message]
     blobs: Mapping[str, bytes]
+    # Per resource, for incremental xDS: a digest of its serialized bytes.
+    resource_versions: Mapping[str, str]
 
 
 def _type_version(blobs: Mapping[str, bytes]) -> str:
@@ -106,7 +108,9 @@ def _freeze(type_url: str, resources: Mapping[str, Message]) -> _TypeEntry:
         copy.CopyFrom(message)
         messages[name] = copy
         blobs[name] = copy.SerializeToString(deterministic=True)
-    return _TypeEntry(_type_version(blobs), MappingProxyType(messages), MappingProxyType(blobs))
+    versions = {name: hashlib.sha256(blob).hexdigest()[:_VERSION_HEX_CHARS] for name, blob in blobs.items()}
+    return _TypeEntry(_type_version(blobs), MappingProxyType(messages), MappingProxyType(blobs),
+                      MappingProxyType(versions))
 
 
 class SnapshotCache:
@@ -194,6 +198,15 @@ class SnapshotCache:
             return "", []
         selected = sorted(entry.blobs if names is None else (n for n in names if n in entry.blobs))
         return entry.version, [any_pb2.Any(type_url=type_url, value=entry.blobs[n]) for n in selected]
+
+    def get_delta(self, node_id: str, type_url: str) -> tuple[str, Mapping[str, str], Mapping[str, bytes]]:
+        """(type version, version of each resource, serialized bytes of each resource) for an
+        incremental response; ``("", {}, {})`` if the node has no snapshot."""
+        with self._cond:
+            entry = self._nodes.get(node_id, {}).get(type_url)
+        if entry is None:
+            return "", {}, {}
+        return entry.version, entry.resource_versions, entry.blobs
 
     def version(self, node_id: str, type_url: str) -> str:
         """The node's version for the type, ``""`` if it has no snapshot."""

@@ -1,8 +1,9 @@
 """ADS server: serves a :class:`~exitgate.xds.cache.SnapshotCache` to Envoys over gRPC.
 
-State of the World, v3, aggregated (one ``StreamAggregatedResources`` stream per Envoy carries
-every type). Per stream and type URL it tracks the subscribed names, the last version and nonce
-sent, and applies the protocol rules Envoy relies on:
+Incremental (``DeltaAggregatedResources``, the protocol state in :mod:`exitgate.xds.delta`) or
+State of the World (``StreamAggregatedResources``), v3, aggregated: one stream per Envoy carries
+every type. For State of the World, per stream and type URL it tracks the subscribed names, the
+last version and nonce sent, and applies the protocol rules Envoy relies on:
 
 - a request whose ``response_nonce`` is not the latest one sent for its type is stale: ignored;
 - a request echoing the latest nonce is an ACK, or a NACK when ``error_detail`` is set; a NACK is
@@ -30,11 +31,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from exitgate.xds.cache import SECRET_TYPE, TYPE_ORDER, WILDCARD_TYPES, SnapshotCache, short_type_name
+from exitgate.xds.delta import DeltaStream
 
 TOKEN_METADATA_KEY = "x-exitgate-token"
 CONTROL_PLANE_ID = "exitgate"
@@ -208,7 +211,6 @@ class _Stream:
 
 
 class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
-    # Delta xDS is left to the base class, which answers UNIMPLEMENTED.
     def __init__(self, server: AdsServer) -> None:
         self._server = server
 
@@ -217,7 +219,14 @@ class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         request_iterator: Iterator[discovery_pb2.DiscoveryRequest],
         context: grpc.ServicerContext,
     ) -> Iterator[discovery_pb2.DiscoveryResponse]:
-        return self._server._serve_stream(request_iterator, context)
+        return self._server._serve_stream(request_iterator, context, delta=False)
+
+    def DeltaAggregatedResources(  # noqa: N802 (gRPC's name)
+        self,
+        request_iterator: Iterator[discovery_pb2.DeltaDiscoveryRequest],
+        context: grpc.ServicerContext,
+    ) -> Iterator[discovery_pb2.DeltaDiscoveryResponse]:
+        return self._server._serve_stream(request_iterator, context, delta=True)
 
 
 class AdsServer:
@@ -318,9 +327,10 @@ class AdsServer:
 
     def _serve_stream(
         self,
-        request_iterator: Iterator[discovery_pb2.DiscoveryRequest],
+        request_iterator: Iterator[Any],
         context: grpc.ServicerContext,
-    ) -> Iterator[discovery_pb2.DiscoveryResponse]:
+        delta: bool,
+    ) -> Iterator[Any]:
         # A reader thread feeds the inbox from the start, so that the handler can wait for the
         # first request with a timeout (a silent client must not hold a pool thread forever) and
         # later wait for requests and cache changes in one place.
@@ -344,19 +354,20 @@ class AdsServer:
         # Fires when the RPC ends in any way (client gone, server stopping): unblocks the loop.
         context.add_callback(lambda: inbox.put(_STOP))
         try:
-            yield from self._run_stream(stream_id, inbox, context)
+            yield from self._run_stream(stream_id, inbox, context, delta)
         finally:
             with self._lock:
                 del self._inboxes[stream_id]
 
     def _run_stream(
-        self, stream_id: int, inbox: queue.SimpleQueue[object], context: grpc.ServicerContext
-    ) -> Iterator[discovery_pb2.DiscoveryResponse]:
+        self, stream_id: int, inbox: queue.SimpleQueue[object], context: grpc.ServicerContext, delta: bool
+    ) -> Iterator[Any]:
         try:
             first = inbox.get(timeout=self._first_request_timeout)
         except queue.Empty:
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no DiscoveryRequest in time")
-        if not isinstance(first, discovery_pb2.DiscoveryRequest):
+        request_type = discovery_pb2.DeltaDiscoveryRequest if delta else discovery_pb2.DiscoveryRequest
+        if not isinstance(first, request_type):
             return  # the client left (or the server stopped) before saying anything
         node_id = first.node.id
         if not node_id:
@@ -366,7 +377,8 @@ class AdsServer:
             _log.warning("xDS stream from %s for node %s refused: %s", context.peer(), node_id, denial)
             context.abort(grpc.StatusCode.UNAUTHENTICATED, denial)
 
-        stream = _Stream(self, stream_id, node_id)
+        stream: _Stream | DeltaStream = (DeltaStream(self, stream_id, node_id, CONTROL_PLANE_ID) if delta
+                                         else _Stream(self, stream_id, node_id))
         cancel_watch = self.cache.watch(node_id, lambda: inbox.put(_CHANGED))
         self._record_connect(node_id, context.peer())
         try:
@@ -374,7 +386,7 @@ class AdsServer:
             while (item := inbox.get()) is not _STOP:
                 if item is _CHANGED:
                     yield from stream.handle_change()
-                elif isinstance(item, discovery_pb2.DiscoveryRequest):
+                elif isinstance(item, request_type):
                     yield from stream.handle_request(item)
         finally:
             cancel_watch()
@@ -382,7 +394,7 @@ class AdsServer:
 
     def _read_requests(
         self,
-        request_iterator: Iterator[discovery_pb2.DiscoveryRequest],
+        request_iterator: Iterator[Any],
         sink: queue.SimpleQueue[object],
     ) -> None:
         try:
