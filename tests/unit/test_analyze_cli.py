@@ -162,7 +162,7 @@ def test_store_diagnostics_point_into_the_snapshot(state: Path, tmp_path: Path) 
     item = next(i for i in json.loads(result.output) if i["code"] == "IST0101")
     snapshot = (state / "config.yaml").read_text().splitlines()
     assert item["file"] == str(state / "config.yaml")
-    assert snapshot[item["line"] - 1].strip() == "host: edition.cnn.comm"
+    assert snapshot[item["line"] - 1].strip() == '"host": "edition.cnn.comm",'  # the field's own line
 
 
 def test_mesh_option(state: Path, tmp_path: Path) -> None:

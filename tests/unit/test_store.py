@@ -3,11 +3,14 @@ all-or-nothing batches, restarts and concurrent writers."""
 
 from __future__ import annotations
 
+import json
+
 import stat
 import threading
 from pathlib import Path
 
 import pytest
+import yaml
 
 from exitgate.api import diagnostics as dx
 from exitgate.api.loader import load_paths, load_text
@@ -240,9 +243,32 @@ def test_concurrent_applies_from_two_threads_both_land(tmp_path: Path) -> None:
 
 def test_tampered_snapshot_is_refused_loudly(store: Store) -> None:
     store.apply([se()])
-    store.path.write_text(store.path.read_text().replace("protocol: TLS", "protocol: NOPE"))
+    text = store.path.read_text()
+    assert '"protocol": "TLS"' in text
+    store.path.write_text(text.replace('"protocol": "TLS"', '"protocol": "NOPE"'))
     with pytest.raises(RuntimeError, match="stored configuration is invalid"):
         store.load()
+
+
+def test_documents_are_stored_as_json_and_yaml_ones_still_load(store: Store) -> None:
+    store.apply([se("a", "a.example.com")])
+    text = store.path.read_text()
+    lines = text.splitlines()
+    assert lines[2] == "--- # ServiceEntry default/a" and lines[3] == "{" and lines[4] == '  "apiVersion": "networking.istio.io/v1",'
+    doc = text.split("--- # ServiceEntry default/a\n", 1)[1]
+    assert json.loads(doc)["spec"]["hosts"] == ["a.example.com"]
+    [a] = store.load().resources
+    assert a.source is not None and a.source.line == 4 and a.spec.hosts == ["a.example.com"]
+    [b] = store.load(field_lines=True).resources
+    assert b.source is not None and b.source.line == 4 and b == a
+    # A store an earlier exitgate wrote with YAML documents: read as is; the same resource applied
+    # again is unchanged (compared by content), and a change rewrites it as JSON.
+    store.path.write_text("# version: 2\n# written by exitgate\n--- # ServiceEntry default/a\n"
+                          + yaml.safe_dump(json.loads(doc)))
+    assert store.load().resources[0].spec.hosts == ["a.example.com"]
+    assert outcome(store.apply([se("a", "a.example.com")])) == [("a", "unchanged")]
+    assert outcome(store.apply([se("a", "a2.example.com")])) == [("a", "configured")]
+    assert store.path.read_text().splitlines()[3].startswith("{")
 
 
 def test_a_reload_parses_only_what_changed(store: Store) -> None:

@@ -82,7 +82,7 @@ def analyze_command(
     load_warnings: list[Diagnostic] = []
     if use_store:
         try:
-            snap = Store(root).load()
+            snap = Store(root).load(field_lines=True)
         except RuntimeError as e:
             _fail([f"error: {e}"])
         resources = list(snap.resources)
