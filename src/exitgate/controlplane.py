@@ -374,7 +374,7 @@ class ControlPlane:
                     continue
                 # A proxy that no longer needs any resource of a named type (e.g. every secret
                 # went with its listener) does not acknowledge the empty set: nothing to wait for.
-                if type_url not in WILDCARD_TYPES and not self.cache.get(p.record.node_id, type_url)[1]:
+                if type_url not in WILDCARD_TYPES and not self.cache.names(p.record.node_id, type_url):
                     continue
                 if ts.acked_version != self.cache.version(p.record.node_id, type_url):
                     return False
