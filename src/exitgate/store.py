@@ -220,7 +220,7 @@ class Store:
 
     def _parse(self, e: _Entry) -> Resource:
         if e.text.startswith("{"):
-            res, diags = load_document(orjson.loads(e.text), str(self.path), default_namespace=e.key[1])
+            res, diags = load_document(orjson.loads(e.text), str(self.path), default_namespace=e.key[1], checked=True)
             if res is not None and not dx.has_errors(diags):
                 return replace(res, source=Source(str(self.path), 1))
         else:  # written as YAML by an earlier exitgate

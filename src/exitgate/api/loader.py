@@ -362,6 +362,22 @@ def _pydantic_diags(err: ValidationError, doc: Any, base: tuple[str | int, ...],
     return out
 
 
+def _load_checked(doc: Any, filename: str, default_namespace: str) -> tuple[Resource | None, list[Diagnostic]]:
+    kind = doc.get("kind") if isinstance(doc, dict) else None
+    if not isinstance(kind, str) or not (kind in CORE_MODELS or kind in SPEC_MODELS):
+        return load_document(doc, filename, default_namespace)  # says what is wrong
+    try:
+        meta = ObjectMeta.model_validate(doc["metadata"])
+        body = doc["spec"] if kind in SPEC_MODELS else {k: v for k, v in doc.items()
+                                                         if k not in ("apiVersion", "kind", "metadata")}
+        spec = (CORE_MODELS[kind] if kind in CORE_MODELS else SPEC_MODELS[kind][2]).model_validate(body)
+    except (ValidationError, KeyError, TypeError):
+        return load_document(doc, filename, default_namespace)
+    namespace = meta.namespace or default_namespace
+    doc["metadata"]["namespace"] = namespace
+    return Resource(str(doc["apiVersion"]), kind, namespace, meta.name, spec, doc, Source(filename, 1)), []
+
+
 def _issue_diags(spec: Spec, where: Where, doc: Any, base: tuple[str | int, ...], filename: str,
                  ref: str) -> list[Diagnostic]:
     return [Diagnostic(i.code, i.severity, i.message, file=filename, line=locate(doc, i.path), resource=ref,
@@ -402,7 +418,12 @@ def _dry_run_diags(kind: str, meta: ObjectMeta, doc: Any, filename: str, ref: st
 
 
 def load_document(doc: Any, filename: str, default_namespace: str = "default",
-                  keep_unsupported: bool = False) -> tuple[Resource | None, list[Diagnostic]]:
+                  keep_unsupported: bool = False, checked: bool = False) -> tuple[Resource | None, list[Diagnostic]]:
+    """One document as a typed resource, or the diagnostics that refuse it. ``checked``: the
+    document passed this function before (the store holds only such documents), so only the
+    models are built, not the rules run again (a third of the time at 30,000 documents)."""
+    if checked:
+        return _load_checked(doc, filename, default_namespace)
     line = _line(doc)
     if not isinstance(doc, dict):
         return None, [Diagnostic(dx.YAML_SYNTAX, Severity.ERROR, "a resource must be a YAML mapping", file=filename, line=line)]
