@@ -43,6 +43,7 @@ from exitgate.translate.gateway import translate_gateway
 from exitgate.translate.sidecar import translate_sidecar
 from exitgate.translate.snapshot import Snapshot
 from exitgate.translate.tls import SYSTEM_CA
+from exitgate.wake import Waker, wake
 from exitgate.xds.cache import WILDCARD_TYPES, SnapshotCache
 from exitgate.xds.server import AdsServer, EventKind, XdsEvent
 
@@ -449,17 +450,26 @@ class ControlPlane:
         return all_diags
 
     def run(self, poll_s: float = 0.3, on_tick: Callable[[], None] | None = None) -> None:
-        """Until ``stop()``: pick up applied configuration and due certificate rotations."""
-        while not self._stop.wait(poll_s):
-            try:
-                self.reconcile()
-            except Exception as e:  # keep serving the last good configuration
-                self.emit(f"[red]error[/red] while applying configuration: {e}")
-            if on_tick is not None:
-                on_tick()
+        """Until ``stop()``: pick up applied configuration (at once: the store wakes this loop)
+        and, every ``poll_s``, changed certificate files and due certificate rotations."""
+        waker = Waker(self.state.root)
+        try:
+            while not self._stop.is_set():
+                waker.wait(poll_s)
+                if self._stop.is_set():
+                    break
+                try:
+                    self.reconcile()
+                except Exception as e:  # keep serving the last good configuration
+                    self.emit(f"[red]error[/red] while applying configuration: {e}")
+                if on_tick is not None:
+                    on_tick()
+        finally:
+            waker.close()
 
     def stop(self) -> None:
         self._stop.set()
+        wake(self.state.root)  # the run loop ends now, not at its next poll
         if self.supervisor is not None:
             self.supervisor.stop_all()
         if self.ads is not None:

@@ -28,6 +28,7 @@ from exitgate.api.diagnostics import Diagnostic, Severity
 from exitgate.api.loader import load_document, load_text
 from exitgate.api.resources import Resource, Source
 from exitgate.gcpause import gc_paused
+from exitgate.wake import wake
 
 SNAPSHOT_FILE = "config.yaml"
 LOCK_FILE = "store.lock"
@@ -238,6 +239,7 @@ class Store:
             buf.write(_marker(e.key))
             buf.write(e.text)
         write_private_atomic(self.path, buf.getvalue().encode())
+        wake(self.state_dir)  # a running control plane reads the new version now
 
     def apply(self, batch: list[Resource]) -> ChangeResult:
         counts = Counter(r.key for r in batch)
