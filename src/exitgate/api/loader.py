@@ -165,6 +165,56 @@ class _FastLoader(yaml.CSafeLoader):
                 seen.add(key.value)
         return super().construct_mapping(node, deep)
 
+    def build(self, node: yaml.Node) -> Any:
+        """The document of ``node``, as ``construct_document`` makes it, built directly for the
+        plain cases (strings, decimal integers, booleans, nulls, maps without merge keys, lists)
+        and by the constructor for every other (floats, timestamps, tags, merges): about three
+        times faster for Istio's YAML. Equal results are tested on every YAML file here."""
+        try:
+            data = self._build(node)
+        except RecursionError:  # a cyclic alias: the constructor knows how
+            self.constructed_objects, self.recursive_objects, self.state_generators = {}, {}, []
+            return self.construct_document(node)
+        # What construct_document does after a document: finish deferred objects, forget nodes.
+        while self.state_generators:
+            generators, self.state_generators = self.state_generators, []
+            for generator in generators:
+                for _ in generator:
+                    pass
+        self.constructed_objects, self.recursive_objects = {}, {}
+        return data
+
+    def _build(self, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.ScalarNode):
+            tag, value = node.tag, node.value
+            if tag == _STR:
+                return value
+            if tag == _INT and (value.isdigit() and (value == "0" or value[0] != "0")):
+                return int(value)
+            if tag == _BOOL:
+                return value in ("true", "True", "TRUE")
+            if tag == _NULL:
+                return None
+            return self.construct_object(node, deep=True)
+        if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ:
+            return [self._build(child) for child in node.value]
+        if isinstance(node, yaml.MappingNode) and node.tag == _MAP:
+            out: dict[Any, Any] = {}
+            seen: set[str] = set()
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE:
+                    return self.construct_object(node, deep=True)
+                if key_node.value in seen:
+                    raise _DuplicateKey(problem=f"duplicate key {key_node.value!r}", problem_mark=key_node.start_mark)
+                seen.add(key_node.value)
+                out[self._build(key_node)] = self._build(value_node)
+            return out
+        return self.construct_object(node, deep=True)
+
+
+_STR, _INT, _BOOL, _NULL = ("tag:yaml.org,2002:" + t for t in ("str", "int", "bool", "null"))
+_SEQ, _MAP, _MERGE = ("tag:yaml.org,2002:" + t for t in ("seq", "map", "merge"))
+
 
 class _Located(dict):  # type: ignore[type-arg]
     """A parsed document with the node tree it came from, for ``locate``."""
@@ -186,7 +236,7 @@ def _fast_documents(text: str) -> list[Any] | None:
             node = loader.get_node()
             if node is None:
                 continue
-            data = loader.construct_document(node)
+            data = loader.build(node)
             if data is None:
                 continue
             if not isinstance(data, dict):
