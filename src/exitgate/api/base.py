@@ -15,6 +15,8 @@ every kind.
 
 from __future__ import annotations
 
+import functools
+
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -67,9 +69,15 @@ class Spec(BaseModel):
         return ()
 
 
+@functools.cache
+def _aliases(cls: type[BaseModel]) -> dict[str, str]:
+    # Per model class, once: reading ``model_fields`` is slow in pydantic 2.11 and more, and
+    # these walks ask for every field of 30,000 documents.
+    return {name: f.alias or name for name, f in cls.model_fields.items()}
+
+
 def _alias(model: BaseModel, name: str) -> str:
-    field = type(model).model_fields[name]
-    return field.alias or name
+    return _aliases(type(model))[name]
 
 
 def _children(model: BaseModel, path: Path) -> Iterable[tuple[Path, BaseModel]]:
