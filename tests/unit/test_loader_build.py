@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exitgate.api.loader import _DuplicateKey, _FastLoader
+from exitgate.api.fastyaml import DuplicateKey, FastLoader
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,7 +32,7 @@ seq_of_maps: [{k: v}, {k: w}]
 
 
 def both(text: str) -> list[tuple[Any, Any]]:
-    fast, slow = _FastLoader(text), _FastLoader(text)
+    fast, slow = FastLoader(text), FastLoader(text)
     out = []
     try:
         while fast.check_node():
@@ -86,9 +86,9 @@ def test_every_yaml_file_here_builds_alike() -> None:
 
 @pytest.mark.parametrize("text", ["a: 1\na: 2\n", "m: {x: 1, x: 2}\n", "'80': a\n80: b\n"])
 def test_duplicate_keys_are_refused(text: str) -> None:
-    loader = _FastLoader(text)
+    loader = FastLoader(text)
     try:
-        with pytest.raises(_DuplicateKey):
+        with pytest.raises(DuplicateKey):
             loader.build(loader.get_single_node())
     finally:
         loader.dispose()

@@ -1,8 +1,8 @@
 """Reads multi-document YAML files and directories into typed resources and diagnostics.
 
 Every diagnostic names the file, the line and the field path. Parsing is libyaml's (PyYAML's C
-composer) with the node tree kept beside each document, so a line is looked up only for a
-diagnostic; ruamel.yaml's round-trip loader, six times slower, is used only for text libyaml
+composer, ``fastyaml``) with the node tree kept beside each document, so a line is looked up
+only for a diagnostic; ruamel.yaml's round-trip loader, six times slower, is used only for text libyaml
 refuses (syntax errors, duplicate keys), whose messages it words better. Nothing here raises
 for a user mistake: the caller gets the resources that are valid and a diagnostic for each
 problem, and decides (``apply`` refuses a batch with any error).
@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -26,6 +25,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.scalarbool import ScalarBoolean
 
 from exitgate.api import diagnostics as dx
+from exitgate.api.fastyaml import Located, fast_documents, locate_node
 from exitgate.api.base import Spec, Where, find_issues, find_unsupported
 from exitgate.api.core import SecretSpec
 from exitgate.api.meshconfig import MESH_CONFIGMAP, ConfigMapSpec
@@ -143,114 +143,6 @@ def load_paths(paths: Iterable[str | Path], default_namespace: str = "default", 
     return result
 
 
-class _DuplicateKey(yaml.MarkedYAMLError):
-    pass
-
-
-class _FastLoader(yaml.CSafeLoader):
-    """libyaml's loader with YAML 1.2's booleans (``yes``, ``on`` are strings, as ruamel reads
-    them), refusing duplicate keys as ruamel (and Kubernetes) do."""
-
-    yaml_implicit_resolvers = {
-        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-        for first, resolvers in yaml.CSafeLoader.yaml_implicit_resolvers.items()
-    }
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Any:
-        seen: set[str] = set()
-        for key, _ in node.value:
-            if isinstance(key, yaml.ScalarNode):
-                if key.value in seen:
-                    raise _DuplicateKey(problem=f"duplicate key {key.value!r}", problem_mark=key.start_mark)
-                seen.add(key.value)
-        return super().construct_mapping(node, deep)
-
-    def build(self, node: yaml.Node) -> Any:
-        """The document of ``node``, as ``construct_document`` makes it, built directly for the
-        plain cases (strings, decimal integers, booleans, nulls, maps without merge keys, lists)
-        and by the constructor for every other (floats, timestamps, tags, merges): about three
-        times faster for Istio's YAML. Equal results are tested on every YAML file here."""
-        try:
-            data = self._build(node)
-        except RecursionError:  # a cyclic alias: the constructor knows how
-            self.constructed_objects, self.recursive_objects, self.state_generators = {}, {}, []
-            return self.construct_document(node)
-        # What construct_document does after a document: finish deferred objects, forget nodes.
-        while self.state_generators:
-            generators, self.state_generators = self.state_generators, []
-            for generator in generators:
-                for _ in generator:
-                    pass
-        self.constructed_objects, self.recursive_objects = {}, {}
-        return data
-
-    def _build(self, node: yaml.Node) -> Any:
-        if isinstance(node, yaml.ScalarNode):
-            tag, value = node.tag, node.value
-            if tag == _STR:
-                return value
-            if tag == _INT and (value.isdigit() and (value == "0" or value[0] != "0")):
-                return int(value)
-            if tag == _BOOL:
-                return value in ("true", "True", "TRUE")
-            if tag == _NULL:
-                return None
-            return self.construct_object(node, deep=True)
-        if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ:
-            return [self._build(child) for child in node.value]
-        if isinstance(node, yaml.MappingNode) and node.tag == _MAP:
-            out: dict[Any, Any] = {}
-            seen: set[str] = set()
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE:
-                    return self.construct_object(node, deep=True)
-                if key_node.value in seen:
-                    raise _DuplicateKey(problem=f"duplicate key {key_node.value!r}", problem_mark=key_node.start_mark)
-                seen.add(key_node.value)
-                out[self._build(key_node)] = self._build(value_node)
-            return out
-        return self.construct_object(node, deep=True)
-
-
-_STR, _INT, _BOOL, _NULL = ("tag:yaml.org,2002:" + t for t in ("str", "int", "bool", "null"))
-_SEQ, _MAP, _MERGE = ("tag:yaml.org,2002:" + t for t in ("seq", "map", "merge"))
-
-
-class _Located(dict):  # type: ignore[type-arg]
-    """A parsed document with the node tree it came from, for ``locate``."""
-
-    __slots__ = ("node",)
-    node: yaml.Node
-
-
-_FastLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                                  list("tTfF"))
-
-
-def _fast_documents(text: str) -> list[Any] | None:
-    """The documents, each a ``_Located`` when it is a mapping; None if libyaml refuses the text."""
-    loader = _FastLoader(text)
-    docs: list[Any] = []
-    try:
-        while loader.check_node():
-            node = loader.get_node()
-            if node is None:
-                continue
-            data = loader.build(node)
-            if data is None:
-                continue
-            if not isinstance(data, dict):
-                return None  # reported with its line by the round-trip loader
-            located = _Located(data)
-            located.node = node
-            docs.append(located)
-    except yaml.YAMLError:
-        return None
-    finally:
-        loader.dispose()
-    return docs
-
-
 def load_text(text: str, filename: str, default_namespace: str = "default", keep_unsupported: bool = False) -> LoadResult:
     """Parse every YAML document of ``text``; see the module docstring."""
     with gc_paused():
@@ -259,7 +151,7 @@ def load_text(text: str, filename: str, default_namespace: str = "default", keep
 
 def _load_text(text: str, filename: str, default_namespace: str, keep_unsupported: bool) -> LoadResult:
     result = LoadResult([], [])
-    fast = _fast_documents(text)
+    fast = fast_documents(text)
     try:
         docs = fast if fast is not None else list(_yaml().load_all(io.StringIO(text)))
     except MarkedYAMLError as e:
@@ -287,33 +179,16 @@ def _load_text(text: str, filename: str, default_namespace: str, keep_unsupporte
 
 
 def _line(node: Any) -> int | None:
-    if isinstance(node, _Located):
+    if isinstance(node, Located):
         return int(node.node.start_mark.line) + 1
     lc = getattr(node, "lc", None)
     return lc.line + 1 if lc is not None and lc.line is not None else None
 
 
-def _locate_node(root: yaml.Node, path: tuple[str | int, ...]) -> int:
-    node, line = root, root.start_mark.line + 1
-    for part in path:
-        if isinstance(node, yaml.MappingNode):
-            hit = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(part)), None)
-            if hit is None:
-                break
-            key = next(k for k, v in node.value if v is hit)
-            line, node = key.start_mark.line + 1, hit
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return int(line)
-
-
 def locate(root: Any, path: tuple[str | int, ...]) -> int | None:
     """The 1-based line of the deepest part of ``path`` present in the parsed document."""
-    if isinstance(root, _Located):
-        return _locate_node(root.node, path)
+    if isinstance(root, Located):
+        return locate_node(root.node, path)
     node = root
     line = _line(root)
     for part in path:
