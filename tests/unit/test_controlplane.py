@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from exitgate.controlplane import ControlPlane, pem_problem
+from exitgate.controlplane import ControlPlane
+from exitgate.secretdata import pem_problem
 from exitgate.ca import certs
 from exitgate.mesh import MeshConfig
 from exitgate.runtime import StateDir
@@ -36,7 +37,7 @@ def test_pem_checks() -> None:
 
 
 def test_a_key_that_does_not_match_its_certificate_is_caught() -> None:
-    from exitgate.controlplane import key_mismatch
+    from exitgate.secretdata import key_mismatch
 
     root, root_key = certs.make_root("r", "o", key_type="ec256")
     leaf, leaf_key = certs.make_leaf(root, root_key, "c", [], client=True, key_type="ec256")
