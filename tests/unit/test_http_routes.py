@@ -14,7 +14,7 @@ from exitgate import ir
 from exitgate.api import diagnostics as dx
 from exitgate.api.loader import load_text
 from exitgate.envoy import filters
-from exitgate.envoy.resources import route_config
+from exitgate.envoy.routes import route_config
 from exitgate.mesh import load_mesh
 from exitgate.translate.gateway import translate_gateway
 from exitgate.translate.route_features import DEFAULT_RETRY, DEFAULT_RETRY_ON

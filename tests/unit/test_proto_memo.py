@@ -31,12 +31,12 @@ def test_unchanged_resources_are_not_rebuilt() -> None:
 
 
 def test_a_route_table_with_one_host_more_converts_only_that_host(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from exitgate.envoy import resources
+    from exitgate.envoy import routes
     from exitgate.xds.cache import ROUTE_TYPE
 
     built: list[str] = []
-    real = resources.virtual_host
-    monkeypatch.setattr(resources, "virtual_host", lambda v: (built.append(v.name), real(v))[1])
+    real = routes.virtual_host
+    monkeypatch.setattr(routes, "virtual_host", lambda v: (built.append(v.name), real(v))[1])
 
     def vhost(i: int) -> ir.VirtualHost:
         route = ir.Route("default", clusters=(ir.WeightedCluster(f"outbound|80||svc-{i}.example", 100),))

@@ -8,7 +8,6 @@ rejects any field name Envoy's protos do not have.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from google.protobuf import json_format
@@ -17,7 +16,6 @@ from google.protobuf.message import Message
 # Imported for their side effect of registering the Any types used in typed_config.
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2  # noqa: F401
 from envoy.extensions.clusters.dynamic_forward_proxy.v3 import cluster_pb2 as dfp_cluster_pb2  # noqa: F401
 from envoy.extensions.filters.http.dynamic_forward_proxy.v3 import dynamic_forward_proxy_pb2  # noqa: F401
@@ -28,9 +26,6 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2  # noqa: F401
 from envoy.extensions.filters.network.sni_dynamic_forward_proxy.v3 import sni_dynamic_forward_proxy_pb2  # noqa: F401
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
-from envoy.extensions.path.match.uri_template.v3 import uri_template_match_pb2  # noqa: F401
-from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2  # noqa: F401
-from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2  # noqa: F401
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
 
@@ -69,7 +64,7 @@ def _sds(name: str) -> dict[str, Any]:
     return {"name": name, "sds_config": ADS}
 
 
-def _seconds(value: float) -> str:
+def duration(value: float) -> str:
     # Whole milliseconds, never an exponent ("1e+06s" is not a protobuf Duration).
     return f"{round(value * 1000) / 1000:.3f}".rstrip("0").rstrip(".") + "s"
 
@@ -77,7 +72,7 @@ def _seconds(value: float) -> str:
 M = TypeVar("M", bound=Message)
 
 
-def _parse(data: dict[str, Any], message: M) -> M:
+def parse_json(data: dict[str, Any], message: M) -> M:
     json_format.ParseDict(data, message)
     return message
 
@@ -118,7 +113,7 @@ def listener(lst: ir.HttpListener) -> listener_pb2.Listener:
     }
     if not lst.bind_to_port:
         data["bind_to_port"] = False
-    return _parse(data, listener_pb2.Listener())
+    return parse_json(data, listener_pb2.Listener())
 
 
 def tls_passthrough_listener(lst: ir.TlsPassthroughListener) -> listener_pb2.Listener:
@@ -160,7 +155,7 @@ def tls_passthrough_listener(lst: ir.TlsPassthroughListener) -> listener_pb2.Lis
             tcp_proxy(lst.default_cluster, (ir.WeightedCluster(lst.default_cluster, 100),), lst.access_log)]}
     if not lst.bind_to_port:
         data["bind_to_port"] = False
-    return _parse(data, listener_pb2.Listener())
+    return parse_json(data, listener_pb2.Listener())
 
 
 def tcp_proxy(stat_prefix: str, clusters: tuple[ir.WeightedCluster, ...], access_log: bool) -> dict[str, Any]:
@@ -244,9 +239,9 @@ def _http_options(c: ir.Cluster) -> dict[str, Any]:
         options["explicit_http_config"] = {"http_protocol_options": {}}
     common: dict[str, Any] = {}
     if c.idle_timeout_s is not None:
-        common["idle_timeout"] = _seconds(c.idle_timeout_s)
+        common["idle_timeout"] = duration(c.idle_timeout_s)
     if c.max_connection_duration_s is not None:
-        common["max_connection_duration"] = _seconds(c.max_connection_duration_s)
+        common["max_connection_duration"] = duration(c.max_connection_duration_s)
     if c.max_requests_per_connection is not None:
         common["max_requests_per_connection"] = c.max_requests_per_connection
     if common:
@@ -266,9 +261,9 @@ def _outlier_detection(od: ir.OutlierDetection) -> dict[str, Any]:
         out["consecutive_gateway_failure"] = od.consecutive_gateway_failure
         out["enforcing_consecutive_gateway_failure"] = 100 if od.consecutive_gateway_failure > 0 else 0
     if od.interval_s is not None:
-        out["interval"] = _seconds(od.interval_s)
+        out["interval"] = duration(od.interval_s)
     if od.base_ejection_time_s is not None:
-        out["base_ejection_time"] = _seconds(od.base_ejection_time_s)
+        out["base_ejection_time"] = duration(od.base_ejection_time_s)
     if od.max_ejection_percent is not None:
         out["max_ejection_percent"] = od.max_ejection_percent
     if od.split_external_local_origin_errors:
@@ -284,7 +279,7 @@ def cluster(c: ir.Cluster) -> cluster_pb2.Cluster:
     options = _http_options(c)
     data: dict[str, Any] = {
         "name": c.name,
-        "connect_timeout": _seconds(c.connect_timeout_s),
+        "connect_timeout": duration(c.connect_timeout_s),
         "lb_policy": c.lb_policy,
         "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options},
     }
@@ -333,167 +328,7 @@ def cluster(c: ir.Cluster) -> cluster_pb2.Cluster:
         data["dns_lookup_family"] = "V4_PREFERRED"
     if c.tls is not None:
         data["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": _upstream_tls(c.tls)}
-    return _parse(data, cluster_pb2.Cluster())
-
-
-def _route(r: ir.Route) -> dict[str, Any]:
-    """One Envoy route, as Istio's route.TranslateRoute writes it."""
-    out: dict[str, Any] = {"name": r.name, "match": _route_match(r)}
-    if r.redirect is not None:
-        out["redirect"] = _redirect(r.redirect)
-    elif r.direct_status is not None or not r.clusters:
-        resp: dict[str, Any] = {"status": r.direct_status or 503}
-        if r.direct_body:
-            resp["body"] = {"inline_string": r.direct_body}
-        elif r.direct_body_base64:
-            resp["body"] = {"inline_bytes": r.direct_body_base64}
-        out["direct_response"] = resp
-    else:
-        action: dict[str, Any] = ({"cluster": r.clusters[0].cluster} if len(r.clusters) == 1 else
-                                  {"weighted_clusters": {"clusters": [
-                                      {"name": w.cluster, "weight": w.weight} for w in r.clusters if w.weight > 0]}})
-        action["timeout"] = _seconds(r.timeout_s)
-        if r.retry is not None:
-            action["retry_policy"] = _retry_policy(r.retry)
-        if r.rewrite is not None:
-            action.update(_rewrite(r.rewrite))
-        if r.mirrors:
-            action["request_mirror_policies"] = [
-                {"cluster": m.cluster, "runtime_fraction": {"default_value": filters.fraction(m.percent)}}
-                for m in r.mirrors]
-        out["route"] = action
-    if r.header_ops is not None:
-        out.update(_header_ops(r.header_ops))
-    if r.fault is not None:
-        out["typed_per_filter_config"] = {filters.HTTP_FAULT: filters.fault_route_config(r.fault)}
-    if r.stat_prefix:
-        out["stat_prefix"] = r.stat_prefix
-    return out
-
-
-# Istio's retry host predicate and retry priority (xdsfilters.RetryPreviousHosts, retry.go).
-T_PREVIOUS_HOSTS = "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
-T_PREVIOUS_PRIORITIES = ("type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3."
-                         "PreviousPrioritiesConfig")
-REDIRECT_CODES = {301: "MOVED_PERMANENTLY", 302: "FOUND", 303: "SEE_OTHER", 307: "TEMPORARY_REDIRECT",
-                  308: "PERMANENT_REDIRECT"}
-
-
-def _route_match(r: ir.Route) -> dict[str, Any]:
-    if r.path_regex is not None:
-        match: dict[str, Any] = {"safe_regex": {"regex": r.path_regex}}
-    else:
-        match = {"path": r.prefix} if r.exact else {"prefix": r.prefix}
-    if r.ignore_case:
-        match["case_sensitive"] = False
-    if r.headers:
-        match["headers"] = [_header_matcher(h) for h in r.headers]
-    if r.query_params:
-        match["query_parameters"] = [
-            {"name": q.name, "present_match": True} if q.match is None
-            else {"name": q.name, "string_match": filters.string_match(q.match)} for q in r.query_params]
-    return match
-
-
-def _header_matcher(h: ir.RouteHeaderMatch) -> dict[str, Any]:
-    out: dict[str, Any] = ({"name": h.name, "present_match": True} if h.match is None
-                           else {"name": h.name, "string_match": filters.string_match(h.match)})
-    if h.invert:
-        out["invert_match"] = True
-    if h.treat_missing_as_empty:
-        out["treat_missing_header_as_empty"] = True
-    return out
-
-
-def _retry_policy(p: ir.RetryPolicy) -> dict[str, Any]:
-    out: dict[str, Any] = {"retry_on": p.retry_on, "num_retries": p.attempts,
-                           "host_selection_retry_max_attempts": str(p.host_selection_retry_max_attempts)}
-    if p.retriable_status_codes:
-        out["retriable_status_codes"] = list(p.retriable_status_codes)
-    if p.per_try_timeout_s is not None:
-        out["per_try_timeout"] = _seconds(p.per_try_timeout_s)
-    if p.previous_hosts:
-        out["retry_host_predicate"] = [{"name": "envoy.retry_host_predicates.previous_hosts",
-                                        "typed_config": {"@type": T_PREVIOUS_HOSTS}}]
-    if p.remote_localities:
-        out["retry_priority"] = {"name": "envoy.retry_priorities.previous_priorities",
-                                 "typed_config": {"@type": T_PREVIOUS_PRIORITIES, "update_frequency": 2}}
-    if p.backoff_s is not None:
-        out["retry_back_off"] = {"base_interval": _seconds(p.backoff_s)}
-    return out
-
-
-def _rewrite(w: ir.Rewrite) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if w.regex is not None:
-        out["regex_rewrite"] = {"pattern": {"regex": w.regex}, "substitution": w.substitution or ""}
-    elif w.prefix is not None:
-        out["prefix_rewrite"] = w.prefix
-    if w.authority is not None:
-        out["host_rewrite_literal"] = w.authority
-    return out
-
-
-def _redirect(d: ir.Redirect) -> dict[str, Any]:
-    out: dict[str, Any] = {"response_code": REDIRECT_CODES[d.code]}
-    if d.path is not None:
-        out["path_redirect"] = d.path
-    if d.host is not None:
-        out["host_redirect"] = d.host
-    if d.port is not None:
-        out["port_redirect"] = d.port
-    if d.scheme is not None:
-        out["scheme_redirect"] = d.scheme
-    return out
-
-
-def _header_ops(ops: ir.HeaderOps) -> dict[str, Any]:
-    def adds(values: tuple[ir.HeaderValue, ...]) -> list[dict[str, Any]]:
-        # Istio: ``set`` overwrites (or adds), ``add`` appends (or adds).
-        return [{"header": {"key": v.name, "value": v.value},
-                 "append_action": "APPEND_IF_EXISTS_OR_ADD" if v.append else "OVERWRITE_IF_EXISTS_OR_ADD"}
-                for v in values]
-    out: dict[str, Any] = {}
-    for key, value in (("request_headers_to_add", adds(ops.request_add)),
-                       ("request_headers_to_remove", list(ops.request_remove)),
-                       ("response_headers_to_add", adds(ops.response_add)),
-                       ("response_headers_to_remove", list(ops.response_remove))):
-        if value:
-            out[key] = value
-    return out
-
-
-def _connect_route(v: ir.VirtualHost) -> list[dict[str, Any]]:
-    """A CONNECT request to the virtual host's host:port: terminated here (``connect_config``),
-    its payload proxied as TCP to the cluster; CONNECT requests have no path, so only a
-    ``connect_matcher`` route takes them."""
-    match: dict[str, Any] = {"connect_matcher": {}}
-    if v.connect_status is not None:
-        return [{"name": f"{v.name}.connect", "match": match, "direct_response": {"status": v.connect_status}}]
-    if not v.connect_clusters:
-        return []
-    route: dict[str, Any] = {"timeout": "0s", "upgrade_configs": [{"upgrade_type": "CONNECT", "connect_config": {}}]}
-    if len(v.connect_clusters) == 1:
-        route["cluster"] = v.connect_clusters[0].cluster
-    else:
-        route["weighted_clusters"] = {"clusters": [{"name": w.cluster, "weight": w.weight}
-                                                   for w in v.connect_clusters if w.weight > 0]}
-    return [{"name": f"{v.name}.connect", "match": match, "route": route}]
-
-
-def virtual_host(v: ir.VirtualHost) -> route_components_pb2.VirtualHost:
-    data = {"name": v.name, "domains": list(v.domains), "routes": _connect_route(v) + [_route(r) for r in v.routes]}
-    return _parse(data, route_components_pb2.VirtualHost())
-
-
-def route_config(rc: ir.RouteConfig,
-                 vhost: Callable[[ir.VirtualHost], route_components_pb2.VirtualHost] = virtual_host) -> route_pb2.RouteConfiguration:
-    """``vhost`` builds each virtual host: a memo's, so that a route table with one host more
-    converts only that host (a table holds every host a proxy routes: 10,000 at scale)."""
-    out = route_pb2.RouteConfiguration(name=rc.name)
-    out.validate_clusters.value = False
-    out.virtual_hosts.extend([vhost(v) for v in rc.virtual_hosts])
-    return out
+    return parse_json(data, cluster_pb2.Cluster())
 
 
 def secret(s: ir.SecretData) -> secret_pb2.Secret:
@@ -507,7 +342,7 @@ def secret(s: ir.SecretData) -> secret_pb2.Secret:
         if s.crl_pem:
             vc["crl"] = {"inline_bytes": _b64(s.crl_pem)}
         data = {"name": s.name, "validation_context": vc}
-    return _parse(data, secret_pb2.Secret())
+    return parse_json(data, secret_pb2.Secret())
 
 
 def _b64(data: bytes) -> str:

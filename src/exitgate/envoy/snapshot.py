@@ -15,6 +15,7 @@ from google.protobuf.message import Message
 from exitgate import ir, names
 from exitgate.envoy import capture
 from exitgate.envoy import resources as res
+from exitgate.envoy import routes
 from exitgate.xds.cache import CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE
 
 
@@ -83,7 +84,7 @@ def xds_resources(pc: ir.ProxyConfig, secrets: Mapping[str, ir.SecretData],
         LISTENER_TYPE: {**{x.name: m.get(x, res.listener) for x in pc.listeners},
                         **{x.name: m.get(x, res.tls_passthrough_listener) for x in pc.tls_passthrough_listeners},
                         **{x.name: m.get(x, capture.listener) for x in pc.capture_listeners}},
-        ROUTE_TYPE: {x.name: m.get(x, lambda rc: res.route_config(rc, lambda v: m.get(v, res.virtual_host)))
+        ROUTE_TYPE: {x.name: m.get(x, lambda rc: routes.route_config(rc, lambda v: m.get(v, routes.virtual_host)))
                      for x in pc.route_configs},
         CLUSTER_TYPE: {x.name: m.get(x, res.cluster) for x in clusters},
         SECRET_TYPE: {n: res.secret(secrets[n]) for n in pc.secret_names if n in secrets},
@@ -120,10 +121,10 @@ def static_bootstrap(pc: ir.ProxyConfig, secrets: Mapping[str, ir.SecretData], a
     configurations and SDS by static secrets."""
     # Through _inline_sds also for its copy into plain dicts: MessageToDict renders a route's Any
     # (typed_per_filter_config, retry predicates) as an OrderedDict, which YAML cannot dump.
-    routes = {r.name: _inline_sds(_to_dict(res.route_config(r))) for r in pc.route_configs}
-    listeners = [_inline_rds(_inline_sds(_to_dict(res.listener(x))), routes) for x in pc.listeners]
+    tables = {r.name: _inline_sds(_to_dict(routes.route_config(r))) for r in pc.route_configs}
+    listeners = [_inline_rds(_inline_sds(_to_dict(res.listener(x))), tables) for x in pc.listeners]
     listeners += [_inline_sds(_to_dict(res.tls_passthrough_listener(x))) for x in pc.tls_passthrough_listeners]
-    listeners += [_inline_rds(_inline_sds(_to_dict(capture.listener(x))), routes) for x in pc.capture_listeners]
+    listeners += [_inline_rds(_inline_sds(_to_dict(capture.listener(x))), tables) for x in pc.capture_listeners]
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
