@@ -95,6 +95,7 @@ class SteadyLoad:
                 if conn is None:
                     conn = http.client.HTTPConnection(*self.proxy, timeout=self.timeout)
                     reused = False
+                current = conn
                 try:
                     conn.request("GET", self.url)
                     resp = conn.getresponse()
@@ -108,14 +109,14 @@ class SteadyLoad:
                         reused = True
                     break
                 except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
-                    conn.close()
+                    current.close()
                     conn = None
                     if reused and attempt == 0:
                         continue  # the keep-alive race: nothing was answered, send it again
                     result = Result(start, time.time(), 0, f"{type(e).__name__}: {e}")
                     break
                 except (OSError, http.client.HTTPException, socket.timeout) as e:
-                    conn.close()
+                    current.close()
                     conn = None
                     result = Result(start, time.time(), 0, f"{type(e).__name__}: {e}")
                     break

@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from exitgate.ca import certs
-from exitgate.controlplane import ControlPlane
+from exitgate.controlplane import ControlPlane, PlannedProxy
 from exitgate.demo.standins import DnsStandIn, NginxServer, find_nginx
 from exitgate.envoy.ports import free_port
 from exitgate.mesh import ExternalService, ServicePortMap
@@ -100,7 +100,7 @@ class Path3:
                     f"--from-file=tls.key={d / 'tls.key'}", f"--from-file=tls.crt={d / 'tls.crt'}",
                     f"--from-file=ca.crt={d / 'ca.crt'}", check=True)
 
-    def gateways(self) -> list[object]:
+    def gateways(self) -> list[PlannedProxy]:
         return [p for p in self.eg.cp.proxies if p.record.role == "router"]
 
     def nginx_lines(self) -> list[tuple[float, str, int, str, int]]:
@@ -165,7 +165,7 @@ def test_both_replicas_serve_the_sidecar(path3: Path3) -> None:
     with path3.load() as load:
         load.wait_for(300)
     assert not load.failures(), describe(load.failures())
-    logs = [Path(g.record.log_path).read_text() for g in path3.gateways()]  # type: ignore[attr-defined]
+    logs = [Path(g.record.log_path).read_text() for g in path3.gateways()]
     counts = [len(re.findall(rf"outbound\|443\|\|{re.escape(HOST)}", log)) for log in logs]
     assert all(c > 30 for c in counts), counts  # round robin over the two replicas
 
@@ -212,7 +212,7 @@ def test_a_replaced_client_credential_is_on_every_new_connection(path3: Path3) -
     def holds_serial_2() -> bool:
         for g in gws:
             data = json.loads(urllib.request.urlopen(
-                f"http://127.0.0.1:{g.record.admin_port}/certs", timeout=5).read())  # type: ignore[attr-defined]
+                f"http://127.0.0.1:{g.record.admin_port}/certs", timeout=5).read())
             if not any(c["serial_number"] in ("2", "02") for e in data.get("certificates", [])
                        for c in e.get("cert_chain", [])):
                 return False
@@ -253,10 +253,11 @@ RETRY_RESETS = {
 
 
 def kill_a_replica(path3: Path3) -> tuple[float, list[Result]]:
-    victim = path3.gateways()[1].record  # type: ignore[attr-defined]
+    victim = path3.gateways()[1].record
     with path3.load() as load:
         load.wait_for(150)
         killed = time.time()
+        assert victim.pid is not None
         os.kill(victim.pid, signal.SIGKILL)
         load.wait_for(600)
     return killed, load.failures()
