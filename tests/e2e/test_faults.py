@@ -266,10 +266,13 @@ def kill_a_replica(path3: Path3) -> tuple[float, list[Result]]:
 def test_one_of_two_gateway_replicas_killed_fails_only_requests_it_held(path3: Path3) -> None:
     """Istio's default retry policy sends a request again on connection failure (the dead
     replica refuses new connections; outlier detection then ejects it), but not one the replica
-    had already received when it died: at most the requests in flight then fail."""
+    had already received when it died: at most the requests in flight then fail, one per
+    connection of the load."""
     killed, failures = kill_a_replica(path3)
     assert len(failures) <= 2, describe(failures)  # one per load worker, at most
-    assert all(r.start <= killed + 0.01 for r in failures), f"killed at {killed:.3f}:\n" + describe(failures)
+    # ... and only at the moment of the kill (before the sidecar saw its connections close);
+    # every request after that reached the other replica.
+    assert all(r.start <= killed + 0.5 for r in failures), f"killed at {killed:.3f}:\n" + describe(failures)
 
 
 def test_one_of_two_gateway_replicas_killed_with_reset_retries_fails_nothing(path3: Path3) -> None:
