@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-
 from exitgate import ir, names
 from exitgate.api.diagnostics import Diagnostic, Severity
 from exitgate.api.resources import Resource
@@ -206,8 +205,8 @@ class ControlPlane:
         ready = self.wait_ready(timeout)
         self.emit(f"draining and stopping {len(orphans)} proxies left running by a control plane that was killed"
                   + ("" if ready else " (the new ones are not in sync yet)"))
-        drain_s = self.supervisor.get(self.proxies[0].key).spec.drain_time_s if self.supervisor and self.proxies else 1
-        for note in retire([Retiree(p.pid, p.admin_port) for p in orphans if p.pid], drain_s=drain_s):
+        # The old Envoys were started as this control plane starts its own: the same drain time.
+        for note in retire([Retiree(p.pid, p.admin_port) for p in orphans if p.pid], drain_s=EnvoySpec.drain_time_s):
             self.emit(f"old proxy {note}")
 
     def _on_proxy_event(self, name: str, kind: str, detail: str) -> None:

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from exitgate.envoy.admin import alive
 from exitgate.store import ensure_private_dir, write_private_atomic
 
 DEFAULT_STATE_DIR = ".exitgate"
@@ -62,16 +63,6 @@ class AlreadyRunning(RuntimeError):
     pass
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
 class StateDir:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -111,7 +102,7 @@ class StateDir:
         it was killed (its record is still here, its PID is gone). They keep serving their last
         configuration until the next ``up`` has its own proxies ready, then it stops them."""
         info = self._read_record()
-        if info is None or _alive(info.pid):
+        if info is None or alive(info.pid):
             return []
         out = []
         for p in info.proxies:

@@ -19,6 +19,7 @@ import pytest
 from exitgate.capture import support
 from exitgate.controlplane import ControlPlane
 from exitgate.demo.scenario import wait_applied
+from exitgate.envoy.admin import alive  # noqa: F401 (the tests' import of it)
 from exitgate.envoy.ports import free_port
 from exitgate.mesh import (
     DnsSettings,
@@ -93,14 +94,6 @@ class Exitgate:
 CAPTURE_MODES = [pytest.param("off", id="proxy-env"),
                  pytest.param("on", id="captured", marks=pytest.mark.skipif(
                      not support().available, reason=f"capture unavailable: {support().reason}"))]
-
-
-def alive(pid: int) -> bool:
-    """A process that runs (a zombie child of an exited parent is gone for our purposes)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:

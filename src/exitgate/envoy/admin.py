@@ -60,7 +60,8 @@ class Retiree:
         return f"http://{host}:{self.admin_port}"
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """A running process (a zombie, exited but not yet reaped, is not)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().split()[2] != "Z"
@@ -85,7 +86,7 @@ def retire(envoys: Sequence[Retiree], drain_s: float, idle_timeout_s: float = 10
         sleep(drain_s)
     deadline = time.monotonic() + idle_timeout_s
     for e in draining:
-        while time.monotonic() < deadline and _alive(e.pid):
+        while time.monotonic() < deadline and alive(e.pid):
             try:
                 if active_downstream_connections(admin_call(e.url, "GET", "/stats?filter=downstream_cx_active")) == 0:
                     break
@@ -93,7 +94,7 @@ def retire(envoys: Sequence[Retiree], drain_s: float, idle_timeout_s: float = 10
                 break
             sleep(0.05)
         else:
-            if _alive(e.pid):
+            if alive(e.pid):
                 notes.append(f"pid {e.pid}: connections still open after {idle_timeout_s:.0f} s; closed")
     for e in envoys:
         try:
@@ -102,9 +103,9 @@ def retire(envoys: Sequence[Retiree], drain_s: float, idle_timeout_s: float = 10
             pass
     stop_deadline = time.monotonic() + 5
     for e in envoys:
-        while time.monotonic() < stop_deadline and _alive(e.pid):
+        while time.monotonic() < stop_deadline and alive(e.pid):
             sleep(0.05)
-        if _alive(e.pid):
+        if alive(e.pid):
             notes.append(f"pid {e.pid}: ignored SIGTERM; killed")
             try:
                 os.kill(e.pid, signal.SIGKILL)

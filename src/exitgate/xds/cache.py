@@ -35,6 +35,14 @@ ENDPOINT_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignm
 # xds/server.py: the credential before the cluster that uses it).
 TYPE_ORDER: tuple[str, ...] = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE)
 
+def change_order(type_url: str) -> tuple[int, int, str]:
+    """The order a change pushes its types in: secrets Envoy already asked for first (a
+    replaced client credential must be in place before the cluster that uses it is replaced,
+    or connections opened in between would carry the old certificate), then TYPE_ORDER."""
+    order = TYPE_ORDER.index(type_url) if type_url in TYPE_ORDER else len(TYPE_ORDER)
+    return (0 if type_url == SECRET_TYPE else 1, order, type_url)
+
+
 # LDS and CDS are wildcard subscriptions in State of the World: an empty name list means "all",
 # and a resource missing from a response is deleted. The other types are always named.
 WILDCARD_TYPES: frozenset[str] = frozenset({CLUSTER_TYPE, LISTENER_TYPE})

@@ -29,7 +29,7 @@ from typing import Protocol
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
-from exitgate.xds.cache import SECRET_TYPE, TYPE_ORDER, WILDCARD_TYPES, SnapshotCache
+from exitgate.xds.cache import WILDCARD_TYPES, SnapshotCache, change_order
 
 _log = logging.getLogger(__name__)
 
@@ -54,11 +54,6 @@ class _DeltaSubscription:
     nonce: str | None = None
     nonce_version: str = ""  # the type version the latest response brought the proxy to
     acked_version: str = ""
-
-
-def _rank(type_url: str) -> tuple[int, int, str]:
-    order = TYPE_ORDER.index(type_url) if type_url in TYPE_ORDER else len(TYPE_ORDER)
-    return (0 if type_url == SECRET_TYPE else 1, order, type_url)
 
 
 class DeltaStream:
@@ -110,7 +105,7 @@ class DeltaStream:
 
     def handle_change(self) -> list[discovery_pb2.DeltaDiscoveryResponse]:
         out = []
-        for type_url in sorted(self._subs, key=_rank):
+        for type_url in sorted(self._subs, key=change_order):
             response = self._respond(type_url, self._subs[type_url], always=False)
             if response is not None:
                 out.append(response)

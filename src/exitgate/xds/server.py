@@ -36,7 +36,7 @@ from typing import Any
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from exitgate.xds.cache import SECRET_TYPE, TYPE_ORDER, WILDCARD_TYPES, SnapshotCache, short_type_name
+from exitgate.xds.cache import WILDCARD_TYPES, SnapshotCache, change_order, short_type_name
 from exitgate.xds.delta import DeltaStream
 
 TOKEN_METADATA_KEY = "x-exitgate-token"
@@ -119,14 +119,6 @@ class _Subscription:
     nonce: str | None = None
 
 
-def _type_rank(type_url: str) -> tuple[int, str]:
-    return (TYPE_ORDER.index(type_url) if type_url in TYPE_ORDER else len(TYPE_ORDER), type_url)
-
-
-def _change_rank(type_url: str) -> tuple[int, int, str]:
-    return (0 if type_url == SECRET_TYPE else 1, *_type_rank(type_url))
-
-
 class _Stream:
     """Protocol state of one ADS stream, used only by the stream's handler thread."""
 
@@ -182,7 +174,7 @@ class _Stream:
         # place before the cluster that uses it is replaced (its credential version changes with
         # it), or connections opened in between would carry the old certificate. Secrets not
         # yet named are asked for once the clusters and listeners naming them arrive.
-        for type_url in sorted(self._subs, key=_change_rank):
+        for type_url in sorted(self._subs, key=change_order):
             sub = self._subs[type_url]
             current = self.server.cache.version(self.node_id, type_url)
             if current and current != sub.sent_version:
