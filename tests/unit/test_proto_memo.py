@@ -53,3 +53,26 @@ def test_a_route_table_with_one_host_more_converts_only_that_host(monkeypatch) -
     assert built == ["svc-3.example:80"]
     assert list(second.virtual_hosts)[:3] == list(first.virtual_hosts) and len(second.virtual_hosts) == 4
     assert second.HasField("validate_clusters") and not second.validate_clusters.value
+
+
+def test_an_unchanged_push_between_keeps_the_virtual_hosts(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The route table found whole in the memo must carry its virtual hosts to the next push:
+    otherwise a push with nothing changed forgets them, and the next service rebuilds them all."""
+    from exitgate.envoy import routes
+
+    built: list[str] = []
+    real = routes.virtual_host
+    monkeypatch.setattr(routes, "virtual_host", lambda v: (built.append(v.name), real(v))[1])
+
+    def table(n: int) -> ir.ProxyConfig:
+        hosts = tuple(ir.VirtualHost(f"svc-{i}.example:80", (f"svc-{i}.example",), (
+            ir.Route("default", clusters=(ir.WeightedCluster(f"outbound|80||svc-{i}.example", 100),)),))
+            for i in range(n))
+        return ir.ProxyConfig((), (ir.RouteConfig("80", hosts),), (), ())
+
+    memo = ProtoMemo()
+    for n in (3, 3, 3, 4):  # three pushes of the same table, then one host more
+        built.clear()
+        xds_resources(table(n), {}, memo)
+        memo.next_push()
+    assert built == ["svc-3.example:80"]

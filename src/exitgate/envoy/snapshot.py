@@ -5,7 +5,7 @@ golden tests store."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -52,7 +52,10 @@ class ProtoMemo:
         self._previous: dict[object, Message] = {}
         self._current: dict[object, Message] = {}
 
-    def get(self, item: T, build: Callable[[T], Message]) -> Message:
+    def get(self, item: T, build: Callable[[T], Message], parts: Callable[[T], Iterable[object]] | None = None) -> Message:
+        """``parts``: the nodes inside ``item`` that ``build`` memoizes on their own. When
+        ``item`` itself is found they are not visited, so they are carried to this push here;
+        else one service more would find a route table changed and none of its virtual hosts."""
         try:
             hit = self._current.get(item)
             if hit is None:
@@ -61,8 +64,18 @@ class ProtoMemo:
             return build(item)
         if hit is None:
             hit = build(item)
+        elif parts is not None:
+            self._keep(parts(item))
         self._current[item] = hit
         return hit
+
+    def _keep(self, items: Iterable[object]) -> None:
+        previous, current = self._previous, self._current
+        for part in items:
+            if part not in current:
+                found = previous.get(part)
+                if found is not None:
+                    current[part] = found
 
     def next_push(self) -> None:
         self._previous, self._current = self._current, {}
@@ -84,7 +97,8 @@ def xds_resources(pc: ir.ProxyConfig, secrets: Mapping[str, ir.SecretData],
         LISTENER_TYPE: {**{x.name: m.get(x, res.listener) for x in pc.listeners},
                         **{x.name: m.get(x, res.tls_passthrough_listener) for x in pc.tls_passthrough_listeners},
                         **{x.name: m.get(x, capture.listener) for x in pc.capture_listeners}},
-        ROUTE_TYPE: {x.name: m.get(x, lambda rc: routes.route_config(rc, lambda v: m.get(v, routes.virtual_host)))
+        ROUTE_TYPE: {x.name: m.get(x, lambda rc: routes.route_config(rc, lambda v: m.get(v, routes.virtual_host)),
+                                   lambda rc: rc.virtual_hosts)
                      for x in pc.route_configs},
         CLUSTER_TYPE: {x.name: m.get(x, res.cluster) for x in clusters},
         SECRET_TYPE: {n: res.secret(secrets[n]) for n in pc.secret_names if n in secrets},
