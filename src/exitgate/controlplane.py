@@ -36,6 +36,7 @@ from exitgate.secretdata import UNREADABLE, file_stamp, resolve_secrets, secret_
 from exitgate.store import Store, write_private_atomic
 from exitgate.translate.gateway import translate_gateway
 from exitgate.translate.sidecar import translate_sidecar
+from exitgate.translate.memo import TranslationMemo
 from exitgate.translate.snapshot import Snapshot
 from exitgate.wake import Waker, wake
 from exitgate.xds.cache import WILDCARD_TYPES, SnapshotCache
@@ -81,6 +82,7 @@ class ControlPlane:
         self._lock_ctx: AbstractContextManager[None] | None = None
         # Envoy messages of the last pushes, by IR value: an unchanged resource is not rebuilt.
         self._protos = ProtoMemo()
+        self._translations = TranslationMemo()
         # The last push's snapshot and each proxy's translation of it, for a push of new
         # certificates alone.
         self._last_snap: Snapshot | None = None
@@ -282,7 +284,8 @@ class ControlPlane:
         all_diags: list[Diagnostic] = []
         self._files = {}
         # Indexed once per configuration version, read by every proxy's translation.
-        snap = self._last_snap if resources is None and self._last_snap is not None else Snapshot(resources or (), self.mesh)
+        snap = (self._last_snap if resources is None and self._last_snap is not None
+                else Snapshot(resources or (), self.mesh, self._translations))
         self._last_snap = snap
         for p in self.proxies:
             last = self._translated.get(p.key) if resources is None else None
@@ -315,6 +318,8 @@ class ControlPlane:
                 continue
             self.cache.set_snapshot(p.record.node_id, xds_resources(pc, secrets, self._protos))
         self._protos.next_push()
+        if resources is not None:  # translated: what this push did not use is forgotten next time
+            self._translations.next_push()
         return all_diags
 
     def run(self, poll_s: float = 0.3, on_tick: Callable[[], None] | None = None) -> None:

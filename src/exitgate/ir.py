@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TypeVar
 
 
 class TlsMode(str, Enum):
@@ -27,6 +28,27 @@ class DiscoveryType(str, Enum):
     # The destination the captured connection was headed for (Istio's PassthroughCluster and
     # resolution NONE, with capture).
     ORIGINAL_DST = "ORIGINAL_DST"
+
+
+C = TypeVar("C")
+
+
+def _hash_once(cls: type[C]) -> type[C]:
+    """A frozen dataclass's hash walks every field, every time; the proto memo hashes each
+    cluster and virtual host at every push (tens of thousands), so the big nodes keep theirs."""
+    by_fields = cls.__hash__
+
+    def __hash__(self: C) -> int:
+        try:
+            cached: int = self.__dict__["_hash"]
+            return cached
+        except KeyError:
+            value: int = by_fields(self)
+            object.__setattr__(self, "_hash", value)
+            return value
+
+    cls.__hash__ = __hash__  # type: ignore[assignment]
+    return cls
 
 
 @dataclass(frozen=True)
@@ -97,6 +119,7 @@ class OutlierDetection:
     consecutive_local_origin_failure: int | None = None
 
 
+@_hash_once
 @dataclass(frozen=True)
 class Cluster:
     name: str
@@ -231,6 +254,7 @@ class Mirror:
     percent: float = 100.0
 
 
+@_hash_once
 @dataclass(frozen=True)
 class Route:
     name: str
@@ -263,6 +287,7 @@ class Route:
     stat_prefix: str | None = None
 
 
+@_hash_once
 @dataclass(frozen=True)
 class VirtualHost:
     name: str
@@ -274,6 +299,7 @@ class VirtualHost:
     connect_status: int | None = None
 
 
+@_hash_once
 @dataclass(frozen=True)
 class RouteConfig:
     name: str

@@ -46,39 +46,59 @@ class ProtoMemo:
     """IR value -> the Envoy message built from it, carried from one push to the next: an
     unchanged cluster, listener or route table is not converted again (turning IR into protos
     was most of a push at 10,000 services). IR nodes are frozen dataclasses, so equal values
-    hash alike; the memo keeps what the last two pushes used, nothing older."""
+    hash alike; the memo keeps what the last two pushes used, nothing older.
+
+    The same IR object again (the translation memo hands out the ones of the last push) is
+    found by identity first: hashing a frozen dataclass walks all of it, every time."""
 
     def __init__(self) -> None:
         self._previous: dict[object, Message] = {}
         self._current: dict[object, Message] = {}
+        # id -> (the object, kept alive so its id is not reused; its message).
+        self._previous_ids: dict[int, tuple[object, Message]] = {}
+        self._current_ids: dict[int, tuple[object, Message]] = {}
 
     def get(self, item: T, build: Callable[[T], Message], parts: Callable[[T], Iterable[object]] | None = None) -> Message:
         """``parts``: the nodes inside ``item`` that ``build`` memoizes on their own. When
         ``item`` itself is found they are not visited, so they are carried to this push here;
         else one service more would find a route table changed and none of its virtual hosts."""
-        try:
-            hit = self._current.get(item)
+        key = id(item)
+        known = self._current_ids.get(key) or self._previous_ids.get(key)
+        if known is not None and known[0] is item:
+            hit: Message | None = known[1]
+        else:
+            try:
+                hit = self._current.get(item)
+                if hit is None:
+                    hit = self._previous.get(item)
+            except TypeError:  # a node holding something unhashable: build it every time
+                return build(item)
             if hit is None:
-                hit = self._previous.get(item)
-        except TypeError:  # a node holding something unhashable: build it every time
-            return build(item)
-        if hit is None:
-            hit = build(item)
-        elif parts is not None:
+                hit = build(item)
+                parts = None
+            self._current[item] = hit
+        assert hit is not None
+        if parts is not None:
             self._keep(parts(item))
-        self._current[item] = hit
+        self._current_ids[key] = (item, hit)
         return hit
 
     def _keep(self, items: Iterable[object]) -> None:
-        previous, current = self._previous, self._current
         for part in items:
-            if part not in current:
-                found = previous.get(part)
-                if found is not None:
-                    current[part] = found
+            key = id(part)
+            if key not in self._current_ids:
+                found = self._previous_ids.get(key)
+                if found is not None and found[0] is part:
+                    self._current_ids[key] = found
+                    continue
+            if part not in self._current:
+                value = self._previous.get(part)
+                if value is not None:
+                    self._current[part] = value
 
     def next_push(self) -> None:
         self._previous, self._current = self._current, {}
+        self._previous_ids, self._current_ids = self._current_ids, {}
 
 
 def xds_resources(pc: ir.ProxyConfig, secrets: Mapping[str, ir.SecretData],

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
+from functools import partial
 
 from exitgate import names
-from exitgate.api.networking import ClientTLSSettings
+from exitgate.api.networking import ClientTLSSettings, DestinationRuleSpec
+from exitgate.api.resources import Resource
 from exitgate.ir import CircuitBreakers, Cluster, DiscoveryType, TlsMode
 from exitgate.translate.registry import Service
 from exitgate.translate.snapshot import Snapshot
@@ -26,53 +28,68 @@ def build_clusters(snap: Snapshot, services: Iterable[Service], proxy_ns: str,
     host the request names."""
     clusters: list[Cluster] = []
     auto_mtls = snap.istio_mutual_gateway_ports
+    memo = snap.memo
     for svc in services:
         dr = snap.destination_rule(svc.host, proxy_ns, svc.namespace)
-        subsets = [""] + [s.name for s in dr.spec.subsets or []] if dr is not None else [""]
-        for port in svc.ports:
-            for subset in subsets:
-                policy = cluster_policy(dr.spec if dr is not None else None, subset, port.number)
-                tls_settings = policy.tls
-                if tls_settings is None and port.number in auto_mtls.get(svc.host, ()):
-                    # Istio's auto mTLS: a gateway port served with ISTIO_MUTUAL is reached with
-                    # ISTIO_MUTUAL when no DestinationRule says otherwise.
-                    tls_settings = ClientTLSSettings(mode="ISTIO_MUTUAL")
-                tls = upstream_tls(tls_settings, svc, port.number, subset)
-                pool = pool_settings(policy.connection_pool)
-                http2 = (port.protocol in ("HTTP2", "GRPC") or (tls is not None and tls.mode is TlsMode.ISTIO_MUTUAL)
-                         or pool.h2_upgrade)
-                if pool.use_client_protocol and tls is not None and tls.alpn:
-                    # The protocol follows each request, so a fixed ALPN would be wrong for some:
-                    # without one Envoy offers each connection pool's own protocol.
-                    tls = replace(tls, alpn=())
-                lifetime = pool.max_connection_duration_s
-                if lifetime is None and tls is not None and tls.client_cert_secret:
-                    lifetime = ROTATION_BOUND_S
-                outlier, panic = outlier_detection(policy.outlier_detection)
-                discovery = svc.discovery
-                if original_dst and svc.resolution == "NONE":
-                    discovery = DiscoveryType.ORIGINAL_DST
-                # Resolved per request (NONE, DYNAMIC_DNS): Envoy picks the endpoint.
-                dynamic = discovery in (DiscoveryType.DYNAMIC_FORWARD_PROXY, DiscoveryType.ORIGINAL_DST)
-                clusters.append(Cluster(
-                    name=names.cluster_name(svc.host, port.number, subset),
-                    discovery=discovery,
-                    endpoints=() if discovery is DiscoveryType.ORIGINAL_DST else port.endpoints,
-                    lb_policy="CLUSTER_PROVIDED" if dynamic else policy.lb,
-                    tls=tls,
-                    http2=http2,
-                    connect_timeout_s=pool.connect_timeout_s,
-                    max_connection_duration_s=lifetime,
-                    circuit_breakers=pool.circuit_breakers,
-                    tcp_keepalive=pool.tcp_keepalive,
-                    idle_timeout_s=pool.idle_timeout_s,
-                    max_requests_per_connection=pool.max_requests_per_connection,
-                    max_concurrent_streams=pool.max_concurrent_streams if http2 and not pool.use_client_protocol
-                    else None,
-                    use_client_protocol=pool.use_client_protocol,
-                    outlier_detection=outlier,
-                    healthy_panic_threshold=panic,
-                ))
+        auto = auto_mtls.get(svc.host, frozenset())
+        if memo is None:
+            clusters += _service_clusters(svc, dr, auto, original_dst)
+            continue
+        # Everything a service's clusters depend on, by identity (translate.memo).
+        key = ("clusters", id(svc), id(dr.spec) if dr else 0, dr.namespace if dr else "", auto, original_dst)
+        clusters += memo.value(key, (svc, dr.spec if dr else None), partial(_service_clusters, svc, dr, auto, original_dst))
+    return clusters
+
+
+def _service_clusters(svc: Service, dr: Resource[DestinationRuleSpec] | None, auto_mtls_ports: frozenset[int],
+                      original_dst: bool) -> list[Cluster]:
+    """One service's clusters: per port, and per port and subset of its DestinationRule."""
+    clusters: list[Cluster] = []
+    subsets = [""] + [s.name for s in dr.spec.subsets or []] if dr is not None else [""]
+    for port in svc.ports:
+        for subset in subsets:
+            policy = cluster_policy(dr.spec if dr is not None else None, subset, port.number)
+            tls_settings = policy.tls
+            if tls_settings is None and port.number in auto_mtls_ports:
+                # Istio's auto mTLS: a gateway port served with ISTIO_MUTUAL is reached with
+                # ISTIO_MUTUAL when no DestinationRule says otherwise.
+                tls_settings = ClientTLSSettings(mode="ISTIO_MUTUAL")
+            tls = upstream_tls(tls_settings, svc, port.number, subset)
+            pool = pool_settings(policy.connection_pool)
+            http2 = (port.protocol in ("HTTP2", "GRPC") or (tls is not None and tls.mode is TlsMode.ISTIO_MUTUAL)
+                     or pool.h2_upgrade)
+            if pool.use_client_protocol and tls is not None and tls.alpn:
+                # The protocol follows each request, so a fixed ALPN would be wrong for some:
+                # without one Envoy offers each connection pool's own protocol.
+                tls = replace(tls, alpn=())
+            lifetime = pool.max_connection_duration_s
+            if lifetime is None and tls is not None and tls.client_cert_secret:
+                lifetime = ROTATION_BOUND_S
+            outlier, panic = outlier_detection(policy.outlier_detection)
+            discovery = svc.discovery
+            if original_dst and svc.resolution == "NONE":
+                discovery = DiscoveryType.ORIGINAL_DST
+            # Resolved per request (NONE, DYNAMIC_DNS): Envoy picks the endpoint.
+            dynamic = discovery in (DiscoveryType.DYNAMIC_FORWARD_PROXY, DiscoveryType.ORIGINAL_DST)
+            clusters.append(Cluster(
+                name=names.cluster_name(svc.host, port.number, subset),
+                discovery=discovery,
+                endpoints=() if discovery is DiscoveryType.ORIGINAL_DST else port.endpoints,
+                lb_policy="CLUSTER_PROVIDED" if dynamic else policy.lb,
+                tls=tls,
+                http2=http2,
+                connect_timeout_s=pool.connect_timeout_s,
+                max_connection_duration_s=lifetime,
+                circuit_breakers=pool.circuit_breakers,
+                tcp_keepalive=pool.tcp_keepalive,
+                idle_timeout_s=pool.idle_timeout_s,
+                max_requests_per_connection=pool.max_requests_per_connection,
+                max_concurrent_streams=pool.max_concurrent_streams if http2 and not pool.use_client_protocol
+                else None,
+                use_client_protocol=pool.use_client_protocol,
+                outlier_detection=outlier,
+                healthy_panic_threshold=panic,
+            ))
     return clusters
 
 

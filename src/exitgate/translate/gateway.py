@@ -54,7 +54,7 @@ def _virtual_hosts(snap: Snapshot, gateway: GatewayProxy,
                     continue
                 bound = [vs for vs in snap.virtual_services_for(context, h, gateway.namespace)
                          if any(server_host_binds(sh, gw.namespace, vs.namespace, h) for sh in server.hosts)]
-                routes = routes_for(bound, context, server.port.number, by_host)
+                routes = routes_for(bound, context, server.port.number, by_host, snap.memo)
                 if routes:
                     vhosts[h] = VirtualHost(names.virtual_host_name(h, server.port.number), (h,), tuple(routes))
     return list(vhosts.values())

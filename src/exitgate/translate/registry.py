@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from exitgate import names
 from exitgate.api.networking import HTTP_PROTOCOLS, ServiceEntrySpec
 from exitgate.api.resources import Resource
 from exitgate.ir import DiscoveryType, Endpoint
 from exitgate.mesh import MeshConfig
+from exitgate.translate.memo import TranslationMemo
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,35 @@ def exported_to(owner_ns: str, export_to: Sequence[str] | None, viewer_ns: str) 
     return any(e == "*" or (e == "." and owner_ns == viewer_ns) or e == viewer_ns for e in export_to)
 
 
-def build_registry(service_entries: Sequence[Resource[ServiceEntrySpec]], mesh: MeshConfig) -> list[Service]:
+def _entry_services(r: Resource[ServiceEntrySpec], mesh: MeshConfig) -> list[Service]:
+    """A ServiceEntry's services, one per host."""
+    se = r.spec
+    # NONE (the default) and DYNAMIC_DNS send each connection to the host the client asked
+    # for: a forward proxy knows it from the request, so Envoy resolves it then.
+    discovery = {"STATIC": DiscoveryType.STATIC, "DNS_ROUND_ROBIN": DiscoveryType.LOGICAL_DNS,
+                 "DNS": DiscoveryType.STRICT_DNS}.get(se.resolution or "NONE", DiscoveryType.DYNAMIC_FORWARD_PROXY)
+    out: list[Service] = []
+    for host in se.hosts:
+        se_ports: list[ServicePort] = []
+        for p in se.ports or []:
+            target = p.target_port or p.number
+            if discovery is DiscoveryType.DYNAMIC_FORWARD_PROXY:
+                eps: tuple[Endpoint, ...] = ()
+            elif se.endpoints:
+                eps = tuple(
+                    Endpoint(e.address or host, mesh.external_port((e.ports or {}).get(p.name, target)))
+                    for e in se.endpoints
+                )
+            else:
+                eps = (Endpoint(host, mesh.external_port(target)),)
+            se_ports.append(ServicePort(p.number, p.protocol or "TCP", p.name, eps))
+        out.append(Service(host, r.namespace, discovery, tuple(se_ports), (), tuple(se.export_to or ()),
+                           tuple(se.addresses or ()), se.resolution or "NONE"))
+    return out
+
+
+def build_registry(service_entries: Sequence[Resource[ServiceEntrySpec]], mesh: MeshConfig,
+                   memo: TranslationMemo | None = None) -> list[Service]:
     """The mesh's services (gateways, then Kubernetes Services outside the mesh), then every
     ServiceEntry host; ``service_entries`` in Istio's order (the first declaration of a host wins)."""
     services: list[Service] = []
@@ -85,28 +115,14 @@ def build_registry(service_entries: Sequence[Resource[ServiceEntrySpec]], mesh: 
         services.append(Service(s.host, s.namespace, DiscoveryType.STATIC, ports))
         seen.add(s.host)
     for r in sorted(service_entries, key=lambda r: (r.namespace, r.name)):
-        se = r.spec
-        # NONE (the default) and DYNAMIC_DNS send each connection to the host the client asked
-        # for: a forward proxy knows it from the request, so Envoy resolves it then.
-        discovery = {"STATIC": DiscoveryType.STATIC, "DNS_ROUND_ROBIN": DiscoveryType.LOGICAL_DNS,
-                     "DNS": DiscoveryType.STRICT_DNS}.get(se.resolution or "NONE", DiscoveryType.DYNAMIC_FORWARD_PROXY)
-        for host in se.hosts:
-            if host in seen:
+        # An unchanged ServiceEntry gives the same Service objects as at the last push, which
+        # is what lets the clusters built from them be reused (translate.memo).
+        declared = (_entry_services(r, mesh) if memo is None else
+                    memo.value(("services", id(r.spec), r.namespace, id(mesh)), (r.spec, mesh),
+                               partial(_entry_services, r, mesh)))
+        for svc in declared:
+            if svc.host in seen:
                 continue  # first declaration wins, as Istio keeps the oldest
-            seen.add(host)
-            se_ports: list[ServicePort] = []
-            for p in se.ports or []:
-                target = p.target_port or p.number
-                if discovery is DiscoveryType.DYNAMIC_FORWARD_PROXY:
-                    eps: tuple[Endpoint, ...] = ()
-                elif se.endpoints:
-                    eps = tuple(
-                        Endpoint(e.address or host, mesh.external_port((e.ports or {}).get(p.name, target)))
-                        for e in se.endpoints
-                    )
-                else:
-                    eps = (Endpoint(host, mesh.external_port(target)),)
-                se_ports.append(ServicePort(p.number, p.protocol or "TCP", p.name, eps))
-            services.append(Service(host, r.namespace, discovery, tuple(se_ports), (), tuple(se.export_to or ()),
-                                    tuple(se.addresses or ()), se.resolution or "NONE"))
+            seen.add(svc.host)
+            services.append(svc)
     return services

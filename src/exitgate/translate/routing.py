@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 from exitgate import names
@@ -13,6 +13,7 @@ from exitgate.api.networking.httproute import HTTPMatchRequest
 from exitgate.api.resources import Resource
 from exitgate.ir import Mirror, Route, WeightedCluster
 from exitgate.translate import route_features as rf
+from exitgate.translate.memo import Recorded, TranslationMemo, unchanged
 from exitgate.translate.registry import Service, fqdn, host_matches
 from exitgate.translate.snapshot import normalize_gateway
 from exitgate.translate.traffic_policy import seconds
@@ -37,7 +38,7 @@ def server_host_binds(server_host: str, gateway_ns: str, vs_ns: str, vs_host: st
     return host_matches(host, vs_host) or host_matches(vs_host, host)
 
 
-def _destination_port(host: str, given: int | None, incoming: int, services: dict[str, Service]) -> int:
+def _destination_port(host: str, given: int | None, incoming: int, services: Mapping[str, Service]) -> int:
     if given is not None:
         return given
     svc = services.get(host)
@@ -46,13 +47,13 @@ def _destination_port(host: str, given: int | None, incoming: int, services: dic
     return incoming
 
 
-def _cluster(d: Destination, vs_ns: str, incoming: int, services: dict[str, Service]) -> str:
+def _cluster(d: Destination, vs_ns: str, incoming: int, services: Mapping[str, Service]) -> str:
     host = fqdn(d.host, vs_ns)
     port = _destination_port(host, d.port.number if d.port else None, incoming, services)
     return names.cluster_name(host, port, d.subset or "")
 
 
-def _clusters(route: HTTPRoute, vs_ns: str, incoming: int, services: dict[str, Service]) -> tuple[WeightedCluster, ...]:
+def _clusters(route: HTTPRoute, vs_ns: str, incoming: int, services: Mapping[str, Service]) -> tuple[WeightedCluster, ...]:
     out = []
     for d in route.route or []:
         weight = d.weight if d.weight is not None else (100 if len(route.route or []) == 1 else 0)
@@ -60,7 +61,7 @@ def _clusters(route: HTTPRoute, vs_ns: str, incoming: int, services: dict[str, S
     return tuple(out)
 
 
-def _mirrors(http: HTTPRoute, vs_ns: str, incoming: int, services: dict[str, Service]) -> tuple[Mirror, ...]:
+def _mirrors(http: HTTPRoute, vs_ns: str, incoming: int, services: Mapping[str, Service]) -> tuple[Mirror, ...]:
     """``mirror`` (with ``mirrorPercentage``/``mirrorPercent``) first, then ``mirrors``, as Istio."""
     out = []
     if http.mirror is not None:
@@ -74,7 +75,7 @@ def _mirrors(http: HTTPRoute, vs_ns: str, incoming: int, services: dict[str, Ser
     return tuple(out)
 
 
-def _route_body(http: HTTPRoute, vs_ns: str, port: int, services: dict[str, Service]) -> dict[str, Any]:
+def _route_body(http: HTTPRoute, vs_ns: str, port: int, services: Mapping[str, Service]) -> dict[str, Any]:
     """The Route fields every match of ``http`` shares: its action and what goes with it (Istio's
     TranslateRoute: redirect, else direct response, else the destinations)."""
     ops, authority = rf.header_ops(http)
@@ -104,10 +105,30 @@ def _match_fields(m: HTTPMatchRequest | None) -> dict[str, Any]:
     return out
 
 
-def routes_for(vss: Sequence[Resource[VirtualServiceSpec]], context: str, port: int, services: dict[str, Service]) -> list[Route]:
+def _port_sign(svc: Service | None) -> int | None:
+    # What a destination without a port reads from its service: its one port, if it has one.
+    return svc.ports[0].number if svc is not None and len(svc.ports) == 1 else None
+
+
+def routes_for(vss: Sequence[Resource[VirtualServiceSpec]], context: str, port: int, services: Mapping[str, Service],
+               memo: TranslationMemo | None = None) -> list[Route]:
     """The IR routes of ``vss`` that apply to ``context`` on ``port``, in order. As in Istio, the
     matches of one http route are OR'd (each its own Envoy route, in order) and the conditions
-    within one match AND'd."""
+    within one match AND'd. ``memo``: reuse the routes of an earlier push for the same
+    VirtualService specs, when the destination services they read are the same."""
+    if memo is None:
+        return _routes(vss, context, port, services)
+    key = ("routes", tuple((id(vs.spec), vs.namespace, vs.name) for vs in vss), context, port)
+
+    def build() -> tuple[list[Route], dict[str, Hashable]]:
+        recorded = Recorded(services, _port_sign)
+        return _routes(vss, context, port, recorded), recorded.reads
+
+    return memo.get(key, [vs.spec for vs in vss], build, lambda reads: unchanged(reads, services, _port_sign))
+
+
+def _routes(vss: Sequence[Resource[VirtualServiceSpec]], context: str, port: int,
+            services: Mapping[str, Service]) -> list[Route]:
     out: list[Route] = []
     for vs in vss:
         for i, http in enumerate(vs.spec.http or []):

@@ -84,7 +84,7 @@ def translate_sidecar(snap: Snapshot, workload: WorkloadProxy, proxy_port: int,
                           or (WeightedCluster(names.cluster_name(svc.host, port.number), 100),))
                 tunnels.append(Tunnel(svc.host, port.number, port.protocol, svc.addresses, tunnel))
                 continue
-            routes = routes_for(vss, MESH, port.number, by_host) or [_default_route(svc, port.number)]
+            routes = routes_for(vss, MESH, port.number, by_host, snap.memo) or [_default_route(svc, port.number)]
             http_ports.add(port.number)
             vhosts.append(VirtualHost(names.virtual_host_name(svc.host, port.number), _domains(svc.host, port.number),
                                       tuple(routes)))
@@ -159,7 +159,7 @@ def _virtual_service_only_hosts(snap: Snapshot, scope: SidecarScope, proxy_ns: s
                 name = names.virtual_host_name(h, port)
                 if name in have:
                     continue
-                routes = routes_for(_scoped(snap, scope, h, port, proxy_ns), MESH, port, by_host)
+                routes = routes_for(_scoped(snap, scope, h, port, proxy_ns), MESH, port, by_host, snap.memo)
                 if routes:
                     out.append((VirtualHost(name, _domains(h, port), tuple(routes)), port))
                     have.add(name)

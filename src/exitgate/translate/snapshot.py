@@ -26,6 +26,7 @@ from exitgate.api.resources import Resource
 from exitgate.api.security import AuthorizationPolicySpec
 from exitgate.api.sidecar import SidecarSpec
 from exitgate.mesh import GatewayProxy, MeshConfig
+from exitgate.translate.memo import TranslationMemo
 from exitgate.translate.registry import Service, build_registry, exported_to, fqdn, host_matches
 
 MESH = "mesh"
@@ -71,7 +72,9 @@ class Snapshot:
     """The indexed configuration; see the module docstring. Cheap to build (one pass per kind),
     and each index is built on first use."""
 
-    def __init__(self, resources: Iterable[Resource], mesh: MeshConfig) -> None:
+    def __init__(self, resources: Iterable[Resource], mesh: MeshConfig, memo: TranslationMemo | None = None) -> None:
+        # ``memo``: results of earlier pushes that this one may reuse (the control plane's).
+        self.memo = memo
         self.resources: tuple[Resource, ...] = tuple(sorted(resources, key=lambda r: (r.kind, *_order(r))))
         self.mesh = mesh
         by_kind: dict[str, list[Resource]] = {}
@@ -133,7 +136,7 @@ class Snapshot:
     # -- services -------------------------------------------------------------------------------
     @cached_property
     def services(self) -> tuple[Service, ...]:
-        return tuple(build_registry(self.service_entries, self.mesh))
+        return tuple(build_registry(self.service_entries, self.mesh, self.memo))
 
     @cached_property
     def _service_by_host(self) -> dict[str, Service]:
