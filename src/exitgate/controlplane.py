@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
+from functools import partial
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -25,12 +26,13 @@ from exitgate.ca.authority import MeshCA
 from exitgate.ca.rotation import WorkloadCertManager
 from exitgate.capture import CaptureError, NetnsCapture, netns_path, support
 from exitgate.gcpause import gc_paused
-from exitgate.envoy.admin import Retiree, retire
+from exitgate.envoy.admin import Retiree, admin_call, retire
 from exitgate.envoy.bootstrap import BootstrapOptions, StatsInclusion, render_bootstrap
 from exitgate.envoy.ports import free_port
 from exitgate.envoy.snapshot import ProtoMemo, xds_resources
 from exitgate.envoy.supervisor import EnvoySpec, Supervisor
 from exitgate.mesh import GatewayProxy, MeshConfig, WorkloadProxy
+from exitgate.monitoring import ControlPlaneMetrics, MonitoringServer, ScrapeTarget
 from exitgate.runtime import ProxyRecord, RuntimeInfo, StateDir
 from exitgate.secretdata import UNREADABLE, file_stamp, resolve_secrets, secret_files
 from exitgate.store import Store, write_private_atomic
@@ -39,7 +41,7 @@ from exitgate.translate.sidecar import translate_sidecar
 from exitgate.translate.memo import TranslationMemo
 from exitgate.translate.snapshot import Snapshot
 from exitgate.wake import Waker, wake
-from exitgate.xds.cache import WILDCARD_TYPES, SnapshotCache
+from exitgate.xds.cache import WILDCARD_TYPES, SnapshotCache, short_type_name
 from exitgate.xds.server import AdsServer, EventKind, XdsEvent
 
 Emit = Callable[[str], None]
@@ -83,6 +85,10 @@ class ControlPlane:
         # Envoy messages of the last pushes, by IR value: an unchanged resource is not rebuilt.
         self._protos = ProtoMemo()
         self._translations = TranslationMemo()
+        self.monitoring: MonitoringServer | None = None
+        self.monitoring_port = 0
+        # Proxies sent a configuration they have not acknowledged yet, since when (monotonic).
+        self._converging: dict[str, float] = {}
         # The last push's snapshot and each proxy's translation of it, for a push of new
         # certificates alone.
         self._last_snap: Snapshot | None = None
@@ -148,6 +154,8 @@ class ControlPlane:
         return any(p.record.node_id == node_id and pysecrets.compare_digest(p.token, token) for p in self.proxies)
 
     def _on_xds(self, ev: XdsEvent) -> None:
+        if ev.kind is EventKind.ACK:
+            self._observe_convergence(ev.node_id)
         who = self._name_of(ev.node_id)
         if ev.kind is EventKind.NACK:
             self.emit(f"[red]NACK[/red] {who} rejected {ev.type_url and ev.type_url.rsplit('.', 1)[-1]} "
@@ -173,6 +181,7 @@ class ControlPlane:
         self._plan()
         self.ads = AdsServer(self.cache, self._authenticate, on_event=self._on_xds)
         xds_port = self.ads_port = self.ads.start("127.0.0.1", 0)
+        self._start_monitoring()
         self.reconcile(force=True)
         self.supervisor = Supervisor(on_event=self._on_proxy_event)
         stats = self.mesh.proxy_stats_matcher
@@ -220,7 +229,70 @@ class ControlPlane:
             self._write_runtime(self.ads_port)
 
     def _write_runtime(self, xds_port: int) -> None:
-        self.state.write_runtime(RuntimeInfo(os.getpid(), xds_port, [p.record for p in self.proxies]))
+        self.state.write_runtime(RuntimeInfo(os.getpid(), xds_port, [p.record for p in self.proxies],
+                                             self.monitoring_port))
+
+    # -- monitoring ----------------------------------------------------------------------------
+    def _start_monitoring(self) -> None:
+        self.metrics = ControlPlaneMetrics(self._metric_values)
+        self.monitoring = MonitoringServer(self.metrics, self._scrape_targets, self.syncz)
+        wanted = self.mesh.monitoring_port
+        try:
+            self.monitoring_port = self.monitoring.start("127.0.0.1", wanted)
+        except OSError as e:
+            self.monitoring_port = self.monitoring.start("127.0.0.1", 0)
+            self.emit(f"[yellow]monitoring port {wanted} is taken ({e.strerror})[/yellow]; "
+                      f"serving metrics on {self.monitoring_port} instead")
+
+    def _metric_values(self) -> dict[str, object]:
+        assert self.ads is not None and self.ca is not None
+        snap = self._last_snap
+        return {
+            "connected": sum(1 for s in self.ads.statuses().values() if s.connected),
+            "services": len(snap.services) if snap is not None else 0,
+            "pushes": dict(self.ads.pushes), "rejects": dict(self.ads.rejects),
+            "issued": self.ca.issued,
+            "root_expiry": self.ca.root_cert.not_valid_after_utc.timestamp(), "now": time.time(),
+        }
+
+    def _scrape_targets(self) -> list[ScrapeTarget]:
+        return [ScrapeTarget(p.record.name, p.record.namespace,
+                             partial(admin_call, f"http://127.0.0.1:{p.record.admin_port}", "GET", "/stats/prometheus"))
+                for p in self.proxies]
+
+    def syncz(self) -> list[dict[str, object]]:
+        """Every proxy's xDS state (``/debug/syncz``, ``exitgate proxy-status``): per type, the
+        version the control plane holds for it, what it was sent and acknowledged, its last NACK."""
+        assert self.ads is not None
+        statuses = self.ads.statuses()
+        out: list[dict[str, object]] = []
+        for p in self.proxies:
+            st = statuses.get(p.record.node_id)
+            types: dict[str, dict[str, object]] = {}
+            for type_url, version in self.cache.versions(p.record.node_id).items():
+                ts = st.types.get(type_url) if st else None
+                types[short_type_name(type_url)] = {
+                    "type_url": type_url, "version": version,
+                    "sent": ts.sent_version if ts else None, "acked": ts.acked_version if ts else None,
+                    "nack": ({"version": ts.nack_version, "error": ts.nack_error, "time": ts.nack_time}
+                             if ts is not None and ts.nack_error else None),
+                    "empty": type_url not in WILDCARD_TYPES and not self.cache.names(p.record.node_id, type_url),
+                }
+            out.append({"name": p.record.name, "namespace": p.record.namespace, "node_id": p.record.node_id,
+                        "role": p.record.role, "connected": bool(st and st.connected), "types": types,
+                        "config_version": self.applied_version})
+        return out
+
+    def _observe_convergence(self, node_id: str) -> None:
+        """pilot_proxy_convergence_time: from the push of a new configuration until the proxy
+        has acknowledged all of it."""
+        started = self._converging.get(node_id)
+        if started is None:
+            return
+        p = next((p for p in self.proxies if p.record.node_id == node_id), None)
+        if p is not None and self._proxy_in_sync(p):
+            self._converging.pop(node_id, None)
+            self.metrics.convergence.observe(time.monotonic() - started)
 
     def wait_ready(self, timeout: float = 30.0) -> bool:
         """True once every proxy is live and has acknowledged the current configuration."""
@@ -233,21 +305,22 @@ class ControlPlane:
         return False
 
     def in_sync(self) -> bool:
+        return all(self._proxy_in_sync(p) for p in self.proxies)
+
+    def _proxy_in_sync(self, p: PlannedProxy) -> bool:
         assert self.ads is not None
-        statuses = self.ads.statuses()
-        for p in self.proxies:
-            st = statuses.get(p.record.node_id)
-            if st is None or not st.connected:
+        st = self.ads.status(p.record.node_id)
+        if st is None or not st.connected:
+            return False
+        for type_url, ts in st.types.items():
+            if ts.sent_version is None:
+                continue
+            # A proxy that no longer needs any resource of a named type (e.g. every secret
+            # went with its listener) does not acknowledge the empty set: nothing to wait for.
+            if type_url not in WILDCARD_TYPES and not self.cache.names(p.record.node_id, type_url):
+                continue
+            if ts.acked_version != self.cache.version(p.record.node_id, type_url):
                 return False
-            for type_url, ts in st.types.items():
-                if ts.sent_version is None:
-                    continue
-                # A proxy that no longer needs any resource of a named type (e.g. every secret
-                # went with its listener) does not acknowledge the empty set: nothing to wait for.
-                if type_url not in WILDCARD_TYPES and not self.cache.names(p.record.node_id, type_url):
-                    continue
-                if ts.acked_version != self.cache.version(p.record.node_id, type_url):
-                    return False
         return True
 
     # -- the loop ----------------------------------------------------------------------------
@@ -287,6 +360,9 @@ class ControlPlane:
         snap = (self._last_snap if resources is None and self._last_snap is not None
                 else Snapshot(resources or (), self.mesh, self._translations))
         self._last_snap = snap
+        if self.monitoring is not None and resources is not None:
+            # What the listeners this push may replace counted (Envoy drops series with them).
+            self.monitoring.read_all(then_closely_s=EnvoySpec.drain_time_s + 1.0)
         for p in self.proxies:
             last = self._translated.get(p.key) if resources is None else None
             if last is not None:
@@ -317,6 +393,10 @@ class ControlPlane:
                 self.emit(f"[red]{p.key} keeps its last good configuration[/red]: fix the files named above")
                 continue
             self.cache.set_snapshot(p.record.node_id, xds_resources(pc, secrets, self._protos))
+            if self.ads is not None and self._proxy_in_sync(p):
+                self._converging.pop(p.record.node_id, None)  # nothing new for it: nothing to wait for
+            else:
+                self._converging.setdefault(p.record.node_id, time.monotonic())
         self._protos.next_push()
         if resources is not None:  # translated: what this push did not use is forgotten next time
             self._translations.next_push()
@@ -347,6 +427,8 @@ class ControlPlane:
             self.supervisor.stop_all()
         if self.ads is not None:
             self.ads.stop()
+        if self.monitoring is not None:
+            self.monitoring.stop()
         if self.capture_mode == "netns":
             self.netns.cleanup()
         self.state.clear_runtime()

@@ -119,6 +119,43 @@ class OutlierDetection:
     consecutive_local_origin_failure: int | None = None
 
 
+@dataclass(frozen=True)
+class WorkloadLabels:
+    """Who a workload is, in the terms of Istio's standard metrics (its node metadata and pod
+    labels): ``source_*`` at its own proxy, ``destination_*`` at a proxy that calls it."""
+
+    workload: str
+    namespace: str
+    principal: str = ""
+    app: str = ""
+    version: str = ""
+    canonical_service: str = ""
+    canonical_revision: str = "latest"
+    cluster_id: str = "Kubernetes"
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """Istio's standard metrics at one proxy (``istio_requests_total`` and the rest), computed
+    by Envoy per request: the proxy's own labels, and whether a request that reached no service
+    is named by its Host (sidecars) or ``unknown`` (gateways, as Istio's)."""
+
+    source: WorkloadLabels
+    host_fallback: bool
+
+
+@dataclass(frozen=True)
+class ServiceLabels:
+    """The service a cluster reaches, as Istio's metrics name it (Istio's cluster metadata
+    ``istio.services``): a ServiceEntry host is its own name; a Kubernetes Service has its short
+    name. ``workload``: the mesh workload behind it, when exitgate runs it (a gateway)."""
+
+    host: str
+    name: str
+    namespace: str
+    workload: WorkloadLabels | None = None
+
+
 @_hash_once
 @dataclass(frozen=True)
 class Cluster:
@@ -148,6 +185,10 @@ class Cluster:
     outlier_detection: OutlierDetection | None = None
     # Below this percentage of healthy endpoints Envoy ignores health (panic mode); 0 turns it off.
     healthy_panic_threshold: float | None = None
+    # What Istio's metrics call the destination (cluster metadata); None: not a service's cluster.
+    service: ServiceLabels | None = None
+    # The DestinationRule that shaped the cluster, "namespace/name" (Istio's ``istio.config``).
+    destination_rule: str | None = None
 
 
 @dataclass(frozen=True)
@@ -337,6 +378,8 @@ class HttpListener:
     connect: bool = False
     # False for a captured port (Istio's ``0.0.0.0_80``): virtualOutbound hands connections to it.
     bind_to_port: bool = True
+    # Istio's standard metrics, set for every listener of a proxy (translate.telemetry).
+    telemetry: Telemetry | None = None
 
 
 @dataclass(frozen=True)
@@ -377,6 +420,8 @@ class TlsPassthroughListener:
     # no chain takes goes to ``default_cluster`` (PassthroughCluster or BlackHoleCluster).
     bind_to_port: bool = True
     default_cluster: str | None = None
+    # Istio's standard metrics, set for every listener of a proxy (translate.telemetry).
+    telemetry: Telemetry | None = None
 
 
 @dataclass(frozen=True)
@@ -394,6 +439,8 @@ class CaptureListener:
     default_cluster: str
     access_log: bool = True
     http: HttpListener | None = None
+    # Istio's standard metrics, set for every listener of a proxy (translate.telemetry).
+    telemetry: Telemetry | None = None
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,10 @@ class MeshConfig(_Model):
     # Incremental xDS, as Istio's ISTIO_DELTA_XDS (on by default): a change sends the proxies
     # only what it changed. false: State of the World, every resource of each changed type.
     delta_xds: bool = True
+    # The control plane's monitoring port (metrics, merged proxy stats, sync state), istiod's
+    # 15014; if it is taken, `up` says so and takes a free one (written to the runtime file).
+    # 0: always a free one.
+    monitoring_port: int = Field(default=15014, ge=0, le=65535)
     outbound_traffic_policy: OutboundTrafficPolicy = Field(default_factory=OutboundTrafficPolicy)
     gateways: list[GatewayProxy] = Field(default_factory=lambda: [default_egress_gateway()])
     workloads: list[WorkloadProxy] = Field(default_factory=lambda: [WorkloadProxy(name="sleep", service_account="sleep", labels={"app": "sleep"})])

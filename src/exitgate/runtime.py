@@ -47,6 +47,8 @@ class RuntimeInfo:
     pid: int
     xds_port: int
     proxies: list[ProxyRecord]
+    # The control plane's monitoring port (exitgate.monitoring); 0 before it listens.
+    monitoring_port: int = 0
 
     def proxy(self, name: str) -> ProxyRecord | None:
         """By name, or ``name.namespace``."""
@@ -95,7 +97,8 @@ class StateDir:
             data = json.loads(self.runtime_path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
-        return RuntimeInfo(data["pid"], data["xds_port"], [ProxyRecord(**p) for p in data["proxies"]])
+        return RuntimeInfo(data["pid"], data["xds_port"], [ProxyRecord(**p) for p in data["proxies"]],
+                           data.get("monitoring_port", 0))
 
     def orphans(self) -> list[ProxyRecord]:
         """PIDs of Envoys a control plane of this state directory started and left running when

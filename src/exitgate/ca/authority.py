@@ -104,6 +104,8 @@ class MeshCA:
         # Computed once: every workload certificate carries the same AKI and issuer.
         self._aki = authority_key_id(root_cert)
         self._root_pem = cert_to_pem(root_cert)
+        # Workload certificates issued since start (citadel_server_success_cert_issuance_count).
+        self.issued = 0
 
     @classmethod
     def load_or_create(cls, directory: Path, trust_domain: str = DEFAULT_TRUST_DOMAIN) -> MeshCA:
@@ -167,6 +169,7 @@ class MeshCA:
         now: datetime | None = None,
     ) -> IssuedCert:
         """A fresh key and certificate for ``spiffe://TD/ns/NAMESPACE/sa/SERVICE_ACCOUNT``."""
+        self.issued += 1
         if ttl <= timedelta(0):
             raise ValueError(f"ttl must be positive, got {ttl}")
         if now is None:

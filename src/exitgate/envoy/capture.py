@@ -47,7 +47,8 @@ def _virtual_outbound(lst: ir.CaptureListener) -> listener_pb2.Listener:
                               "typed_config": {"@type": T_ORIGINAL_DST}}],
         # Istio's PassthroughFilterChain: no listener for the port, not HTTP.
         "default_filter_chain": {"name": "PassthroughFilterChain", "filters": [
-            tcp_proxy(lst.default_cluster, (ir.WeightedCluster(lst.default_cluster, 100),), lst.access_log)]},
+            tcp_proxy(lst.default_cluster, (ir.WeightedCluster(lst.default_cluster, 100),), lst.access_log,
+                      lst.telemetry)]},
         "filter_chains": [],
     }
     if lst.http is not None:

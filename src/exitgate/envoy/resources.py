@@ -28,10 +28,12 @@ from envoy.extensions.filters.network.sni_dynamic_forward_proxy.v3 import sni_dy
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
+from xds.type.v3 import typed_struct_pb2  # noqa: F401
 
 from exitgate import ir, names
 from exitgate.envoy import dfp
 from exitgate.envoy import filters
+from exitgate.envoy import telemetry
 
 # Istio's default text access-log format (meshConfig.accessLogFormat unset).
 ISTIO_ACCESS_LOG_FORMAT = (
@@ -94,11 +96,16 @@ def hcm_filter(lst: ir.HttpListener) -> dict[str, Any]:
     if lst.connect:
         # A forward proxy's tunnels: routes with a connect_matcher take them (_connect_route).
         hcm["upgrade_configs"] = [{"upgrade_type": "CONNECT"}]
+    logs: list[dict[str, Any]] = []
     if lst.access_log:
-        hcm["access_log"] = [{
+        logs.append({
             "name": "envoy.access_loggers.stdout",
             "typed_config": {"@type": T_STDOUT, "log_format": {"text_format_source": {"inline_string": ISTIO_ACCESS_LOG_FORMAT}}},
-        }]
+        })
+    if lst.telemetry is not None:
+        logs.append(telemetry.http_metrics(lst.telemetry))
+    if logs:
+        hcm["access_log"] = logs
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
 
 
@@ -131,7 +138,7 @@ def tls_passthrough_listener(lst: ir.TlsPassthroughListener) -> listener_pb2.Lis
         dynamic = [dfp.sni_filter(chain.sni_dynamic_port)] if chain.sni_dynamic_port is not None else []
         entry: dict[str, Any] = {"name": chain.name, "filter_chain_match": match,
                                  "filters": [*rbac, *dynamic, tcp_proxy(f"{lst.stat_prefix}.{chain.name}", chain.clusters,
-                                                                         lst.access_log)]}
+                                                                         lst.access_log, lst.telemetry)]}
         if lst.tls is not None:
             # ISTIO_MUTUAL: the mesh's mTLS ends here; what it carried goes on untouched.
             entry["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": _downstream_tls(lst.tls)}
@@ -152,24 +159,37 @@ def tls_passthrough_listener(lst: ir.TlsPassthroughListener) -> listener_pb2.Lis
             data["continue_on_listener_filters_timeout"] = True
     if lst.default_cluster is not None:
         data["default_filter_chain"] = {"name": lst.default_cluster, "filters": [
-            tcp_proxy(lst.default_cluster, (ir.WeightedCluster(lst.default_cluster, 100),), lst.access_log)]}
+            tcp_proxy(lst.default_cluster, (ir.WeightedCluster(lst.default_cluster, 100),), lst.access_log,
+                      lst.telemetry)]}
     if not lst.bind_to_port:
         data["bind_to_port"] = False
     return parse_json(data, listener_pb2.Listener())
 
 
-def tcp_proxy(stat_prefix: str, clusters: tuple[ir.WeightedCluster, ...], access_log: bool) -> dict[str, Any]:
-    """Envoy's tcp_proxy to one cluster or a weighted split, with Istio's access log."""
+def tcp_proxy(stat_prefix: str, clusters: tuple[ir.WeightedCluster, ...], access_log: bool,
+              metrics: ir.Telemetry | None = None) -> dict[str, Any]:
+    """Envoy's tcp_proxy to one cluster or a weighted split, with Istio's access log and
+    Istio's TCP metrics."""
     tcp: dict[str, Any] = {"@type": T_TCP_PROXY, "stat_prefix": stat_prefix}
     if len(clusters) == 1:
         tcp["cluster"] = clusters[0].cluster
     else:
         tcp["weighted_clusters"] = {"clusters": [{"name": w.cluster, "weight": w.weight}
                                                  for w in clusters if w.weight > 0]}
+    logs: list[dict[str, Any]] = []
     if access_log:
         # Istio's format: the HTTP operators read "-" for a TCP connection.
-        tcp["access_log"] = [{"name": "envoy.access_loggers.stdout", "typed_config": {
-            "@type": T_STDOUT, "log_format": {"text_format_source": {"inline_string": ISTIO_ACCESS_LOG_FORMAT}}}}]
+        logs.append({"name": "envoy.access_loggers.stdout", "typed_config": {
+            "@type": T_STDOUT, "log_format": {"text_format_source": {"inline_string": ISTIO_ACCESS_LOG_FORMAT}}}})
+    if metrics is not None:
+        # The metrics count a connection when its upstream is connected too; the access log
+        # still writes one line, when the connection ends.
+        tcp["access_log_options"] = {"flush_access_log_on_connected": True}
+        for log in logs:
+            log["filter"] = {"log_type_filter": {"types": ["TcpConnectionEnd"]}}
+        logs += telemetry.tcp_metrics(metrics)
+    if logs:
+        tcp["access_log"] = logs
     return {"name": "envoy.filters.network.tcp_proxy", "typed_config": tcp}
 
 
@@ -282,6 +302,7 @@ def cluster(c: ir.Cluster) -> cluster_pb2.Cluster:
         "connect_timeout": duration(c.connect_timeout_s),
         "lb_policy": c.lb_policy,
         "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options},
+        "metadata": {"filter_metadata": telemetry.cluster_metadata(c)},
     }
     if c.circuit_breakers is not None:
         cb = c.circuit_breakers
@@ -323,7 +344,7 @@ def cluster(c: ir.Cluster) -> cluster_pb2.Cluster:
             ]}] if c.endpoints else [],
         }
     if c.credential_version is not None:
-        data["metadata"] = {"filter_metadata": {"exitgate": {"credential_version": c.credential_version}}}
+        data["metadata"]["filter_metadata"]["exitgate"] = {"credential_version": c.credential_version}
     if c.discovery in (ir.DiscoveryType.STRICT_DNS, ir.DiscoveryType.LOGICAL_DNS):
         data["dns_lookup_family"] = "V4_PREFERRED"
     if c.tls is not None:

@@ -11,7 +11,7 @@ from functools import partial
 from exitgate import names
 from exitgate.api.networking import ClientTLSSettings, DestinationRuleSpec
 from exitgate.api.resources import Resource
-from exitgate.ir import CircuitBreakers, Cluster, DiscoveryType, TlsMode
+from exitgate.ir import CircuitBreakers, Cluster, DiscoveryType, ServiceLabels, TlsMode
 from exitgate.translate.registry import Service
 from exitgate.translate.snapshot import Snapshot
 from exitgate.translate.tls import cluster_policy, upstream_tls
@@ -36,7 +36,8 @@ def build_clusters(snap: Snapshot, services: Iterable[Service], proxy_ns: str,
             clusters += _service_clusters(svc, dr, auto, original_dst)
             continue
         # Everything a service's clusters depend on, by identity (translate.memo).
-        key = ("clusters", id(svc), id(dr.spec) if dr else 0, dr.namespace if dr else "", auto, original_dst)
+        key = ("clusters", id(svc), id(dr.spec) if dr else 0, dr.namespace if dr else "", dr.name if dr else "", auto,
+               original_dst)
         clusters += memo.value(key, (svc, dr.spec if dr else None), partial(_service_clusters, svc, dr, auto, original_dst))
     return clusters
 
@@ -46,6 +47,8 @@ def _service_clusters(svc: Service, dr: Resource[DestinationRuleSpec] | None, au
     """One service's clusters: per port, and per port and subset of its DestinationRule."""
     clusters: list[Cluster] = []
     subsets = [""] + [s.name for s in dr.spec.subsets or []] if dr is not None else [""]
+    labels = ServiceLabels(svc.host, svc.name or svc.host, svc.namespace, svc.workload)
+    rule = f"{dr.namespace}/{dr.name}" if dr is not None else None
     for port in svc.ports:
         for subset in subsets:
             policy = cluster_policy(dr.spec if dr is not None else None, subset, port.number)
@@ -89,6 +92,8 @@ def _service_clusters(svc: Service, dr: Resource[DestinationRuleSpec] | None, au
                 use_client_protocol=pool.use_client_protocol,
                 outlier_detection=outlier,
                 healthy_panic_threshold=panic,
+                service=labels,
+                destination_rule=rule,
             ))
     return clusters
 

@@ -13,13 +13,14 @@ from exitgate.api.networking import GatewaySpec, Server
 from exitgate.api.networking.common import TCP_PROTOCOLS
 from exitgate.api.resources import Resource
 from exitgate.ir import (DiscoveryType, DownstreamTls, HttpListener, ProxyConfig, RbacFilter, RouteConfig,
-                         TlsPassthroughListener, VirtualHost)
+                         Telemetry, TlsPassthroughListener, VirtualHost)
 from exitgate.mesh import GatewayProxy
 from exitgate.translate.authz import gateway_rbac
 from exitgate.translate.clusters import build_clusters
 from exitgate.translate.proxy import secret_names
 from exitgate.translate.routing import routes_for, server_host_binds
 from exitgate.translate.snapshot import Snapshot
+from exitgate.translate.telemetry import with_telemetry, workload_labels
 from exitgate.translate.tls_routes import (
     passthrough_listener, tcp_listener, terminated_tcp_listener, with_sni_dynamic_ports,
 )
@@ -118,5 +119,9 @@ def translate_gateway(snap: Snapshot, gateway: GatewayProxy) -> tuple[ProxyConfi
         # Routes to hosts resolved per request (resolution NONE, DYNAMIC_DNS) need the filter.
         listeners = [replace(lst, dynamic_forward_proxy=True) for lst in listeners]
         passthrough = with_sni_dynamic_ports(passthrough, clusters, snap.mesh)
-    return ProxyConfig(tuple(listeners), tuple(route_configs), tuple(clusters),
-                       secret_names([*listeners, *passthrough], clusters), tls_passthrough_listeners=tuple(passthrough)), diags
+    pc = ProxyConfig(tuple(listeners), tuple(route_configs), tuple(clusters),
+                     secret_names([*listeners, *passthrough], clusters), tls_passthrough_listeners=tuple(passthrough))
+    # Istio's gateways report as the client (reporter="source") and, without a service, name
+    # the destination "unknown" rather than by the request's Host.
+    source = workload_labels(gateway.name, gateway.namespace, gateway.labels, gateway.identity[1], snap.mesh.trust_domain)
+    return with_telemetry(pc, Telemetry(source, host_fallback=False)), diags

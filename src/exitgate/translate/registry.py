@@ -14,9 +14,10 @@ from functools import partial
 from exitgate import names
 from exitgate.api.networking import HTTP_PROTOCOLS, ServiceEntrySpec
 from exitgate.api.resources import Resource
-from exitgate.ir import DiscoveryType, Endpoint
+from exitgate.ir import DiscoveryType, Endpoint, WorkloadLabels
 from exitgate.mesh import MeshConfig
 from exitgate.translate.memo import TranslationMemo
+from exitgate.translate.telemetry import workload_labels
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ class Service:
     addresses: tuple[str, ...] = ()
     # A ServiceEntry's resolution; NONE with capture goes to the original destination.
     resolution: str = "STATIC"
+    # The name Istio's metrics give it: a Kubernetes Service's short name ("" = the host).
+    name: str = ""
+    # The mesh workload behind it (a gateway's Deployment), for the ``destination_*`` labels.
+    workload: WorkloadLabels | None = None
 
     def port(self, number: int) -> ServicePort | None:
         return next((p for p in self.ports if p.number == number), None)
@@ -108,11 +113,13 @@ def build_registry(service_entries: Sequence[Resource[ServiceEntrySpec]], mesh: 
                                   tuple(Endpoint(addr, p.target_port) for addr in g.replica_addresses))
                       for p in g.ports)
         services.append(Service(g.service_host, g.namespace, DiscoveryType.STATIC, ports,
-                                (names.spiffe_id(*g.identity, trust_domain=mesh.trust_domain),)))
+                                (names.spiffe_id(*g.identity, trust_domain=mesh.trust_domain),),
+                                name=g.service or g.name,
+                                workload=workload_labels(g.name, g.namespace, g.labels, g.identity[1], mesh.trust_domain)))
         seen.add(g.service_host)
     for s in mesh.services:
         ports = tuple(ServicePort(p.port, p.protocol, p.name, (Endpoint(s.address, p.target_port),)) for p in s.ports)
-        services.append(Service(s.host, s.namespace, DiscoveryType.STATIC, ports))
+        services.append(Service(s.host, s.namespace, DiscoveryType.STATIC, ports, name=s.name))
         seen.add(s.host)
     for r in sorted(service_entries, key=lambda r: (r.namespace, r.name)):
         # An unchanged ServiceEntry gives the same Service objects as at the last push, which

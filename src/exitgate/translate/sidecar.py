@@ -14,7 +14,7 @@ from exitgate.api.networking import VirtualServiceSpec
 from exitgate.api.resources import Resource
 from exitgate.ir import (
     CaptureListener, Cluster, DiscoveryType, DnsListener, HttpListener, ProxyConfig, Route, RouteConfig,
-    TlsPassthroughListener, VirtualHost, WeightedCluster,
+    Telemetry, TlsPassthroughListener, VirtualHost, WeightedCluster,
 )
 from exitgate.mesh import WorkloadProxy
 from exitgate.translate.authz import policies_on_sidecar
@@ -26,6 +26,7 @@ from exitgate.translate.route_features import DEFAULT_RETRY
 from exitgate.translate.routing import match_contexts, routes_for
 from exitgate.translate.scope import SidecarScope, sidecar_scope
 from exitgate.translate.snapshot import MESH, BoundVirtualService, Snapshot
+from exitgate.translate.telemetry import with_telemetry, workload_labels
 from exitgate.translate.tls_routes import tcp_route_for, tls_route_for, with_sni_dynamic_ports
 
 
@@ -124,9 +125,12 @@ def translate_sidecar(snap: Snapshot, workload: WorkloadProxy, proxy_port: int,
                         resource=ap.ref, field="spec.selector" if ap.spec.selector is not None else None)
              for ap in policies_on_sidecar(snap.authorization_policies, workload.namespace, workload.labels,
                                            snap.mesh.root_namespace)]
-    return ProxyConfig(listeners, (RouteConfig(names.HTTP_PROXY_ROUTE, tuple(vhosts)),), tuple(clusters),
-                       secret_names(listeners, clusters), tls_passthrough_listeners=tuple(tcp_listeners),
-                       capture_listeners=tuple(captured)), diags
+    pc = ProxyConfig(listeners, (RouteConfig(names.HTTP_PROXY_ROUTE, tuple(vhosts)),), tuple(clusters),
+                     secret_names(listeners, clusters), tls_passthrough_listeners=tuple(tcp_listeners),
+                     capture_listeners=tuple(captured))
+    source = workload_labels(workload.name, workload.namespace, workload.labels, workload.identity[1],
+                             snap.mesh.trust_domain)
+    return with_telemetry(pc, Telemetry(source, host_fallback=True)), diags
 
 
 def _selected_mesh_virtual_services(snap: Snapshot, scope: SidecarScope) -> Iterator[BoundVirtualService]:

@@ -21,6 +21,7 @@ callback decides on the first request (the only one carrying the node with
 
 from __future__ import annotations
 
+import collections
 import copy
 import enum
 import itertools
@@ -50,6 +51,11 @@ _STOP = object()
 
 # How long stop() waits for reader threads after gRPC has ended every RPC.
 _THREAD_JOIN_SECONDS = 2.0
+
+
+def metric_type(type_url: str) -> str:
+    """Istio's ``type`` label of its xDS metrics: ``cds``, ``lds``, ``rds``, ``eds``, ``sds``."""
+    return short_type_name(type_url).lower()
 
 
 class EventKind(enum.StrEnum):
@@ -242,6 +248,10 @@ class AdsServer:
         self._first_request_timeout = first_request_timeout
         self._lock = threading.Lock()
         self._statuses: dict[str, ProxyStatus] = {}
+        # Responses sent and NACKs received, by Istio's metric type ("cds", "lds", ...): the
+        # control plane's pilot_xds_pushes and pilot_total_xds_rejects.
+        self.pushes: collections.Counter[str] = collections.Counter()
+        self.rejects: collections.Counter[str] = collections.Counter()
         # Each live stream's inbox, for stop() to wake it: requests, _CHANGED and _STOP go there.
         self._inboxes: dict[int, queue.SimpleQueue[object]] = {}
         self._readers: set[threading.Thread] = set()
@@ -450,6 +460,7 @@ class AdsServer:
             status = self._type_status_locked(node_id, type_url)
             if sent:
                 status.sent_version, status.sent_time = sent, now
+                self.pushes[metric_type(type_url)] += 1
             if acked:
                 status.acked_version, status.acked_time = acked, now
 
@@ -463,6 +474,7 @@ class AdsServer:
         with self._lock:
             status = self._type_status_locked(node_id, type_url)
             status.nack_error, status.nack_version, status.nack_time = error, version, now
+            self.rejects[metric_type(type_url)] += 1
             if running:
                 # A NACK carries the version Envoy keeps running; its own ACK may have been
                 # superseded (stale nonce) by the very push it now rejects.

@@ -1,0 +1,192 @@
+"""Istio's standard metrics, computed in Envoy by its stats access logger (no Python on the
+request path): ``istio_requests_total``, ``istio_request_duration_milliseconds``,
+``istio_request_bytes`` and ``istio_response_bytes`` at every HTTP connection manager, and the
+four ``istio_tcp_*`` metrics at every TCP proxy, with Istio's labels in Istio's order.
+
+Istio's stats filter (istio/proxy ``istio_stats.cc``) is not in upstream Envoy; its rules are
+rebuilt here from access-log operators and CEL expressions:
+
+- gateways and sidecars both report as the client, ``reporter="source"``; the ``source_*``
+  labels are the proxy's own workload (constants per listener);
+- the ``destination_*`` labels come from the metadata of the cluster the request went to
+  (``envoy.resources.cluster`` writes it under ``exitgate.telemetry``), ``unknown`` when there is
+  none; without a service, a sidecar names the destination by the request's Host, a gateway
+  ``unknown`` (Istio disables the Host fallback at gateways);
+- principals are the URI SANs of the upstream TLS connection's certificates, ``unknown`` without;
+- ``connection_security_policy`` is ``unknown`` at the client, as Istio's;
+- request and response bytes are the downstream wire bytes (headers included), as Istio's.
+
+Envoy prefixes its stats with ``envoy_`` in ``/stats/prometheus``: the control plane's metrics
+endpoints serve these under Istio's own names (``monitoring.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from exitgate import ir, names
+
+T_STATS_LOG = "type.googleapis.com/envoy.extensions.access_loggers.stats.v3.Config"
+T_TYPED_STRUCT = "type.googleapis.com/xds.type.v3.TypedStruct"
+# The stats scope: Envoy names them istio.requests_total, i.e. envoy_istio_requests_total.
+SCOPE = "istio"
+METADATA_NAMESPACE = "exitgate.telemetry"
+
+_META = f"xds.cluster_metadata.filter_metadata['{METADATA_NAMESPACE}']"
+_UNKNOWN = "'unknown'"
+
+
+def _literal(value: str) -> str:
+    # Envoy takes no empty format: an empty label is an empty CEL string.
+    return value.replace("%", "%%") if value else "%CEL('')%"
+
+
+def _cel_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _destination(key: str, fallback: str = _UNKNOWN) -> str:
+    # A request that reached no cluster has no cluster metadata: the fallback.
+    return f"%CEL(has(xds.cluster_name) && has({_META}.{key}) ? {_META}.{key} : {fallback})%"
+
+
+def _san(which: str) -> str:
+    attr = f"upstream.uri_san_{which}_certificate"
+    return f"%CEL(has({attr}) && {attr} != '' ? {attr} : 'unknown')%"
+
+
+def _peer_tags(t: ir.Telemetry) -> list[tuple[str, str]]:
+    s = t.source
+    host = "request.host" if t.host_fallback else _UNKNOWN
+    # Istio names the catch-all routes' destinations after the clusters they stand for.
+    name_fallback = (f"xds.route_name == {_cel_string(names.BLOCK_ALL_ROUTE)} ? {_cel_string(names.BLACKHOLE_CLUSTER)}"
+                     f" : {host}") if t.host_fallback else _UNKNOWN
+    return [
+        ("reporter", "source"),
+        ("source_workload", _literal(s.workload)),
+        ("source_canonical_service", _literal(s.canonical_service)),
+        ("source_canonical_revision", _literal(s.canonical_revision)),
+        ("source_workload_namespace", _literal(s.namespace)),
+        ("source_principal", _san("local")),
+        ("source_app", _literal(s.app)),
+        ("source_version", _literal(s.version)),
+        ("source_cluster", _literal(s.cluster_id)),
+        ("destination_workload", _destination("destination_workload")),
+        ("destination_workload_namespace", _destination("destination_workload_namespace")),
+        ("destination_principal", _san("peer")),
+        ("destination_app", _destination("destination_app")),
+        ("destination_version", _destination("destination_version")),
+        ("destination_service", _destination("destination_service", host)),
+        ("destination_canonical_service", _destination("destination_canonical_service")),
+        ("destination_canonical_revision", _destination("destination_canonical_revision", "'latest'")),
+        ("destination_service_name", _destination("destination_service_name", name_fallback)),
+        ("destination_service_namespace", _destination("destination_service_namespace")),
+        ("destination_cluster", _destination("destination_cluster")),
+    ]
+
+
+def _tags(pairs: list[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"name": k, "value_format": v} for k, v in pairs]
+
+
+def _logger(config: dict[str, Any], log_filter: dict[str, Any] | None = None) -> dict[str, Any]:
+    # A TypedStruct: the Python protos predate ``stats_scope`` (``stat_prefix`` is deprecated).
+    out: dict[str, Any] = {"name": "envoy.access_loggers.stats", "typed_config": {
+        "@type": T_TYPED_STRUCT, "type_url": T_STATS_LOG, "value": {"stats_scope": {"prefix": SCOPE}, **config}}}
+    if log_filter is not None:
+        out["filter"] = log_filter
+    return out
+
+
+def http_metrics(t: ir.Telemetry) -> dict[str, Any]:
+    """The stats access logger of an HTTP connection manager (one log per request)."""
+    tags = _tags([
+        *_peer_tags(t),
+        ("request_protocol", "%CEL('content-type' in request.headers && "
+                             "request.headers['content-type'].startsWith('application/grpc') ? 'grpc' : 'http')%"),
+        ("response_code", "%RESPONSE_CODE%"),
+        ("grpc_response_status", "%GRPC_STATUS_NUMBER%"),  # empty unless gRPC, as Istio's
+        ("response_flags", "%RESPONSE_FLAGS%"),
+        ("connection_security_policy", "unknown"),
+    ])
+
+    def stat(name: str) -> dict[str, Any]:
+        return {"name": name, "tags": tags}
+
+    return _logger({
+        "counters": [{"stat": stat("requests_total"), "value_fixed": 1}],
+        "histograms": [
+            {"stat": stat("request_duration_milliseconds"), "unit": "Milliseconds", "value_format": "%DURATION%"},
+            {"stat": stat("request_bytes"), "unit": "Bytes", "value_format": "%DOWNSTREAM_WIRE_BYTES_RECEIVED%"},
+            {"stat": stat("response_bytes"), "unit": "Bytes", "value_format": "%DOWNSTREAM_WIRE_BYTES_SENT%"},
+        ],
+    })
+
+
+# The flags of a connection that never reached an upstream: it is counted as opened when it ends.
+NEVER_CONNECTED = ["UF", "UO", "UH", "NR", "URX", "NC", "UPE"]
+
+
+def _log_type(kind: str) -> dict[str, Any]:
+    return {"log_type_filter": {"types": [kind]}}
+
+
+def tcp_metrics(t: ir.Telemetry) -> list[dict[str, Any]]:
+    """The stats access loggers of a TCP proxy, which logs when the upstream connection is made
+    (``flush_access_log_on_connected``) and when the connection ends: opened is counted at the
+    first (or at the end, for a connection that never got an upstream), closed and the bytes at
+    the end. Istio adds the bytes every few seconds while a connection lasts; here they are
+    added when it closes."""
+    tags = _tags([*_peer_tags(t), ("request_protocol", "tcp"), ("response_flags", "%RESPONSE_FLAGS%"),
+                  ("connection_security_policy", "unknown")])
+
+    def counter(name: str, value: str | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"stat": {"name": name, "tags": tags}}
+        if value is None:
+            out["value_fixed"] = 1
+        else:
+            out["value_format"] = value
+        return out
+
+    opened = {"or_filter": {"filters": [
+        _log_type("TcpUpstreamConnected"),
+        {"and_filter": {"filters": [_log_type("TcpConnectionEnd"), {"response_flag_filter": {"flags": NEVER_CONNECTED}}]}},
+    ]}}
+    return [
+        _logger({"counters": [counter("tcp_connections_opened_total")]}, opened),
+        _logger({"counters": [counter("tcp_connections_closed_total"),
+                              counter("tcp_sent_bytes_total", "%DOWNSTREAM_WIRE_BYTES_SENT%"),
+                              counter("tcp_received_bytes_total", "%DOWNSTREAM_WIRE_BYTES_RECEIVED%")]},
+                _log_type("TcpConnectionEnd")),
+    ]
+
+
+def cluster_metadata(c: ir.Cluster) -> dict[str, Any]:
+    """The cluster's ``filter_metadata``: Istio's own (``istio.services``, ``istio.config``, which
+    ``proxy-config`` reads) and the destination labels the stats loggers read. Every cluster has
+    the latter, possibly empty, so that its lookups fall back instead of failing."""
+    labels: dict[str, str] = {}
+    istio: dict[str, Any] = {}
+    if c.service is not None:
+        svc = c.service
+        istio["services"] = [{"host": svc.host, "name": svc.name, "namespace": svc.namespace}]
+        labels.update(destination_service=svc.host, destination_service_name=svc.name,
+                      destination_service_namespace=svc.namespace)
+        if svc.workload is not None:
+            w = svc.workload
+            labels.update(destination_workload=w.workload, destination_workload_namespace=w.namespace,
+                          destination_canonical_service=w.canonical_service,
+                          destination_canonical_revision=w.canonical_revision, destination_cluster=w.cluster_id)
+            if w.app:
+                labels["destination_app"] = w.app
+            if w.version:
+                labels["destination_version"] = w.version
+    elif c.name in (names.PASSTHROUGH_CLUSTER, names.BLACKHOLE_CLUSTER):
+        labels["destination_service_name"] = c.name
+    if c.destination_rule:
+        ns, _, name = c.destination_rule.partition("/")
+        istio["config"] = f"/apis/networking.istio.io/v1/namespaces/{ns}/destination-rule/{name}"
+    out: dict[str, Any] = {METADATA_NAMESPACE: labels}
+    if istio:
+        out["istio"] = istio
+    return out
