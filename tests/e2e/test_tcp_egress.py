@@ -100,3 +100,25 @@ def test_tcp_through_the_egress_gateway(world: tuple[Exitgate, EchoServer], tmp_
     assert f'"127.0.0.88:{db.port}"' in line, line
     side = Path(eg.cp.proxies[-1].record.log_path).read_text()
     assert "outbound|3306|mysql|istio-egressgateway.istio-system.svc.cluster.local" in side
+
+    # Istio's TCP metrics at both proxies: one connection opened and closed, the bytes each
+    # way (the greeting and the echo one way, "ping" the other), named as Istio names them.
+    from tests.e2e.test_metrics import _scrape, _value
+
+    def gateway_metrics() -> dict[str, list[tuple[dict[str, str], float]]]:
+        return _scrape(eg, "/proxies/istio-egressgateway.istio-system/stats/prometheus")
+
+    until(lambda: str(_value(gateway_metrics().get("istio_tcp_connections_closed_total", []))), lambda o: o != "0.0")
+    m = gateway_metrics()
+    to_db = dict(reporter="source", source_workload="istio-egressgateway", request_protocol="tcp",
+                 destination_service="mysql.external.example", destination_service_name="mysql.external.example",
+                 connection_security_policy="unknown")
+    assert _value(m["istio_tcp_connections_opened_total"], **to_db) == 1, m["istio_tcp_connections_opened_total"]
+    assert _value(m["istio_tcp_connections_closed_total"], **to_db) == 1
+    # Downstream wire bytes at the gateway: what went back to the sidecar and what came from it.
+    assert _value(m["istio_tcp_sent_bytes_total"], **to_db) == len(b"hello from the database\necho: ping\n")
+    assert _value(m["istio_tcp_received_bytes_total"], **to_db) == len(b"ping\n")
+    sidecar = _scrape(eg, "/proxies/sleep.default/stats/prometheus")
+    assert _value(sidecar["istio_tcp_connections_opened_total"], source_workload="sleep",
+                  destination_service="istio-egressgateway.istio-system.svc.cluster.local",
+                  destination_workload="istio-egressgateway") == 1
