@@ -326,6 +326,8 @@ class Route:
     direct_body_base64: str | None = None
     # Envoy's per-route stats prefix (``match[].statPrefix``).
     stat_prefix: str | None = None
+    # The VirtualService the route comes from, "namespace/name" (Istio's route metadata).
+    virtual_service: str | None = None
 
 
 @_hash_once

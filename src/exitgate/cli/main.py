@@ -327,11 +327,12 @@ def demo(scenario: Annotated[str, typer.Argument(help="tls-origination (default)
 
 def build_app() -> typer.Typer:
     """The whole command: the verbs above plus those registered by their own modules."""
-    from exitgate.cli import analyze, secrets
+    from exitgate.cli import analyze, debug, secrets
 
     if not any(g.name == "create" for g in app.registered_groups):  # once, however often called
         secrets.register(app)
         analyze.register(app)
+        debug.register(app)
     return app
 
 

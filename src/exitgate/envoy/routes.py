@@ -23,6 +23,11 @@ from exitgate.envoy.resources import parse_json, duration
 def _route(r: ir.Route) -> dict[str, Any]:
     """One Envoy route, as Istio's route.TranslateRoute writes it."""
     out: dict[str, Any] = {"name": r.name, "match": _route_match(r)}
+    if r.virtual_service:
+        # Istio's: what `proxy-config route` shows as the route's VIRTUAL SERVICE.
+        ns, _, name = r.virtual_service.partition("/")
+        out["metadata"] = {"filter_metadata": {"istio": {
+            "config": f"/apis/networking.istio.io/v1/namespaces/{ns}/virtual-service/{name}"}}}
     if r.redirect is not None:
         out["redirect"] = _redirect(r.redirect)
     elif r.direct_status is not None or not r.clusters:

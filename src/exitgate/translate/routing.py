@@ -134,6 +134,7 @@ def _routes(vss: Sequence[Resource[VirtualServiceSpec]], context: str, port: int
         for i, http in enumerate(vs.spec.http or []):
             name = http.name or f"{vs.name}.{vs.namespace}.{i}"
             body = _route_body(http, vs.namespace, port, services)
+            body["virtual_service"] = f"{vs.namespace}/{vs.name}"
             if not http.match:
                 out.append(Route(name, **_match_fields(None), **body))
                 continue
