@@ -13,3 +13,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture
 def update_golden(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--update-golden"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_user_state(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`exitgate up` records itself in the user's state directory (XDG_STATE_HOME): the tests'
+    `up`s record themselves in one of their own, never in the developer's."""
+    import os
+
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("xdg-state"))

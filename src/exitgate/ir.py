@@ -135,6 +135,15 @@ class WorkloadLabels:
 
 
 @dataclass(frozen=True)
+class AccessLogFormat:
+    """Istio's ``accessLogEncoding`` and ``accessLogFormat``: TEXT with a format string, or JSON
+    with a JSON object (as text, so the IR stays hashable) of fields to operators."""
+
+    encoding: str  # "TEXT" or "JSON"
+    format: str
+
+
+@dataclass(frozen=True)
 class Telemetry:
     """Istio's standard metrics at one proxy (``istio_requests_total`` and the rest), computed
     by Envoy per request: the proxy's own labels, and whether a request that reached no service
@@ -381,6 +390,8 @@ class HttpListener:
     # False for a captured port (Istio's ``0.0.0.0_80``): virtualOutbound hands connections to it.
     bind_to_port: bool = True
     # Istio's standard metrics, set for every listener of a proxy (translate.telemetry).
+    # The access log's format when not Istio's default text (translate.telemetry sets it).
+    log_format: AccessLogFormat | None = None
     telemetry: Telemetry | None = None
 
 
@@ -423,6 +434,8 @@ class TlsPassthroughListener:
     bind_to_port: bool = True
     default_cluster: str | None = None
     # Istio's standard metrics, set for every listener of a proxy (translate.telemetry).
+    # The access log's format when not Istio's default text (translate.telemetry sets it).
+    log_format: AccessLogFormat | None = None
     telemetry: Telemetry | None = None
 
 
@@ -442,6 +455,8 @@ class CaptureListener:
     access_log: bool = True
     http: HttpListener | None = None
     # Istio's standard metrics, set for every listener of a proxy (translate.telemetry).
+    # The access log's format when not Istio's default text (translate.telemetry sets it).
+    log_format: AccessLogFormat | None = None
     telemetry: Telemetry | None = None
 
 

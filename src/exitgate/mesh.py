@@ -10,11 +10,12 @@ services. Gateway service ports map to container ports like Istio's egress gatew
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from ruamel.yaml import YAML
 
@@ -160,6 +161,11 @@ class MeshConfig(_Model):
     external_port_map: dict[int, int] = Field(default_factory=dict)
     workload_cert_ttl_seconds: int = Field(default=3600, ge=60)
     access_log: bool = True
+    # Istio's meshConfig.accessLogEncoding and accessLogFormat: TEXT (Istio's default format
+    # when the format is empty) or JSON (Istio's default fields when empty, else a JSON object
+    # of field names to command operators).
+    access_log_encoding: Literal["TEXT", "JSON"] = "TEXT"
+    access_log_format: str = ""
     proxy_stats_matcher: ProxyStatsMatcher = Field(default_factory=ProxyStatsMatcher)
     # Incremental xDS, as Istio's ISTIO_DELTA_XDS (on by default): a change sends the proxies
     # only what it changed. false: State of the World, every resource of each changed type.
@@ -172,6 +178,19 @@ class MeshConfig(_Model):
     gateways: list[GatewayProxy] = Field(default_factory=lambda: [default_egress_gateway()])
     workloads: list[WorkloadProxy] = Field(default_factory=lambda: [WorkloadProxy(name="sleep", service_account="sleep", labels={"app": "sleep"})])
     services: list[ExternalService] = Field(default_factory=list)
+
+    @field_validator("access_log_format")
+    @classmethod
+    def _format_fits_encoding(cls, v: str, info: ValidationInfo) -> str:
+        # Istio logs an error and falls back to its default fields; a mesh file says so instead.
+        if v and info.data.get("access_log_encoding") == "JSON":
+            try:
+                parsed = json.loads(v)
+            except ValueError as e:
+                raise ValueError(f"accessLogEncoding is JSON but accessLogFormat is not JSON: {e}") from None
+            if not isinstance(parsed, dict) or not parsed:
+                raise ValueError("accessLogEncoding is JSON: accessLogFormat must be a JSON object of fields")
+        return v
 
     @model_validator(mode="after")
     def _unique(self) -> MeshConfig:

@@ -23,6 +23,76 @@ def default_state_dir() -> Path:
     return Path(os.environ.get("EXITGATE_HOME", DEFAULT_STATE_DIR))
 
 
+class NoStateDir(RuntimeError):
+    """No state directory was named or found: nothing is created behind the user's back."""
+
+
+def user_dir() -> Path:
+    """The per-user directory (XDG's state home) that records which ``up`` is running."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "exitgate"
+
+
+def _current_file() -> Path:
+    return user_dir() / "current.json"
+
+
+def register_current(root: Path, pid: int) -> None:
+    """``up`` records its state directory, so commands run from elsewhere find it (kubectl's
+    current context)."""
+    try:
+        ensure_private_dir(user_dir())
+        write_private_atomic(_current_file(), json.dumps({"state_dir": str(root.resolve()), "pid": pid}).encode())
+    except OSError:
+        pass  # a read-only home: commands then need --state-dir or EXITGATE_HOME
+
+
+def clear_current(pid: int) -> None:
+    try:
+        if json.loads(_current_file().read_text()).get("pid") == pid:
+            _current_file().unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def _running_current() -> Path | None:
+    try:
+        data = json.loads(_current_file().read_text())
+    except (OSError, ValueError):
+        return None
+    root = Path(data.get("state_dir", ""))
+    return root if isinstance(data.get("pid"), int) and alive(data["pid"]) and root.is_dir() else None
+
+
+def _nearest(start: Path) -> Path | None:
+    for d in (start, *start.parents):
+        if (d / DEFAULT_STATE_DIR).is_dir():
+            return d / DEFAULT_STATE_DIR
+    return None
+
+
+def resolve_state_dir(explicit: Path | None, *, for_up: bool = False) -> Path:
+    """Which state directory a command means, the way kubectl finds its context: the one named
+    (``--state-dir``, or ``EXITGATE_HOME``); else ``.exitgate`` in this directory or the nearest
+    parent that has one; else the one the running ``up`` records. ``up`` itself, finding none,
+    creates ``./.exitgate``; every other command says so instead of starting an empty store."""
+    if explicit is not None:
+        return explicit
+    if os.environ.get("EXITGATE_HOME"):
+        return Path(os.environ["EXITGATE_HOME"])
+    found = _nearest(Path.cwd())
+    if found is not None:
+        return found
+    if for_up:
+        return Path(DEFAULT_STATE_DIR)
+    running = _running_current()
+    if running is not None:
+        return running
+    raise NoStateDir(f"no exitgate state directory here: none named (--state-dir, EXITGATE_HOME), no {DEFAULT_STATE_DIR} "
+                     f"in {Path.cwd()} or its parents, and no `exitgate up` running. Start one with `exitgate up`, "
+                     "or name the state directory")
+
+
 @dataclass
 class ProxyRecord:
     name: str

@@ -80,3 +80,20 @@ def test_proxy_status_and_proxy_config(running: tuple[Exitgate, NginxServer]) ->
     unknown = eg.cli("proxy-config", "cluster", "nosuch")
     assert unknown.returncode == 1 and 'no proxy "nosuch"' in unknown.stderr and "sleep.default" in unknown.stderr
     assert eg.cli("proxy-config", "cluster", "sleep", "-o", "xml").stderr.strip() == 'Error: output format "xml" not supported'
+
+
+@pytest.mark.parametrize("running", [{"access_log_encoding": "JSON"}], indirect=True, ids=["json-access-log"])
+def test_json_access_log_shown_as_soon_as_answered(running: tuple[Exitgate, NginxServer]) -> None:  # noqa: F811
+    """Istio's accessLogEncoding JSON with its default fields; `logs --tail 1` right after the
+    request shows that request (Envoy flushes its stdout every 50 ms)."""
+    eg, _ = running
+    eg.apply(EXAMPLES / "tls-origination")
+    assert until(lambda: _code(eg, "/politics"), lambda o: o == "200") == "200"
+    for path in ("/first", "/second"):
+        assert eg.curl("-o", "/dev/null", f"http://{HOST}{path}").returncode == 0
+        line = eg.cli("logs", "istio-egressgateway", "--tail", "1", check=True).stdout
+        entry = json.loads(line)
+        assert entry["path"] == path and entry["response_code"] == 200 and entry["authority"] == HOST
+        assert entry["upstream_cluster"] == f"outbound|443||{HOST}"
+        assert {"start_time", "route_name", "method", "upstream_transport_failure_reason"} <= set(entry)
+    assert eg.cli("logs", "istio-egressgateway", "--tail", "0", check=True).stdout == ""

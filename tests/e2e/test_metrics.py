@@ -43,7 +43,8 @@ GATEWAY_SPIFFE = "spiffe://cluster.local/ns/istio-system/sa/istio-egressgateway-
 
 
 @pytest.fixture
-def running(tmp_path: Path) -> Iterator[tuple[Exitgate, NginxServer]]:
+def running(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Exitgate, NginxServer]]:
+    """The task's world; ``indirect`` parametrization gives more mesh file fields."""
     root, root_key = certs.make_root("test external CA", "exitgate tests", key_type="ec256")
     leaf, key = certs.make_leaf(root, root_key, HOST, [HOST], key_type="ec256")
     trust = tmp_path / "trust.pem"
@@ -55,7 +56,8 @@ def running(tmp_path: Path) -> Iterator[tuple[Exitgate, NginxServer]]:
     dns = DnsStandIn({HOST: "127.0.0.1"}).start()
     eg = None
     try:
-        mesh = make_mesh(trust, dns.port, {80: p80, 443: p443}, capture="off").model_copy(update={"monitoring_port": 0})
+        mesh = make_mesh(trust, dns.port, {80: p80, 443: p443}, capture="off").model_copy(
+            update={"monitoring_port": 0, **getattr(request, "param", {})})
         eg = start_exitgate(tmp_path / "state", mesh)
         yield eg, nginx
     finally:

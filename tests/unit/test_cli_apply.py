@@ -11,7 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
-from exitgate.cli.main import app
+from exitgate.cli.main import build_app
 from exitgate.store import SNAPSHOT_FILE, Store
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tls-origination"
@@ -38,7 +38,7 @@ def _no_ambient_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def run(state: Path, *args: str) -> Result:
-    return CliRunner().invoke(app, [*args, "--state-dir", str(state)])
+    return CliRunner().invoke(build_app(), [*args, "--state-dir", str(state)])
 
 
 def flat(text: str) -> str:

@@ -22,7 +22,8 @@ from exitgate.api.diagnostics import Diagnostic, has_errors
 from exitgate.api.loader import load_paths
 from exitgate.api.resources import Resource
 from exitgate.mesh import load_mesh
-from exitgate.runtime import default_state_dir
+from exitgate.cli.common import StateOpt
+from exitgate.runtime import DEFAULT_STATE_DIR, NoStateDir, resolve_state_dir
 from exitgate.store import Store
 
 OUTPUTS = ("text", "json", "yaml")
@@ -62,8 +63,7 @@ def analyze_command(
     use_store: Annotated[bool, typer.Option("--use-store/--no-use-store",
                                             help="Include the applied configuration (like istioctl's --use-kube).")] = True,
     namespace: Annotated[str, typer.Option("-n", "--namespace", help="Namespace of resources in files that name none.")] = "default",
-    state_dir: Annotated[Optional[Path], typer.Option("--state-dir", envvar="EXITGATE_HOME",
-                                                      help="State directory (default: ./.exitgate).")] = None,
+    state_dir: StateOpt = None,
 ) -> None:
     """Check the configuration across resources, with Istio's analyzer codes (IST0101...) and
     exitgate's (EG01xx). Exits 1 when an error is found."""
@@ -72,7 +72,12 @@ def analyze_command(
         return
     if output not in OUTPUTS:
         _fail([f"error: unknown output format {output!r} (expected one of: {', '.join(OUTPUTS)})"])
-    root = state_dir or default_state_dir()
+    try:
+        root = resolve_state_dir(state_dir)
+    except NoStateDir as e:
+        if not files:
+            _fail([f"error: {e}"])
+        root, use_store = Path(DEFAULT_STATE_DIR), False  # only the files: there is no store to add
     mesh_path = mesh or (root / "mesh.yaml" if (root / "mesh.yaml").exists() else None)
     config, mesh_diags = load_mesh(mesh_path)
     if config is None or has_errors(mesh_diags):

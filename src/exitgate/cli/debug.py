@@ -14,10 +14,9 @@ import typer
 import yaml
 
 from exitgate import __version__, proxyconfig as pc
-from exitgate.runtime import ProxyRecord, RuntimeInfo, StateDir, default_state_dir
+from exitgate.cli.common import StateOpt, state
+from exitgate.runtime import ProxyRecord, RuntimeInfo
 
-StateOpt = Annotated[Optional[Path], typer.Option("--state-dir", envvar="EXITGATE_HOME",
-                                                  help="State directory (default: ./.exitgate).")]
 OutputOpt = Annotated[str, typer.Option("-o", "--output", help="short (default), json or yaml")]
 ProxyArg = Annotated[str, typer.Argument(help="proxy name (or name.namespace, or deploy/NAME)")]
 
@@ -33,7 +32,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _runtime(state_dir: Path | None) -> RuntimeInfo:
-    info = StateDir(state_dir or default_state_dir()).read_runtime()
+    info = state(state_dir).read_runtime()
     if info is None:
         raise _fail("exitgate is not running here (start it with `exitgate up`, or point --state-dir or "
                     "EXITGATE_HOME at the state directory of the one that runs)")

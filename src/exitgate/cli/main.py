@@ -18,37 +18,23 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from exitgate.api.core import SecretSpec
 from exitgate.api.diagnostics import Diagnostic, has_errors
-from exitgate.api.loader import CORE_MODELS, SPEC_MODELS, load_paths
+from exitgate.api.loader import load_paths
 from exitgate.api.resources import Resource
 from exitgate.capture import NetnsCapture
 from exitgate.mesh import load_mesh
-from exitgate.runtime import StateDir, default_state_dir
+from exitgate.cli.common import StateOpt, fail, state
+from exitgate.cli.kubectl import kind_name
+from exitgate.runtime import StateDir, clear_current, register_current
 from exitgate.store import Store
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(no_args_is_help=True,
                   help="exitgate: Istio's egress gateway with TLS origination, on one machine.")
 
-StateOpt = Annotated[Optional[Path], typer.Option("--state-dir", envvar="EXITGATE_HOME",
-                                                  help="State directory (default: ./.exitgate).")]
 FilesOpt = Annotated[list[Path], typer.Option("-f", "--filename", help="File or directory of YAML resources.")]
 
-GROUP = "networking.istio.io"
-KIND_ALIASES = {
-    "serviceentry": "ServiceEntry", "serviceentries": "ServiceEntry", "se": "ServiceEntry",
-    "gateway": "Gateway", "gateways": "Gateway", "gw": "Gateway",
-    "virtualservice": "VirtualService", "virtualservices": "VirtualService", "vs": "VirtualService",
-    "destinationrule": "DestinationRule", "destinationrules": "DestinationRule", "dr": "DestinationRule",
-    "sidecar": "Sidecar", "sidecars": "Sidecar",
-    "authorizationpolicy": "AuthorizationPolicy", "authorizationpolicies": "AuthorizationPolicy", "ap": "AuthorizationPolicy",
-    "secret": "Secret", "secrets": "Secret",
-    "configmap": "ConfigMap", "configmaps": "ConfigMap", "cm": "ConfigMap",
-}
-
-
-def _state(state_dir: Path | None) -> StateDir:
-    return StateDir(state_dir or default_state_dir())
+def _state(state_dir: Path | None, for_up: bool = False) -> StateDir:
+    return state(state_dir, for_up=for_up)
 
 
 def _err() -> Console:
@@ -63,15 +49,8 @@ def _print_diagnostics(diags: list[Diagnostic]) -> None:
         err.print(f"[{style}]{d}[/{style}]", markup=True, soft_wrap=True)
 
 
-def _kind_name(kind: str) -> str:
-    """kubectl's name for a kind: ``secret``, ``serviceentry.networking.istio.io``."""
-    if kind in CORE_MODELS:
-        return kind.lower()
-    return f"{kind.lower()}.{SPEC_MODELS[kind][0] if kind in SPEC_MODELS else GROUP}"
-
-
 def _kind_ref(r: Resource) -> str:
-    return f"{_kind_name(r.kind)}/{r.name}"
+    return f"{kind_name(r.kind)}/{r.name}"
 
 
 @app.command()
@@ -92,98 +71,52 @@ def apply(files: FilesOpt, namespace: Annotated[str, typer.Option("-n", "--names
         typer.echo(f"{_kind_ref(r)} {what}")
 
 
-@app.command()
-def delete(files: FilesOpt, namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
-           state_dir: StateOpt = None) -> None:
-    """Delete the resources named in YAML files."""
-    loaded = load_paths(files, default_namespace=namespace)
-    _print_diagnostics(loaded.diagnostics)
-    if not loaded.ok:
-        _err().print("error: nothing was deleted", style="red")
-        raise typer.Exit(1)
-    result = Store(_state(state_dir).root).delete([r.key for r in loaded.resources])
-    for r, _ in result.changes:
-        typer.echo(f'{_kind_name(r.kind)} "{r.name}" deleted')
-    for d in result.diagnostics:
-        _err().print(f"Error from server (NotFound): {d.resource} not found", style="red")
-    if result.diagnostics:
-        raise typer.Exit(1)
-
-
-@app.command()
-def get(kind: Annotated[str, typer.Argument(help="serviceentry|gateway|virtualservice|destinationrule|all")],
-        name: Annotated[Optional[str], typer.Argument()] = None,
-        namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
-        all_namespaces: Annotated[bool, typer.Option("-A", "--all-namespaces")] = False,
-        output: Annotated[str, typer.Option("-o", "--output", help="table (default) or yaml")] = "table",
-        state_dir: StateOpt = None) -> None:
-    """List applied resources, like kubectl get."""
-    # "all" leaves Secrets out, as kubectl's does.
-    kinds = list(SPEC_MODELS) if kind == "all" else [KIND_ALIASES.get(kind.lower(), "")]
-    if not kinds[0]:
-        _err().print(f'error: the server doesn\'t have a resource type "{kind}"', style="red")
-        raise typer.Exit(1)
-    snap = Store(_state(state_dir).root).load()
-    found = [r for r in snap.resources if r.kind in kinds and (all_namespaces or r.namespace == namespace)
-             and (name is None or r.name == name)]
-    if name is not None and not found:
-        _err().print(f'Error from server (NotFound): {_kind_name(kinds[0])} "{name}" not found', style="red")
-        raise typer.Exit(1)
-    if output == "yaml":
-        import yaml
-
-        docs = [r.raw for r in found]
-        typer.echo(yaml.safe_dump(docs[0] if name else {"apiVersion": "v1", "kind": "List", "items": docs},
-                                  sort_keys=False), nl=False)
-        return
-    if not found:
-        _err().print(f"No resources found in {namespace} namespace.")
-        return
-    table = Table(box=None, pad_edge=False)
-    if all_namespaces:
-        table.add_column("NAMESPACE")
-    secrets = kinds == ["Secret"]
-    # Like kubectl, a Secret's data is never shown in the table: only its type and key count.
-    for col in ("NAME", "TYPE", "DATA") if secrets else ("KIND", "NAME", "HOSTS"):
-        table.add_column(col)
-    for r in found:
-        if isinstance(r.spec, SecretSpec):
-            row = [r.name, r.spec.type, str(len(r.spec.decoded()))]
-        else:
-            hosts = getattr(r.spec, "hosts", None) or [getattr(r.spec, "host", "")]
-            row = [r.kind, r.name, ",".join(str(h) for h in hosts if h)]
-        table.add_row(*([r.namespace] if all_namespaces else []), *row)
-    Console(highlight=False).print(table)
-
-
 @app.command(name="exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def exec_(ctx: typer.Context, workload: Annotated[str, typer.Argument(help="workload name (or name.namespace)")],
+def exec_(ctx: typer.Context, workload: Annotated[str, typer.Argument(help="workload name (or name.namespace, deploy/NAME)")],
+          stdin: Annotated[bool, typer.Option("-i", "--stdin", help="kubectl's; the command always has this terminal")] = False,
+          tty: Annotated[bool, typer.Option("-t", "--tty", help="kubectl's; the command always has this terminal")] = False,
+          namespace: Annotated[Optional[str], typer.Option("-n", "--namespace")] = None,
           state_dir: StateOpt = None) -> None:
     """Run a command as WORKLOAD: its HTTP traffic goes through the workload's sidecar.
     Example: exitgate exec sleep -- curl -sS http://edition.cnn.com/politics"""
     cmd = list(ctx.args)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
     if not cmd:
-        _err().print("error: give a command after --", style="red")
-        raise typer.Exit(2)
+        raise fail("you must specify at least one command for the workload (after --)", 2)
     info = _state(state_dir).read_runtime()
     if info is None:
-        _err().print("error: exitgate is not running here (start it with `exitgate up`)", style="red")
-        raise typer.Exit(1)
-    proxy = info.proxy(workload)
+        raise fail("exitgate is not running here (start it with `exitgate up`)")
+    target = workload.removeprefix("deploy/").removeprefix("pod/")
+    proxy = info.proxy(f"{target}.{namespace}" if namespace and "." not in target else target)
     if proxy is None or proxy.role != "sidecar":
-        _err().print(f'error: no workload "{workload}" (workloads: '
-                     f'{", ".join(p.name for p in info.proxies if p.role == "sidecar")})', style="red")
-        raise typer.Exit(1)
+        raise fail(f'no workload "{workload}" (workloads: '
+                   f'{", ".join(p.name for p in info.proxies if p.role == "sidecar")})')
     if proxy.netns:
         if sys.stderr.isatty():
             _err().print(f"exitgate: {proxy.name}.{proxy.namespace} runs captured in network namespace {proxy.netns}: "
                          "all its TCP goes through its sidecar", style="dim")
         argv = NetnsCapture.exec_argv(proxy.netns, cmd)
-        os.execvpe(argv[0], argv, workload_env(os.environ, None))
+        _exec(argv, workload_env(os.environ, None), cmd[0])
     if sys.stderr.isatty():
         _err().print(f"exitgate: {proxy.name}.{proxy.namespace} runs without capture: http_proxy and https_proxy "
                      f"point at its sidecar (127.0.0.1:{proxy.proxy_port})", style="dim")
-    os.execvpe(cmd[0], cmd, workload_env(os.environ, proxy.proxy_port))
+    _exec(cmd, workload_env(os.environ, proxy.proxy_port), cmd[0])
+
+
+def _exec(argv: list[str], env: dict[str, str], command: str) -> None:
+    """Replace this process with the command; one that cannot run is refused as kubectl's
+    container runtime refuses it (exit 127 not found, 126 not executable)."""
+    import shutil
+
+    if "/" not in command and shutil.which(command, path=env.get("PATH")) is None:
+        raise fail(f'exec: "{command}": executable file not found in $PATH', 127)
+    try:
+        os.execvpe(argv[0], argv, env)
+    except PermissionError:
+        raise fail(f'exec: "{command}": permission denied', 126) from None
+    except OSError as e:
+        raise fail(f'exec: "{command}": {e.strerror}', 127) from None
 
 
 PROXY_VARS = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY")
@@ -210,36 +143,121 @@ def workload_env(base: "os._Environ[str] | dict[str, str]", proxy_port: int | No
 
 
 @app.command()
-def logs(proxy: Annotated[str, typer.Argument(help="proxy name (or name.namespace)")],
+def logs(proxy: Annotated[Optional[str], typer.Argument(help="proxy name (or name.namespace, deploy/NAME)")] = None,
+         selector: Annotated[Optional[str], typer.Option("-l", "--selector", help="label selector, e.g. app=sleep")] = None,
+         namespace: Annotated[Optional[str], typer.Option("-n", "--namespace")] = None,
          tail: Annotated[int, typer.Option("--tail", help="lines from the end; -1 for all")] = -1,
          follow: Annotated[bool, typer.Option("-f", "--follow")] = False,
          state_dir: StateOpt = None) -> None:
     """Print a proxy's log: Envoy's messages and its access log (Istio's format)."""
     state = _state(state_dir)
     info = state.read_runtime()
-    rec = info.proxy(proxy) if info else None
-    path = Path(rec.log_path) if rec else None
-    if path is None:
-        candidates = sorted(state.log_dir.glob(f"{proxy}.*.log")) + sorted(state.log_dir.glob(f"{proxy}.log"))
-        path = candidates[0] if candidates else None
-    if path is None or not path.exists():
-        _err().print(f'error: no logs for proxy "{proxy}"', style="red")
-        raise typer.Exit(1)
-    lines = path.read_text(errors="replace").splitlines()
-    for line in lines if tail < 0 else lines[-tail:]:
-        typer.echo(line)
+    paths: list[Path] = []
+    if selector is not None:
+        if proxy:
+            raise fail("only one of a proxy name or a selector (-l) can be given")
+        if info is None:
+            raise fail("exitgate is not running here (start it with `exitgate up`)")
+        wanted = dict(part.split("=", 1) for part in selector.split(",") if "=" in part)
+        mesh_labels = _proxy_labels(state)
+        paths = [Path(p.log_path) for p in info.proxies
+                 if (namespace is None or p.namespace == namespace)
+                 and all(mesh_labels.get((p.deployment or p.name, p.namespace), {}).get(k) == v for k, v in wanted.items())]
+        if not paths:
+            typer.echo(f"No resources found in {namespace or 'any'} namespace.", err=True)
+            return
+    else:
+        if not proxy:
+            raise fail("give a proxy name or a selector (-l)")
+        name = proxy.removeprefix("deploy/").removeprefix("pod/")
+        rec = info.proxy(f"{name}.{namespace}" if namespace and "." not in name else name) if info else None
+        path = Path(rec.log_path) if rec else None
+        if path is None:
+            candidates = sorted(state.log_dir.glob(f"{name}.*.log")) + sorted(state.log_dir.glob(f"{name}.log"))
+            path = candidates[0] if candidates else None
+        if path is None or not path.exists():
+            raise fail(f'no logs for proxy "{proxy}"')
+        paths = [path]
+    for path in paths:
+        lines = path.read_text(errors="replace").splitlines()
+        for line in lines if tail < 0 else lines[len(lines) - tail:] if tail else []:
+            typer.echo(line)
     if follow:
-        with path.open() as f:
-            f.seek(0, 2)
-            try:
-                while True:
-                    line = f.readline()
-                    if line:
-                        typer.echo(line, nl=False)
-                    else:
-                        time.sleep(0.3)
-            except KeyboardInterrupt:
-                pass
+        _follow(paths)
+
+
+def _proxy_labels(state: StateDir) -> dict[tuple[str, str], dict[str, str]]:
+    """The labels of each gateway and workload of the running mesh (``logs -l``)."""
+    mesh_path = state.root / "mesh.yaml"
+    config, _ = load_mesh(mesh_path if mesh_path.exists() else None)
+    if config is None:
+        return {}
+    return {**{(g.name, g.namespace): g.labels for g in config.gateways},
+            **{(w.name, w.namespace): w.labels for w in config.workloads}}
+
+
+def _follow(paths: list[Path]) -> None:
+    files = [p.open() for p in paths]
+    for f in files:
+        f.seek(0, 2)
+    try:
+        while True:
+            got = False
+            for f in files:
+                line = f.readline()
+                if line:
+                    typer.echo(line, nl=False)
+                    got = True
+            if not got:
+                time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for f in files:
+            f.close()
+
+
+@app.command()
+def version(state_dir: StateOpt = None) -> None:
+    """The exitgate version, and the running control plane's and proxies' (as istioctl version)."""
+    from exitgate import __version__
+    from exitgate.runtime import NoStateDir, resolve_state_dir
+
+    typer.echo(f"client version: {__version__}")
+    try:
+        info = StateDir(resolve_state_dir(state_dir)).read_runtime()
+    except NoStateDir:
+        info = None
+    if info is None:
+        typer.echo("control plane version: none running")
+        return
+    typer.echo(f"control plane version: {__version__}")
+    envoy = _envoy_version()
+    typer.echo(f"data plane version: {envoy} ({len(info.proxies)} proxies)")
+
+
+def _envoy_version() -> str:
+    import re
+    import subprocess
+
+    from exitgate.envoy.supervisor import find_envoy
+
+    try:
+        out = subprocess.run([find_envoy(), "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    m = re.search(r"/(\d+\.\d+\.\d+)/", out)
+    return f"envoy {m.group(1)}" if m else "unknown"
+
+
+@app.command()
+def completion(shell: Annotated[str, typer.Argument(help="bash, zsh or fish")]) -> None:
+    """Print the shell completion script (``source <(exitgate completion bash)``)."""
+    from typer._completion_shared import get_completion_script
+
+    if shell not in ("bash", "zsh", "fish"):
+        raise fail(f'unsupported shell type "{shell}" (bash, zsh or fish)')
+    typer.echo(get_completion_script(prog_name="exitgate", complete_var="_EXITGATE_COMPLETE", shell=shell))
 
 
 @app.command()
@@ -248,7 +266,7 @@ def up(mesh: Annotated[Optional[Path], typer.Option("--mesh", help="mesh file: g
     """Run the control plane and every proxy in the foreground. Ctrl-C stops everything."""
     from exitgate.controlplane import ControlPlane
 
-    state = _state(state_dir)
+    state = _state(state_dir, for_up=True)
     mesh_path = mesh or (state.root / "mesh.yaml" if (state.root / "mesh.yaml").exists() else None)
     config, diags = load_mesh(mesh_path)
     _print_diagnostics(diags)
@@ -271,6 +289,7 @@ def up(mesh: Annotated[Optional[Path], typer.Option("--mesh", help="mesh file: g
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         cp.start()
+        register_current(state.root, os.getpid())  # commands run elsewhere find this `up`
         ok = cp.wait_ready(30)
         emit("all proxies ready and in sync" if ok else "[yellow]proxies not in sync yet[/yellow]")
         if console.is_terminal:
@@ -287,6 +306,7 @@ def up(mesh: Annotated[Optional[Path], typer.Option("--mesh", help="mesh file: g
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         console.print("stopping proxies and control plane...")
         cp.stop()
+        clear_current(os.getpid())
 
 
 def _status_table(cp: object, events: list[str]) -> Table:
@@ -327,17 +347,42 @@ def demo(scenario: Annotated[str, typer.Argument(help="tls-origination (default)
 
 def build_app() -> typer.Typer:
     """The whole command: the verbs above plus those registered by their own modules."""
-    from exitgate.cli import analyze, debug, secrets
+    from exitgate.cli import analyze, debug, kubectl, secrets
 
     if not any(g.name == "create" for g in app.registered_groups):  # once, however often called
+        kubectl.register(app)
         secrets.register(app)
         analyze.register(app)
         debug.register(app)
     return app
 
 
+# Options kubectl users put anywhere, before the verb too (``exitgate -n istio-system create
+# secret ...``): taken out and given to the verb, which has them all.
+_ANYWHERE = {"-n": "--namespace", "--namespace": "--namespace", "--state-dir": "--state-dir"}
+
+
+def normalize_argv(argv: list[str]) -> list[str]:
+    """Move ``-n NS``/``--namespace NS``/``--state-dir DIR`` given before the verb's own
+    arguments to after them (before ``--``), where Click parses them for the verb."""
+    head, sep, rest = (argv[:argv.index("--")], ["--"], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [], [])
+    moved: list[str] = []
+    kept: list[str] = []
+    i = 0
+    while i < len(head):
+        arg = head[i]
+        name, eq, value = arg.partition("=")
+        if name in _ANYWHERE and (eq or i + 1 < len(head)):
+            moved += [_ANYWHERE[name], value if eq else head[i + 1]]
+            i += 1 if eq else 2
+            continue
+        kept.append(arg)
+        i += 1
+    return [*kept, *moved, *sep, *rest]
+
+
 def main() -> None:
-    build_app()()
+    build_app()(args=normalize_argv(sys.argv[1:]), prog_name="exitgate")
 
 
 if __name__ == "__main__":

@@ -21,15 +21,12 @@ from rich.table import Table
 
 from exitgate.api.loader import load_document
 from exitgate.ca.certs import cert_info
-from exitgate.runtime import StateDir, default_state_dir
+from exitgate.cli.common import StateOpt, state
+from exitgate.runtime import StateDir
 from exitgate.store import Store
 
-StateOpt = Annotated[Optional[Path], typer.Option("--state-dir", envvar="EXITGATE_HOME",
-                                                  help="State directory (default: ./.exitgate).")]
-
-
 def _state(state_dir: Path | None) -> StateDir:
-    return StateDir(state_dir or default_state_dir())
+    return state(state_dir)
 
 
 def _fail(message: str) -> typer.Exit:

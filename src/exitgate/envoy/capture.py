@@ -48,7 +48,7 @@ def _virtual_outbound(lst: ir.CaptureListener) -> listener_pb2.Listener:
         # Istio's PassthroughFilterChain: no listener for the port, not HTTP.
         "default_filter_chain": {"name": "PassthroughFilterChain", "filters": [
             tcp_proxy(lst.default_cluster, (ir.WeightedCluster(lst.default_cluster, 100),), lst.access_log,
-                      lst.telemetry)]},
+                      lst.telemetry, lst.log_format)]},
         "filter_chains": [],
     }
     if lst.http is not None:

@@ -8,6 +8,7 @@ rejects any field name Envoy's protos do not have.
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any, TypeVar
 
 from google.protobuf import json_format
@@ -45,6 +46,20 @@ ISTIO_ACCESS_LOG_FORMAT = (
     "%UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% "
     "%REQUESTED_SERVER_NAME% %ROUTE_NAME%\n"
 )
+
+# Istio's default JSON fields (meshConfig.accessLogEncoding JSON, accessLogFormat unset), in its order.
+ISTIO_JSON_ACCESS_LOG_FORMAT = {
+    "start_time": "%START_TIME%", "route_name": "%ROUTE_NAME%", "method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%", "protocol": "%PROTOCOL%", "response_code": "%RESPONSE_CODE%",
+    "response_flags": "%RESPONSE_FLAGS%", "response_code_details": "%RESPONSE_CODE_DETAILS%",
+    "connection_termination_details": "%CONNECTION_TERMINATION_DETAILS%", "bytes_received": "%BYTES_RECEIVED%",
+    "bytes_sent": "%BYTES_SENT%", "duration": "%DURATION%", "upstream_service_time": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+    "x_forwarded_for": "%REQ(X-FORWARDED-FOR)%", "user_agent": "%REQ(USER-AGENT)%", "request_id": "%REQ(X-REQUEST-ID)%",
+    "authority": "%REQ(:AUTHORITY)%", "upstream_host": "%UPSTREAM_HOST%", "upstream_cluster": "%UPSTREAM_CLUSTER_RAW%",
+    "upstream_local_address": "%UPSTREAM_LOCAL_ADDRESS%", "downstream_local_address": "%DOWNSTREAM_LOCAL_ADDRESS%",
+    "downstream_remote_address": "%DOWNSTREAM_REMOTE_ADDRESS%", "requested_server_name": "%REQUESTED_SERVER_NAME%",
+    "upstream_transport_failure_reason": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+}
 
 T_HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 T_STDOUT = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"
@@ -98,10 +113,7 @@ def hcm_filter(lst: ir.HttpListener) -> dict[str, Any]:
         hcm["upgrade_configs"] = [{"upgrade_type": "CONNECT"}]
     logs: list[dict[str, Any]] = []
     if lst.access_log:
-        logs.append({
-            "name": "envoy.access_loggers.stdout",
-            "typed_config": {"@type": T_STDOUT, "log_format": {"text_format_source": {"inline_string": ISTIO_ACCESS_LOG_FORMAT}}},
-        })
+        logs.append(stdout_log(lst.log_format))
     if lst.telemetry is not None:
         logs.append(telemetry.http_metrics(lst.telemetry))
     if logs:
@@ -138,7 +150,7 @@ def tls_passthrough_listener(lst: ir.TlsPassthroughListener) -> listener_pb2.Lis
         dynamic = [dfp.sni_filter(chain.sni_dynamic_port)] if chain.sni_dynamic_port is not None else []
         entry: dict[str, Any] = {"name": chain.name, "filter_chain_match": match,
                                  "filters": [*rbac, *dynamic, tcp_proxy(f"{lst.stat_prefix}.{chain.name}", chain.clusters,
-                                                                         lst.access_log, lst.telemetry)]}
+                                                                         lst.access_log, lst.telemetry, lst.log_format)]}
         if lst.tls is not None:
             # ISTIO_MUTUAL: the mesh's mTLS ends here; what it carried goes on untouched.
             entry["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": _downstream_tls(lst.tls)}
@@ -160,14 +172,27 @@ def tls_passthrough_listener(lst: ir.TlsPassthroughListener) -> listener_pb2.Lis
     if lst.default_cluster is not None:
         data["default_filter_chain"] = {"name": lst.default_cluster, "filters": [
             tcp_proxy(lst.default_cluster, (ir.WeightedCluster(lst.default_cluster, 100),), lst.access_log,
-                      lst.telemetry)]}
+                      lst.telemetry, lst.log_format)]}
     if not lst.bind_to_port:
         data["bind_to_port"] = False
     return parse_json(data, listener_pb2.Listener())
 
 
+def stdout_log(fmt: ir.AccessLogFormat | None) -> dict[str, Any]:
+    """Istio's access log to the proxy's stdout: its default text format, the mesh's text
+    format (a newline added if missing, as Istio adds it), or JSON fields."""
+    log_format: dict[str, Any]
+    if fmt is not None and fmt.encoding == "JSON":
+        fields = json.loads(fmt.format) if fmt.format else ISTIO_JSON_ACCESS_LOG_FORMAT
+        log_format = {"json_format": fields, "json_format_options": {"sort_properties": False}}
+    else:
+        text = fmt.format if fmt is not None and fmt.format else ISTIO_ACCESS_LOG_FORMAT
+        log_format = {"text_format_source": {"inline_string": text if text.endswith("\n") else text + "\n"}}
+    return {"name": "envoy.access_loggers.stdout", "typed_config": {"@type": T_STDOUT, "log_format": log_format}}
+
+
 def tcp_proxy(stat_prefix: str, clusters: tuple[ir.WeightedCluster, ...], access_log: bool,
-              metrics: ir.Telemetry | None = None) -> dict[str, Any]:
+              metrics: ir.Telemetry | None = None, fmt: ir.AccessLogFormat | None = None) -> dict[str, Any]:
     """Envoy's tcp_proxy to one cluster or a weighted split, with Istio's access log and
     Istio's TCP metrics."""
     tcp: dict[str, Any] = {"@type": T_TCP_PROXY, "stat_prefix": stat_prefix}
@@ -179,8 +204,7 @@ def tcp_proxy(stat_prefix: str, clusters: tuple[ir.WeightedCluster, ...], access
     logs: list[dict[str, Any]] = []
     if access_log:
         # Istio's format: the HTTP operators read "-" for a TCP connection.
-        logs.append({"name": "envoy.access_loggers.stdout", "typed_config": {
-            "@type": T_STDOUT, "log_format": {"text_format_source": {"inline_string": ISTIO_ACCESS_LOG_FORMAT}}}})
+        logs.append(stdout_log(fmt))
     if metrics is not None:
         # The metrics count a connection when its upstream is connected too; the access log
         # still writes one line, when the connection ends.

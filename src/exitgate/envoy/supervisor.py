@@ -10,8 +10,9 @@ How Envoy is started, and why:
   parent exits (PR_SET_PDEATHSIG) and several Envoys need distinct ``--base-id`` values. We
   restart by starting a new process, never by hot restart. (``--parent-shutdown-time-s`` is
   accepted in this mode but only matters for hot restart, so it is not passed.)
-- ``--file-flush-interval-msec 500``: the access log goes to stdout, which Envoy flushes every
-  10 s by default; ``exitgate logs`` and the tests read it within a second.
+- ``--file-flush-interval-msec 50``: the access log goes to stdout, which Envoy flushes every
+  10 s by default; ``exitgate logs`` shows a request as soon as it is answered (20 small
+  writes a second at most: nothing next to the requests themselves).
 - ``--drain-time-s 1``: listeners removed over LDS drain for a second instead of ten minutes.
 - stdout and stderr are appended to ``log_path``; the process gets its own session, so Ctrl-C
   in a terminal reaches only the control plane, which then stops the proxies in order.
@@ -75,7 +76,7 @@ class EnvoySpec:
     log_level: str = "warning"
     envoy_binary: str | None = None  # None: find_envoy()
     drain_time_s: int = 1
-    file_flush_interval_ms: int = 500
+    file_flush_interval_ms: int = 50
     extra_args: tuple[str, ...] = ()
 
     def command(self) -> list[str]:

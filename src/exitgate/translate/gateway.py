@@ -20,7 +20,7 @@ from exitgate.translate.clusters import build_clusters
 from exitgate.translate.proxy import secret_names
 from exitgate.translate.routing import routes_for, server_host_binds
 from exitgate.translate.snapshot import Snapshot
-from exitgate.translate.telemetry import with_telemetry, workload_labels
+from exitgate.translate.telemetry import log_format, with_telemetry, workload_labels
 from exitgate.translate.tls_routes import (
     passthrough_listener, tcp_listener, terminated_tcp_listener, with_sni_dynamic_ports,
 )
@@ -124,4 +124,4 @@ def translate_gateway(snap: Snapshot, gateway: GatewayProxy) -> tuple[ProxyConfi
     # Istio's gateways report as the client (reporter="source") and, without a service, name
     # the destination "unknown" rather than by the request's Host.
     source = workload_labels(gateway.name, gateway.namespace, gateway.labels, gateway.identity[1], snap.mesh.trust_domain)
-    return with_telemetry(pc, Telemetry(source, host_fallback=False)), diags
+    return with_telemetry(pc, Telemetry(source, host_fallback=False), log_format(snap.mesh)), diags

@@ -26,7 +26,7 @@ from exitgate.translate.route_features import DEFAULT_RETRY
 from exitgate.translate.routing import match_contexts, routes_for
 from exitgate.translate.scope import SidecarScope, sidecar_scope
 from exitgate.translate.snapshot import MESH, BoundVirtualService, Snapshot
-from exitgate.translate.telemetry import with_telemetry, workload_labels
+from exitgate.translate.telemetry import log_format, with_telemetry, workload_labels
 from exitgate.translate.tls_routes import tcp_route_for, tls_route_for, with_sni_dynamic_ports
 
 
@@ -130,7 +130,7 @@ def translate_sidecar(snap: Snapshot, workload: WorkloadProxy, proxy_port: int,
                      capture_listeners=tuple(captured))
     source = workload_labels(workload.name, workload.namespace, workload.labels, workload.identity[1],
                              snap.mesh.trust_domain)
-    return with_telemetry(pc, Telemetry(source, host_fallback=True)), diags
+    return with_telemetry(pc, Telemetry(source, host_fallback=True), log_format(snap.mesh)), diags
 
 
 def _selected_mesh_virtual_services(snap: Snapshot, scope: SidecarScope) -> Iterator[BoundVirtualService]:

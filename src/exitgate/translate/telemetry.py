@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from exitgate import names
-from exitgate.ir import CaptureListener, DnsListener, ProxyConfig, Telemetry, WorkloadLabels
+from exitgate.ir import AccessLogFormat, CaptureListener, DnsListener, ProxyConfig, Telemetry, WorkloadLabels
+from exitgate.mesh import MeshConfig
 
 # Istio's CLUSTER_ID when no multicluster name is set.
 DEFAULT_CLUSTER_ID = "Kubernetes"
@@ -32,15 +33,25 @@ def workload_labels(workload: str, namespace: str, labels: Mapping[str, str], se
                           canonical_service=canonical, canonical_revision=revision, cluster_id=DEFAULT_CLUSTER_ID)
 
 
-def with_telemetry(pc: ProxyConfig, telemetry: Telemetry) -> ProxyConfig:
-    """Every listener of the proxy reports Istio's metrics with ``telemetry``'s labels."""
+def log_format(mesh: MeshConfig) -> AccessLogFormat | None:
+    """The mesh's access-log format; None for Istio's default text format."""
+    if mesh.access_log_encoding == "TEXT" and not mesh.access_log_format:
+        return None
+    return AccessLogFormat(mesh.access_log_encoding, mesh.access_log_format)
+
+
+def with_telemetry(pc: ProxyConfig, telemetry: Telemetry, logs: AccessLogFormat | None = None) -> ProxyConfig:
+    """Every listener of the proxy reports Istio's metrics with ``telemetry``'s labels, and
+    writes its access log in ``logs``'s format."""
     def captured(c: CaptureListener | DnsListener) -> CaptureListener | DnsListener:
         if isinstance(c, DnsListener):
             return c
-        return replace(c, telemetry=telemetry, http=replace(c.http, telemetry=telemetry) if c.http else None)
+        return replace(c, telemetry=telemetry, log_format=logs,
+                       http=replace(c.http, telemetry=telemetry, log_format=logs) if c.http else None)
 
     return replace(pc,
-                   listeners=tuple(replace(x, telemetry=telemetry) for x in pc.listeners),
-                   tls_passthrough_listeners=tuple(replace(x, telemetry=telemetry) for x in pc.tls_passthrough_listeners),
+                   listeners=tuple(replace(x, telemetry=telemetry, log_format=logs) for x in pc.listeners),
+                   tls_passthrough_listeners=tuple(replace(x, telemetry=telemetry, log_format=logs)
+                                                   for x in pc.tls_passthrough_listeners),
                    capture_listeners=tuple(captured(c) for c in pc.capture_listeners))
 

@@ -1,0 +1,322 @@
+"""kubectl's reading and deleting verbs over the store: ``get KIND [NAME...]`` with kubectl's
+columns and ``-o json|yaml|wide|name|jsonpath=...``, ``delete KIND NAME...`` (or ``-f``), and
+``describe KIND NAME``, for every kind exitgate keeps."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+import yaml
+
+from exitgate.api.loader import CORE_MODELS, SPEC_MODELS, load_paths
+from exitgate.api.resources import Resource
+from exitgate.cli.common import StateOpt, fail, state
+from exitgate.proxyconfig import tabwrite
+from exitgate.store import Store
+
+# kubectl's names for each kind: singular, plural, short names.
+KIND_ALIASES = {
+    "serviceentry": "ServiceEntry", "serviceentries": "ServiceEntry", "se": "ServiceEntry",
+    "gateway": "Gateway", "gateways": "Gateway", "gw": "Gateway",
+    "virtualservice": "VirtualService", "virtualservices": "VirtualService", "vs": "VirtualService",
+    "destinationrule": "DestinationRule", "destinationrules": "DestinationRule", "dr": "DestinationRule",
+    "sidecar": "Sidecar", "sidecars": "Sidecar",
+    "authorizationpolicy": "AuthorizationPolicy", "authorizationpolicies": "AuthorizationPolicy", "ap": "AuthorizationPolicy",
+    "secret": "Secret", "secrets": "Secret",
+    "configmap": "ConfigMap", "configmaps": "ConfigMap", "cm": "ConfigMap",
+}
+GROUP = "networking.istio.io"
+OUTPUTS = ("json", "jsonpath", "name", "wide", "yaml")
+
+
+def kind_of(text: str) -> str | None:
+    """``se``, ``serviceentries``, ``serviceentry.networking.istio.io`` -> ``ServiceEntry``."""
+    base = text.lower().split(".", 1)[0]
+    return KIND_ALIASES.get(base)
+
+
+def kind_name(kind: str) -> str:
+    """kubectl's name for a kind: ``secret``, ``serviceentry.networking.istio.io``."""
+    if kind in CORE_MODELS:
+        return kind.lower()
+    return f"{kind.lower()}.{SPEC_MODELS[kind][0] if kind in SPEC_MODELS else GROUP}"
+
+
+def _array(value: Any) -> str:
+    # A CRD's printer column of an array reads as JSON, as kubectl prints it.
+    return json.dumps(value, separators=(",", ":")) if value else ""
+
+
+def columns(kind: str) -> tuple[str, ...]:
+    """The columns of Istio's CRDs (``additionalPrinterColumns``) and of Secret and ConfigMap."""
+    return {"ServiceEntry": ("NAME", "HOSTS", "LOCATION", "RESOLUTION", "AGE"),
+            "VirtualService": ("NAME", "GATEWAYS", "HOSTS", "AGE"),
+            "DestinationRule": ("NAME", "HOST", "AGE"),
+            "AuthorizationPolicy": ("NAME", "ACTION", "AGE"),
+            "Secret": ("NAME", "TYPE", "DATA", "AGE"),
+            "ConfigMap": ("NAME", "DATA", "AGE")}.get(kind, ("NAME", "AGE"))
+
+
+def row(r: Resource) -> list[str]:
+    spec = r.raw.get("spec", {}) or {}
+    # The store keeps no creation time: AGE reads as kubectl shows a missing one.
+    age = "<unknown>"
+    if r.kind == "ServiceEntry":
+        return [r.name, _array(spec.get("hosts")), spec.get("location", ""), spec.get("resolution", ""), age]
+    if r.kind == "VirtualService":
+        return [r.name, _array(spec.get("gateways")), _array(spec.get("hosts")), age]
+    if r.kind == "DestinationRule":
+        return [r.name, str(spec.get("host", "")), age]
+    if r.kind == "AuthorizationPolicy":
+        return [r.name, str(spec.get("action", "")), age]
+    if r.kind == "Secret":
+        # Like kubectl, a Secret's data is never shown: only its type and key count.
+        return [r.name, str(r.raw.get("type", "Opaque")), str(len(r.raw.get("data", {}) or {}) + len(r.raw.get("stringData", {}) or {})), age]
+    if r.kind == "ConfigMap":
+        return [r.name, str(len(r.raw.get("data", {}) or {})), age]
+    return [r.name, age]
+
+
+# -- jsonpath (kubectl's template subset: fields, [i], [*], ranges, literals) -------------------
+
+_TOKEN = re.compile(r"\{([^{}]*)\}")
+
+
+def _select(values: list[Any], path: str) -> list[Any]:
+    for part in re.findall(r"\.([^.\[\]]+)|\[(\*|-?\d+)\]", path):
+        field, index = part
+        out: list[Any] = []
+        for v in values:
+            if field:
+                if isinstance(v, dict) and field in v:
+                    out.append(v[field])
+            elif index == "*":
+                if isinstance(v, list):
+                    out += v
+                elif isinstance(v, dict):
+                    out += list(v.values())
+            elif isinstance(v, list) and -len(v) <= int(index) < len(v):
+                out.append(v[int(index)])
+        values = out
+    return values
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, separators=(",", ":"))
+    if isinstance(v, bool):
+        return str(v).lower()
+    return str(v)
+
+
+def jsonpath(template: str, data: Any) -> str:
+    """Evaluate kubectl's ``-o jsonpath=`` template against ``data``."""
+    template = template.strip()
+    if template.startswith("'") and template.endswith("'"):
+        template = template[1:-1]
+    if not template.startswith("{") and "{" not in template:
+        template = "{" + template + "}"
+    pieces: list[tuple[str, str]] = []  # ("text", s) | ("expr", path) | ("range", path) | ("end", "")
+    pos = 0
+    for m in _TOKEN.finditer(template):
+        if m.start() > pos:
+            pieces.append(("text", template[pos:m.start()]))
+        expr = m.group(1).strip()
+        if expr.startswith("range "):
+            pieces.append(("range", expr[6:].strip()))
+        elif expr == "end":
+            pieces.append(("end", ""))
+        elif expr.startswith('"') and expr.endswith('"'):
+            pieces.append(("text", json.loads(expr)))
+        else:
+            pieces.append(("expr", expr))
+        pos = m.end()
+    if pos < len(template):
+        pieces.append(("text", template[pos:]))
+
+    def run(items: list[tuple[str, str]], ctx: Any) -> str:
+        out, i = [], 0
+        while i < len(items):
+            kind, value = items[i]
+            if kind == "text":
+                out.append(value)
+            elif kind == "expr":
+                path = value[1:] if value.startswith("$") else value
+                out.append(" ".join(_show(v) for v in _select([ctx], path if path.startswith((".", "[")) else "." + path)))
+            elif kind == "range":
+                depth, j = 1, i + 1
+                while j < len(items) and depth:
+                    depth += {"range": 1, "end": -1}.get(items[j][0], 0)
+                    j += 1
+                body = items[i + 1:j - 1]
+                path = value[1:] if value.startswith("$") else value
+                for v in _select([ctx], path):
+                    out.append(run(body, v))
+                i = j - 1
+            i += 1
+        return "".join(out)
+
+    return run(pieces, data)
+
+
+def _list(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "items": items, "kind": "List", "metadata": {"resourceVersion": ""}}
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def get(kind: Annotated[str, typer.Argument(help="serviceentry|gateway|virtualservice|destinationrule|sidecar|"
+                                                     "authorizationpolicy|secret|configmap|all (or their short names)")],
+            names: Annotated[Optional[list[str]], typer.Argument()] = None,
+            namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
+            all_namespaces: Annotated[bool, typer.Option("-A", "--all-namespaces")] = False,
+            output: Annotated[str, typer.Option("-o", "--output", help="json|yaml|wide|name|jsonpath=TEMPLATE")] = "",
+            state_dir: StateOpt = None) -> None:
+        """List applied resources, like kubectl get."""
+        # "all" leaves Secrets and ConfigMaps out, as kubectl's does.
+        kinds = list(SPEC_MODELS) if kind.lower() == "all" else [k for k in [kind_of(kind)] if k]
+        if not kinds:
+            raise fail(f'the server doesn\'t have a resource type "{kind}"')
+        fmt, _, template = output.partition("=")
+        if fmt and fmt not in OUTPUTS:
+            raise fail(f'unable to match a printer suitable for the output format "{output}", '
+                       f"allowed formats are: {','.join(OUTPUTS)}")
+        if fmt == "jsonpath" and not template:
+            raise fail("template format specified but no template given")
+        snap = Store(state(state_dir).root).load()
+        found = [r for r in snap.resources if r.kind in kinds and (all_namespaces or r.namespace == namespace)
+                 and (not names or r.name in names)]
+        for n in names or []:
+            if not any(r.name == n for r in found):
+                typer.echo(f'Error from server (NotFound): {kind_name(kinds[0])} "{n}" not found', err=True)
+        missing = bool(names) and len({r.name for r in found}) < len(set(names or []))
+        docs = [r.raw for r in found]
+        data: Any = docs[0] if names and len(names) == 1 and len(docs) == 1 else _list(docs)
+        if fmt == "json":
+            typer.echo(json.dumps(data, indent=4))
+        elif fmt == "yaml":
+            typer.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
+        elif fmt == "name":
+            for r in found:
+                typer.echo(f"{kind_name(r.kind)}/{r.name}")
+        elif fmt == "jsonpath":
+            typer.echo(jsonpath(template, data), nl=False)
+        elif not found:
+            if not names:
+                typer.echo("No resources found" + ("" if all_namespaces else f" in {namespace} namespace") + ".", err=True)
+        else:
+            for i, k in enumerate(k for k in kinds if any(r.kind == k for r in found)):
+                chosen = [r for r in found if r.kind == k]
+                headers = columns(k)
+                rows = [row(r) for r in chosen]
+                if len(kinds) > 1:  # "get all" prefixes names with their kind, as kubectl does
+                    rows = [[f"{kind_name(k)}/{x[0]}", *x[1:]] for x in rows]
+                if all_namespaces:
+                    headers = ("NAMESPACE", *headers)
+                    rows = [[r.namespace, *x] for r, x in zip(chosen, rows)]
+                typer.echo(("\n" if i else "") + tabwrite(headers, rows, padding=3), nl=False)
+        if missing:
+            raise typer.Exit(1)
+
+    @app.command()
+    def delete(kind: Annotated[Optional[str], typer.Argument(help="KIND, then the NAMEs to delete")] = None,
+               names: Annotated[Optional[list[str]], typer.Argument()] = None,
+               files: Annotated[Optional[list[Path]], typer.Option("-f", "--filename",
+                                                                   help="File or directory naming what to delete.")] = None,
+               namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
+               state_dir: StateOpt = None) -> None:
+        """Delete resources by kind and name (``delete secret NAME``) or those named in files."""
+        keys: list[tuple[str, str, str]] = []
+        if files:
+            if kind:
+                raise fail("give either -f or KIND NAME, not both")
+            loaded = load_paths(files, default_namespace=namespace)
+            for d in loaded.diagnostics:
+                typer.echo(str(d), err=True)
+            if not loaded.ok:
+                raise fail("nothing was deleted")
+            keys = [r.key for r in loaded.resources]
+        else:
+            k = kind_of(kind or "")
+            if kind is None:
+                raise fail("You must provide one or more resources by argument or filename.")
+            if k is None:
+                raise fail(f'the server doesn\'t have a resource type "{kind}"')
+            if not names:
+                raise fail("resource(s) were provided, but no name was specified")
+            keys = [(k, namespace, n) for n in names]
+        result = Store(state(state_dir).root).delete(keys)
+        for r, _ in result.changes:
+            typer.echo(f'{kind_name(r.kind)} "{r.name}" deleted')
+        for d in result.diagnostics:
+            typer.echo(f"Error from server (NotFound): {d.resource} not found", err=True)
+        if result.diagnostics:
+            raise typer.Exit(1)
+
+    @app.command()
+    def describe(kind: Annotated[str, typer.Argument()], name: Annotated[str, typer.Argument()],
+                 namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
+                 state_dir: StateOpt = None) -> None:
+        """Show one resource in kubectl's describe layout."""
+        k = kind_of(kind)
+        if k is None:
+            raise fail(f'the server doesn\'t have a resource type "{kind}"')
+        snap = Store(state(state_dir).root).load()
+        found = next((r for r in snap.resources if (r.kind, r.namespace, r.name) == (k, namespace, name)), None)
+        if found is None:
+            raise fail(f'{kind_name(k)} "{name}" not found')
+        typer.echo(describe_text(found), nl=False)
+
+
+def _title(key: str) -> str:
+    return " ".join(w[:1].upper() + w[1:] for w in re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", key).split())
+
+
+def _describe_value(value: Any, indent: int) -> list[str]:
+    pad = "  " * indent
+    if isinstance(value, dict):
+        lines = []
+        for k, v in value.items():
+            if isinstance(v, (dict, list)):
+                lines.append(f"{pad}{_title(k)}:")
+                lines += _describe_value(v, indent + 1)
+            else:
+                lines.append(f"{pad}{_title(k)}:  {_show(v)}")
+        return lines
+    if isinstance(value, list):
+        lines = []
+        for v in value:
+            if isinstance(v, dict):
+                sub = _describe_value(v, indent + 1)
+                lines += sub
+            else:
+                lines.append(f"{pad}{_show(v)}")
+        return lines
+    return [f"{pad}{_show(value)}"]
+
+
+def describe_text(r: Resource) -> str:
+    meta = r.raw.get("metadata", {}) or {}
+
+    def pairs(d: dict[str, str] | None) -> str:
+        return "\n              ".join(f"{k}={v}" for k, v in (d or {}).items()) or "<none>"
+
+    lines = [f"Name:         {r.name}", f"Namespace:    {r.namespace}", f"Labels:       {pairs(meta.get('labels'))}",
+             f"Annotations:  {pairs(meta.get('annotations'))}", f"API Version:  {r.api_version}", f"Kind:         {r.kind}"]
+    if r.kind == "Secret":
+        lines += ["", f"Type:  {r.raw.get('type', 'Opaque')}", "", "Data", "===="]
+        # As kubectl: the sizes of the values, never the values.
+        for key, value in sorted((r.raw.get("data") or {}).items()):
+            lines.append(f"{key}:  {len(base64.b64decode(value))} bytes")
+    else:
+        for section in ("spec", "data"):
+            if r.raw.get(section):
+                lines.append(f"{_title(section)}:")
+                lines += _describe_value(r.raw[section], 1)
+    lines.append("Events:       <none>")
+    return "\n".join(lines) + "\n"
