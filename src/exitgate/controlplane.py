@@ -7,6 +7,7 @@ processes); ``exitgate up`` and ``exitgate demo`` drive it.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import secrets as pysecrets
@@ -24,6 +25,7 @@ from exitgate.api.diagnostics import Diagnostic, Severity
 from exitgate.api.resources import Resource
 from exitgate.ca.authority import MeshCA
 from exitgate.ca.rotation import WorkloadCertManager
+from exitgate.ca.certs import cert_info
 from exitgate.capture import CaptureError, NetnsCapture, netns_path, support
 from exitgate.gcpause import gc_paused
 from exitgate.envoy.admin import Retiree, admin_call, retire
@@ -31,6 +33,7 @@ from exitgate.envoy.bootstrap import BootstrapOptions, StatsInclusion, render_bo
 from exitgate.envoy.ports import free_port
 from exitgate.envoy.snapshot import ProtoMemo, xds_resources
 from exitgate.envoy.supervisor import EnvoySpec, Supervisor
+from exitgate.dashboard import CertificateView, view as dashboard_view
 from exitgate.mesh import GatewayProxy, MeshConfig, WorkloadProxy
 from exitgate.monitoring import ControlPlaneMetrics, MonitoringServer, ScrapeTarget
 from exitgate.runtime import ProxyRecord, RuntimeInfo, StateDir
@@ -86,6 +89,9 @@ class ControlPlane:
         self._protos = ProtoMemo()
         self._translations = TranslationMemo()
         self.monitoring: MonitoringServer | None = None
+        # The recent configuration versions and what each changed (the web view), newest first.
+        self.changes: collections.deque[dict[str, object]] = collections.deque(maxlen=20)
+        self._last_specs: dict[tuple[str, str, str], object] = {}
         self.monitoring_port = 0
         # Proxies sent a configuration they have not acknowledged yet, since when (monotonic).
         self._converging: dict[str, float] = {}
@@ -235,7 +241,7 @@ class ControlPlane:
     # -- monitoring ----------------------------------------------------------------------------
     def _start_monitoring(self) -> None:
         self.metrics = ControlPlaneMetrics(self._metric_values)
-        self.monitoring = MonitoringServer(self.metrics, self._scrape_targets, self.syncz)
+        self.monitoring = MonitoringServer(self.metrics, self._scrape_targets, self.syncz, self.dashboard)
         wanted = self.mesh.monitoring_port
         try:
             self.monitoring_port = self.monitoring.start("127.0.0.1", wanted)
@@ -336,9 +342,50 @@ class ControlPlane:
                 # translation, is the same; only the secrets are issued and sent again.
                 return self._push(None)
             snapshot = self.store.load()
+            self._record_change(snapshot.version, snapshot.resources)
             diags = self._push(snapshot.resources)
             self.applied_version = snapshot.version
             return diags
+
+    def _record_change(self, version: int, resources: Sequence[Resource]) -> None:
+        """What a new configuration version changed, for the web view: unchanged documents keep
+        their spec objects (the store's), so a changed one is one whose spec is another."""
+        if version == self.applied_version:
+            return
+        now: dict[tuple[str, str, str], object] = {r.key: r.spec for r in resources}
+        before = self._last_specs
+        created = [k for k in now if k not in before]
+        deleted = [k for k in before if k not in now]
+        changed = [k for k in now if k in before and now[k] is not before[k]]
+        parts = [f"{what} {k[0]} {k[1]}/{k[2]}" for what, keys in (("created", created), ("changed", changed),
+                                                                   ("deleted", deleted)) for k in keys]
+        summary = "; ".join(parts[:6]) + (f"; and {len(parts) - 6} more" if len(parts) > 6 else "")
+        self.changes.appendleft({"version": version, "time": datetime.now(timezone.utc).isoformat(),
+                                 "resources": len(resources), "summary": summary or "nothing"})
+        self._last_specs = now
+
+    def dashboard(self) -> dict[str, object]:
+        """The web view's document (exitgate.dashboard)."""
+        assert self.monitoring is not None and self.ca is not None and self.certs is not None
+        gateways = {t.key: self.monitoring.read(t) or [] for t in self._scrape_targets()
+                    if any(p.record.role != "sidecar" and p.key == t.key for p in self.proxies)}
+        now = datetime.now(timezone.utc)
+        certs = [CertificateView("mesh root", f"spiffe://{self.mesh.trust_domain}", self.ca.root_cert.not_valid_after_utc,
+                                 format(self.ca.root_cert.serial_number, "x"))]
+        for ns, sa in self.certs.identities():
+            issued = self.certs.get(ns, sa)
+            certs.append(CertificateView("workload", issued.spiffe_id, issued.not_after, issued.serial))
+        snap = self._last_snap
+        for secret in snap.secrets if snap is not None else ():
+            pem = secret.spec.decoded().get("tls.crt") or secret.spec.decoded().get("cert")
+            if pem:
+                try:
+                    info = cert_info(pem)
+                except ValueError:
+                    continue
+                certs.append(CertificateView("credential", f"{secret.namespace}/{secret.name}", info.not_after, info.serial))
+        return dashboard_view(gateways, self.syncz(), certs, list(self.changes), now, self.applied_version)
+
 
     def _files_changed(self) -> bool:
         return any(file_stamp(path) != stamp for path, stamp in self._files.items())

@@ -11,6 +11,7 @@ Prometheus text for the control plane's own metrics, for each proxy, and for all
   metric (a family may appear only once in Prometheus text), each proxy's samples labelled
   ``pod`` and ``namespace`` as Prometheus' Kubernetes discovery labels a pod's.
 - ``/debug/syncz``: every proxy's xDS state as JSON, what ``exitgate proxy-status`` prints.
+- ``/`` and ``/api/dashboard``: the web view (``web/index.html``) and its data (``dashboard.py``).
 
 Envoy's stats are read from its admin port when scraped; nothing here is on the request path.
 """
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -32,13 +34,35 @@ from prometheus_client.samples import Sample
 
 # Envoy's prefix for the stats Istio names without it (``envoy.telemetry`` scopes them "istio").
 ENVOY_ISTIO_PREFIX = "envoy_istio_"
+ENVOY_EXITGATE_PREFIX = "envoy_exitgate_"
 # Istio's buckets for pilot_proxy_convergence_time (pilot/pkg/xds/monitoring.go).
 CONVERGENCE_BUCKETS = (0.1, 0.5, 1, 3, 5, 10, 20, 30)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+# proxy-status's columns: Istio's rule (the types seen, with CDS, LDS, EDS, RDS and ECDS always
+# there), in the order of their type URLs.
+STATUS_TYPES = ("CDS", "ECDS", "EDS", "LDS", "RDS", "SDS")
+
+
+def type_status(entry: dict[str, Any] | None) -> str:
+    """Istio's sync state of one xDS type for one proxy."""
+    if entry is None or entry.get("empty"):
+        return "IGNORED"
+    if entry.get("sent") is None:
+        return "NOT SENT"
+    if entry.get("nack") and entry.get("acked") != entry.get("version"):
+        return "ERROR"
+    return "SYNCED" if entry.get("acked") == entry.get("version") else "STALE"
+
+
+
 def istio_name(name: str) -> str:
-    return "istio_" + name[len(ENVOY_ISTIO_PREFIX):] if name.startswith(ENVOY_ISTIO_PREFIX) else name
+    """Istio's and exitgate's own metrics without the prefix Envoy gives them."""
+    for ours in (ENVOY_ISTIO_PREFIX, ENVOY_EXITGATE_PREFIX):
+        if name.startswith(ours):
+            return name[len("envoy_"):]
+    return name
 
 
 def proxy_families(text: str, labels: Mapping[str, str]) -> list[Metric]:
@@ -204,13 +228,20 @@ class ControlPlaneMetrics:
         return list(self.registry.collect())
 
 
+def web_page() -> bytes:
+    """The web view (``web/index.html``, shipped with the package)."""
+    return (resources.files("exitgate") / "web" / "index.html").read_bytes()
+
+
 class MonitoringServer:
     """The HTTP side: a small threaded server on loopback, started and stopped with the
     control plane."""
 
     def __init__(self, metrics: ControlPlaneMetrics, targets: Callable[[], Sequence[ScrapeTarget]],
-                 syncz: Callable[[], list[dict[str, Any]]], read_every_s: float = 2.0) -> None:
+                 syncz: Callable[[], list[dict[str, Any]]], dashboard: Callable[[], Mapping[str, Any]] | None = None,
+                 read_every_s: float = 2.0) -> None:
         self.metrics = metrics
+        self.dashboard = dashboard
         self.targets = targets
         self.syncz = syncz
         self.read_every_s = read_every_s
@@ -279,11 +310,15 @@ class MonitoringServer:
                     body = server.proxy_text(path[len("/proxies/"):-len("/stats/prometheus")])
                 elif path == "/debug/syncz":
                     body, ctype = json.dumps(server.syncz(), indent=2).encode(), "application/json"
+                elif path in ("", "/index.html") and server.dashboard is not None:
+                    body, ctype = web_page(), "text/html; charset=utf-8"
+                elif path == "/api/dashboard" and server.dashboard is not None:
+                    body, ctype = json.dumps(server.dashboard(), indent=2).encode(), "application/json"
                 else:
                     body = None
                 if body is None:
-                    self.send_error(404, "not found: try /metrics, /stats/prometheus, "
-                                         "/proxies/NAME.NAMESPACE/stats/prometheus, /debug/syncz")
+                    self.send_error(404, "not found: try /, /metrics, /stats/prometheus, "
+                                         "/proxies/NAME.NAMESPACE/stats/prometheus, /debug/syncz, /api/dashboard")
                     return
                 self.send_response(200)
                 self.send_header("Content-Type", ctype)

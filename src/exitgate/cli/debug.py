@@ -15,14 +15,12 @@ import yaml
 
 from exitgate import __version__, proxyconfig as pc
 from exitgate.cli.common import StateOpt, state
+from exitgate.monitoring import STATUS_TYPES, type_status
 from exitgate.runtime import ProxyRecord, RuntimeInfo
 
 OutputOpt = Annotated[str, typer.Option("-o", "--output", help="short (default), json or yaml")]
 ProxyArg = Annotated[str, typer.Argument(help="proxy name (or name.namespace, or deploy/NAME)")]
 
-# proxy-status's columns: Istio's rule (the types seen, with CDS, LDS, EDS, RDS and ECDS always
-# there), in the order of their type URLs.
-STATUS_TYPES = ("CDS", "ECDS", "EDS", "LDS", "RDS", "SDS")
 LOG_LEVELS = ("trace", "debug", "info", "warning", "warn", "error", "critical", "off")
 
 
@@ -83,17 +81,6 @@ def _syncz(info: RuntimeInfo) -> list[dict[str, Any]]:
     return data
 
 
-def type_status(entry: dict[str, Any] | None) -> str:
-    """Istio's sync state of one xDS type for one proxy."""
-    if entry is None or entry.get("empty"):
-        return "IGNORED"
-    if entry.get("sent") is None:
-        return "NOT SENT"
-    if entry.get("nack") and entry.get("acked") != entry.get("version"):
-        return "ERROR"
-    return "SYNCED" if entry.get("acked") == entry.get("version") else "STALE"
-
-
 def status_rows(syncz: list[dict[str, Any]], istiod: str, namespace: str | None = None) -> list[list[str]]:
     rows = []
     for p in sorted(syncz, key=lambda p: f"{p['name']}.{p['namespace']}"):
@@ -128,6 +115,21 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"{p['name']}.{p['namespace']} is not connected to the control plane", err=True)
         headers = ("NAME", "CLUSTER", *STATUS_TYPES, "ISTIOD", "VERSION")
         typer.echo(pc.tabwrite(headers, status_rows(syncz, f"exitgate-{info.pid}", namespace)), nl=False)
+
+    @app.command("dashboard")
+    def dashboard(open_browser: Annotated[bool, typer.Option("--open/--no-open", help="open it in a browser")] = True,
+                  state_dir: StateOpt = None) -> None:
+        """The web view of the running control plane: egress traffic, proxies, certificates,
+        configuration changes (like istioctl dashboard, it serves on the control plane's port)."""
+        info = _runtime(state_dir)
+        if not info.monitoring_port:
+            raise _fail("the running control plane reports no monitoring port (started by an older exitgate?)")
+        url = f"http://127.0.0.1:{info.monitoring_port}/"
+        typer.echo(url)
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(url)
 
     @group.command("cluster")
     def cluster(proxy: ProxyArg, fqdn: Annotated[str, typer.Option("--fqdn")] = "",

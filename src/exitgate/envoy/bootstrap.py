@@ -126,9 +126,10 @@ _DEFAULT_TAG_NAMES = (
 # Istio's stats matcher (pkg/bootstrap/config.go and envoy_bootstrap.json): a proxy keeps only
 # these stats unless its proxy config asks for more. Per-cluster stats are most of an Envoy's
 # memory at thousands of clusters (measured: a third of a 6,000-cluster sidecar's), and Istio's
-# own metrics are emitted under the ``istio`` and ``reporter=`` prefixes.
+# own metrics are emitted under the ``istio`` and ``reporter=`` prefixes; exitgate's own egress
+# metric (``envoy.telemetry.egress_metrics``) under ``exitgate.``.
 ISTIO_STATS_PREFIXES = ("reporter=", "cluster_manager", "listener_manager", "server", "cluster.xds-grpc",
-                        "wasm", "component", "istio")
+                        "wasm", "component", "istio", "exitgate.")
 ISTIO_STATS_SUFFIXES = ("rbac.allowed", "rbac.denied", "shadow_allowed", "shadow_denied", "downstream_cx_active")
 ISTIO_STATS_REGEXPS = (r"vhost\..*\.route\..*",)
 

@@ -116,6 +116,8 @@ def hcm_filter(lst: ir.HttpListener) -> dict[str, Any]:
         logs.append(stdout_log(lst.log_format))
     if lst.telemetry is not None:
         logs.append(telemetry.http_metrics(lst.telemetry))
+        if not lst.telemetry.host_fallback:  # a gateway
+            logs.append(telemetry.egress_metrics(lst.telemetry))
     if logs:
         hcm["access_log"] = logs
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}

@@ -123,6 +123,34 @@ def http_metrics(t: ir.Telemetry) -> dict[str, Any]:
     })
 
 
+EGRESS_SCOPE = "exitgate"
+
+
+def egress_metrics(t: ir.Telemetry) -> dict[str, Any]:
+    """exitgate's own metric at a gateway, under its own name: who (the workload's SPIFFE ID,
+    from the mesh mTLS hop) reached which external service through this gateway, with which
+    TLS on each hop. Istio's gateway metrics name the gateway as the source; the web view
+    needs the workload behind it."""
+    peer = "connection.uri_san_peer_certificate"
+    tags = _tags([
+        ("gateway", _literal(t.source.workload)),
+        ("gateway_namespace", _literal(t.source.namespace)),
+        ("source_principal", f"%CEL(has({peer}) && {peer} != '' ? {peer} : 'unknown')%"),
+        ("downstream_tls", f"%CEL(has({peer}) && {peer} != '' ? 'ISTIO_MUTUAL' : "
+                           "(has(connection.tls_version) && connection.tls_version != '' ? 'SIMPLE' : 'NONE'))%"),
+        ("destination_service", _destination("destination_service")),
+        ("upstream_tls", _destination("tls_mode", "'NONE'")),
+        ("response_code", "%RESPONSE_CODE%"),
+        ("response_flags", "%RESPONSE_FLAGS%"),
+    ])
+    return {"name": "envoy.access_loggers.stats", "typed_config": {
+        "@type": T_TYPED_STRUCT, "type_url": T_STATS_LOG, "value": {
+            "stats_scope": {"prefix": EGRESS_SCOPE},
+            "counters": [{"stat": {"name": "egress_requests_total", "tags": tags}, "value_fixed": 1}],
+            "histograms": [{"stat": {"name": "egress_request_duration_milliseconds", "tags": tags},
+                            "unit": "Milliseconds", "value_format": "%DURATION%"}]}}}
+
+
 # The flags of a connection that never reached an upstream: it is counted as opened when it ends.
 NEVER_CONNECTED = ["UF", "UO", "UH", "NR", "URX", "NC", "UPE"]
 
@@ -171,7 +199,8 @@ def cluster_metadata(c: ir.Cluster) -> dict[str, Any]:
         svc = c.service
         istio["services"] = [{"host": svc.host, "name": svc.name, "namespace": svc.namespace}]
         labels.update(destination_service=svc.host, destination_service_name=svc.name,
-                      destination_service_namespace=svc.namespace)
+                      destination_service_namespace=svc.namespace,
+                      tls_mode=c.tls.mode.value if c.tls is not None else "NONE")
         if svc.workload is not None:
             w = svc.workload
             labels.update(destination_workload=w.workload, destination_workload_namespace=w.namespace,
