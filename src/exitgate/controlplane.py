@@ -7,7 +7,6 @@ processes); ``exitgate up`` and ``exitgate demo`` drive it.
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import secrets as pysecrets
@@ -16,7 +15,6 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
-from functools import partial
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -25,17 +23,15 @@ from exitgate.api.diagnostics import Diagnostic, Severity
 from exitgate.api.resources import Resource
 from exitgate.ca.authority import MeshCA
 from exitgate.ca.rotation import WorkloadCertManager
-from exitgate.ca.certs import cert_info
 from exitgate.capture import CaptureError, NetnsCapture, netns_path, support
 from exitgate.gcpause import gc_paused
-from exitgate.envoy.admin import Retiree, admin_call, retire
+from exitgate.envoy.admin import Retiree, retire
 from exitgate.envoy.bootstrap import BootstrapOptions, StatsInclusion, render_bootstrap
 from exitgate.envoy.ports import free_port
 from exitgate.envoy.snapshot import ProtoMemo, xds_resources
 from exitgate.envoy.supervisor import EnvoySpec, Supervisor
-from exitgate.dashboard import CertificateView, view as dashboard_view
 from exitgate.mesh import GatewayProxy, MeshConfig, WorkloadProxy
-from exitgate.monitoring import ControlPlaneMetrics, MonitoringServer, ScrapeTarget
+from exitgate.observe import Observability
 from exitgate.runtime import ProxyRecord, RuntimeInfo, StateDir
 from exitgate.secretdata import UNREADABLE, file_stamp, resolve_secrets, secret_files
 from exitgate.store import Store, write_private_atomic
@@ -44,7 +40,7 @@ from exitgate.translate.sidecar import translate_sidecar
 from exitgate.translate.memo import TranslationMemo
 from exitgate.translate.snapshot import Snapshot
 from exitgate.wake import Waker, wake
-from exitgate.xds.cache import WILDCARD_TYPES, SnapshotCache, short_type_name
+from exitgate.xds.cache import WILDCARD_TYPES, SnapshotCache
 from exitgate.xds.server import AdsServer, EventKind, XdsEvent
 
 Emit = Callable[[str], None]
@@ -62,7 +58,7 @@ class PlannedProxy:
         return f"{self.record.name}.{self.record.namespace}"
 
 
-class ControlPlane:
+class ControlPlane(Observability):
     def __init__(self, state: StateDir, mesh: MeshConfig, emit: Emit, *, clock: Callable[[], datetime] | None = None) -> None:
         self.state = state
         self.mesh = mesh
@@ -88,13 +84,7 @@ class ControlPlane:
         # Envoy messages of the last pushes, by IR value: an unchanged resource is not rebuilt.
         self._protos = ProtoMemo()
         self._translations = TranslationMemo()
-        self.monitoring: MonitoringServer | None = None
-        # The recent configuration versions and what each changed (the web view), newest first.
-        self.changes: collections.deque[dict[str, object]] = collections.deque(maxlen=20)
-        self._last_specs: dict[tuple[str, str, str], object] = {}
-        self.monitoring_port = 0
-        # Proxies sent a configuration they have not acknowledged yet, since when (monotonic).
-        self._converging: dict[str, float] = {}
+        self._init_observability()
         # The last push's snapshot and each proxy's translation of it, for a push of new
         # certificates alone.
         self._last_snap: Snapshot | None = None
@@ -238,68 +228,6 @@ class ControlPlane:
         self.state.write_runtime(RuntimeInfo(os.getpid(), xds_port, [p.record for p in self.proxies],
                                              self.monitoring_port))
 
-    # -- monitoring ----------------------------------------------------------------------------
-    def _start_monitoring(self) -> None:
-        self.metrics = ControlPlaneMetrics(self._metric_values)
-        self.monitoring = MonitoringServer(self.metrics, self._scrape_targets, self.syncz, self.dashboard)
-        wanted = self.mesh.monitoring_port
-        try:
-            self.monitoring_port = self.monitoring.start("127.0.0.1", wanted)
-        except OSError as e:
-            self.monitoring_port = self.monitoring.start("127.0.0.1", 0)
-            self.emit(f"[yellow]monitoring port {wanted} is taken ({e.strerror})[/yellow]; "
-                      f"serving metrics on {self.monitoring_port} instead")
-
-    def _metric_values(self) -> dict[str, object]:
-        assert self.ads is not None and self.ca is not None
-        snap = self._last_snap
-        return {
-            "connected": sum(1 for s in self.ads.statuses().values() if s.connected),
-            "services": len(snap.services) if snap is not None else 0,
-            "pushes": dict(self.ads.pushes), "rejects": dict(self.ads.rejects),
-            "issued": self.ca.issued,
-            "root_expiry": self.ca.root_cert.not_valid_after_utc.timestamp(), "now": time.time(),
-        }
-
-    def _scrape_targets(self) -> list[ScrapeTarget]:
-        return [ScrapeTarget(p.record.name, p.record.namespace,
-                             partial(admin_call, f"http://127.0.0.1:{p.record.admin_port}", "GET", "/stats/prometheus"))
-                for p in self.proxies]
-
-    def syncz(self) -> list[dict[str, object]]:
-        """Every proxy's xDS state (``/debug/syncz``, ``exitgate proxy-status``): per type, the
-        version the control plane holds for it, what it was sent and acknowledged, its last NACK."""
-        assert self.ads is not None
-        statuses = self.ads.statuses()
-        out: list[dict[str, object]] = []
-        for p in self.proxies:
-            st = statuses.get(p.record.node_id)
-            types: dict[str, dict[str, object]] = {}
-            for type_url, version in self.cache.versions(p.record.node_id).items():
-                ts = st.types.get(type_url) if st else None
-                types[short_type_name(type_url)] = {
-                    "type_url": type_url, "version": version,
-                    "sent": ts.sent_version if ts else None, "acked": ts.acked_version if ts else None,
-                    "nack": ({"version": ts.nack_version, "error": ts.nack_error, "time": ts.nack_time}
-                             if ts is not None and ts.nack_error else None),
-                    "empty": type_url not in WILDCARD_TYPES and not self.cache.names(p.record.node_id, type_url),
-                }
-            out.append({"name": p.record.name, "namespace": p.record.namespace, "node_id": p.record.node_id,
-                        "role": p.record.role, "connected": bool(st and st.connected), "types": types,
-                        "config_version": self.applied_version})
-        return out
-
-    def _observe_convergence(self, node_id: str) -> None:
-        """pilot_proxy_convergence_time: from the push of a new configuration until the proxy
-        has acknowledged all of it."""
-        started = self._converging.get(node_id)
-        if started is None:
-            return
-        p = next((p for p in self.proxies if p.record.node_id == node_id), None)
-        if p is not None and self._proxy_in_sync(p):
-            self._converging.pop(node_id, None)
-            self.metrics.convergence.observe(time.monotonic() - started)
-
     def wait_ready(self, timeout: float = 30.0) -> bool:
         """True once every proxy is live and has acknowledged the current configuration."""
         assert self.supervisor is not None and self.ads is not None
@@ -346,46 +274,6 @@ class ControlPlane:
             diags = self._push(snapshot.resources)
             self.applied_version = snapshot.version
             return diags
-
-    def _record_change(self, version: int, resources: Sequence[Resource]) -> None:
-        """What a new configuration version changed, for the web view: unchanged documents keep
-        their spec objects (the store's), so a changed one is one whose spec is another."""
-        if version == self.applied_version:
-            return
-        now: dict[tuple[str, str, str], object] = {r.key: r.spec for r in resources}
-        before = self._last_specs
-        created = [k for k in now if k not in before]
-        deleted = [k for k in before if k not in now]
-        changed = [k for k in now if k in before and now[k] is not before[k]]
-        parts = [f"{what} {k[0]} {k[1]}/{k[2]}" for what, keys in (("created", created), ("changed", changed),
-                                                                   ("deleted", deleted)) for k in keys]
-        summary = "; ".join(parts[:6]) + (f"; and {len(parts) - 6} more" if len(parts) > 6 else "")
-        self.changes.appendleft({"version": version, "time": datetime.now(timezone.utc).isoformat(),
-                                 "resources": len(resources), "summary": summary or "nothing"})
-        self._last_specs = now
-
-    def dashboard(self) -> dict[str, object]:
-        """The web view's document (exitgate.dashboard)."""
-        assert self.monitoring is not None and self.ca is not None and self.certs is not None
-        gateways = {t.key: self.monitoring.read(t) or [] for t in self._scrape_targets()
-                    if any(p.record.role != "sidecar" and p.key == t.key for p in self.proxies)}
-        now = datetime.now(timezone.utc)
-        certs = [CertificateView("mesh root", f"spiffe://{self.mesh.trust_domain}", self.ca.root_cert.not_valid_after_utc,
-                                 format(self.ca.root_cert.serial_number, "x"))]
-        for ns, sa in self.certs.identities():
-            issued = self.certs.get(ns, sa)
-            certs.append(CertificateView("workload", issued.spiffe_id, issued.not_after, issued.serial))
-        snap = self._last_snap
-        for secret in snap.secrets if snap is not None else ():
-            pem = secret.spec.decoded().get("tls.crt") or secret.spec.decoded().get("cert")
-            if pem:
-                try:
-                    info = cert_info(pem)
-                except ValueError:
-                    continue
-                certs.append(CertificateView("credential", f"{secret.namespace}/{secret.name}", info.not_after, info.serial))
-        return dashboard_view(gateways, self.syncz(), certs, list(self.changes), now, self.applied_version)
-
 
     def _files_changed(self) -> bool:
         return any(file_stamp(path) != stamp for path, stamp in self._files.items())
@@ -437,6 +325,7 @@ class ControlPlane:
             self._said[p.key] = said
             all_diags += diags + sdiags
             if blocking and p.record.node_id in self.cache.nodes():
+                self.push_errors["unrecoverable"] += 1
                 self.emit(f"[red]{p.key} keeps its last good configuration[/red]: fix the files named above")
                 continue
             self.cache.set_snapshot(p.record.node_id, xds_resources(pc, secrets, self._protos))
@@ -461,6 +350,7 @@ class ControlPlane:
                 try:
                     self.reconcile()
                 except Exception as e:  # keep serving the last good configuration
+                    self.push_errors["unrecoverable"] += 1
                     self.emit(f"[red]error[/red] while applying configuration: {e}")
                 if on_tick is not None:
                     on_tick()

@@ -214,6 +214,7 @@ class ControlPlaneMetrics:
         yield _gauge("pilot_xds", "Number of endpoints connected to this pilot using XDS.", v.get("connected", 0))
         yield _gauge("pilot_services", "Total services known to pilot.", v.get("services", 0))
         yield _counter("pilot_xds_pushes", "Pilot build and send errors for lds, rds, cds and eds.", v.get("pushes", {}))
+        yield _counter("pilot_xds_push_errors", "Number of errors (timeouts) pushing to sidecars.", v.get("push_errors", {}))
         yield _counter("pilot_total_xds_rejects", "Total number of XDS responses from pilot rejected by proxy.",
                        v.get("rejects", {}))
         yield _counter("citadel_server_success_cert_issuance_count", "The number of certificates issuances that have succeeded.",

@@ -12,7 +12,7 @@ import json
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from cryptography import x509
