@@ -214,9 +214,11 @@ class ControlPlaneMetrics:
         yield _gauge("pilot_xds", "Number of endpoints connected to this pilot using XDS.", v.get("connected", 0))
         yield _gauge("pilot_services", "Total services known to pilot.", v.get("services", 0))
         yield _counter("pilot_xds_pushes", "Pilot build and send errors for lds, rds, cds and eds.", v.get("pushes", {}))
-        yield _counter("pilot_xds_push_errors", "Number of errors (timeouts) pushing to sidecars.", v.get("push_errors", {}))
+        # Zeros for what has not happened yet: a dashboard reads 0, not "no data".
+        yield _counter("pilot_xds_push_errors", "Number of errors (timeouts) pushing to sidecars.",
+                       {"unrecoverable": 0, **v.get("push_errors", {})})
         yield _counter("pilot_total_xds_rejects", "Total number of XDS responses from pilot rejected by proxy.",
-                       v.get("rejects", {}))
+                       {**dict.fromkeys(("cds", "lds", "rds", "sds"), 0), **v.get("rejects", {})})
         yield _counter("citadel_server_success_cert_issuance_count", "The number of certificates issuances that have succeeded.",
                        v.get("issued", 0))
         if v.get("root_expiry") is not None:

@@ -76,6 +76,18 @@ def _scrape(eg: Exitgate, path: str) -> dict[str, list[tuple[dict[str, str], flo
     return out
 
 
+DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "exitgate-egress.json"
+
+
+def dashboard_metric_names() -> set[str]:
+    """The metric names the repo's Grafana dashboard queries."""
+    import json
+    import re
+
+    exprs = [t["expr"] for p in json.loads(DASHBOARD.read_text())["panels"] for t in p["targets"]]
+    return {m for e in exprs for m in re.findall(r"\b((?:istio|pilot|citadel|exitgate)_[a-z_]+)\b", e)}
+
+
 def _value(series: list[tuple[dict[str, str], float]], **labels: str) -> float:
     return sum(v for lbl, v in series if all(lbl.get(k) == want for k, want in labels.items()))
 
@@ -148,6 +160,11 @@ def test_istio_standard_metrics_at_the_gateway_and_the_sidecar(running: tuple[Ex
     assert _value(merged["istio_requests_total"], pod="sleep", namespace="default", response_code="200") == ok
     assert not any(name.startswith("envoy_istio_") for name in merged)
     assert _value(merged["pilot_xds"]) == 2
+
+    # Every metric the repo's Grafana dashboard queries is in the scrape its Prometheus config
+    # makes (the TCP ones: tests/e2e/test_tcp_egress.py).
+    wanted = {n for n in dashboard_metric_names() if not n.startswith("istio_tcp_")}
+    assert wanted and wanted <= set(merged), sorted(wanted - set(merged))
 
     cp = _scrape(eg, "/metrics")
     assert _value(cp["pilot_xds_pushes"], type="cds") >= 2 and _value(cp["pilot_xds_pushes"], type="lds") >= 2

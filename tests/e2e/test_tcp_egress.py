@@ -103,7 +103,7 @@ def test_tcp_through_the_egress_gateway(world: tuple[Exitgate, EchoServer], tmp_
 
     # Istio's TCP metrics at both proxies: one connection opened and closed, the bytes each
     # way (the greeting and the echo one way, "ping" the other), named as Istio names them.
-    from tests.e2e.test_metrics import _scrape, _value
+    from tests.e2e.test_metrics import _scrape, _value, dashboard_metric_names
 
     def gateway_metrics() -> dict[str, list[tuple[dict[str, str], float]]]:
         return _scrape(eg, "/proxies/istio-egressgateway.istio-system/stats/prometheus")
@@ -122,3 +122,6 @@ def test_tcp_through_the_egress_gateway(world: tuple[Exitgate, EchoServer], tmp_
     assert _value(sidecar["istio_tcp_connections_opened_total"], source_workload="sleep",
                   destination_service="istio-egressgateway.istio-system.svc.cluster.local",
                   destination_workload="istio-egressgateway") == 1
+    merged = _scrape(eg, "/stats/prometheus")
+    tcp = {n for n in dashboard_metric_names() if n.startswith("istio_tcp_")}
+    assert tcp and tcp <= set(merged), sorted(tcp - set(merged))
