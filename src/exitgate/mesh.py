@@ -156,9 +156,10 @@ class MeshConfig(_Model):
     system_trust_store: str = DEFAULT_SYSTEM_TRUST_STORE
     dns: DnsSettings = Field(default_factory=DnsSettings)
     # Where external services' ports really are on this machine: {443: 18443} makes a
-    # ServiceEntry's port 443 connect to port 18443 of the resolved address. For running Istio's
-    # examples without privileged ports; empty by default.
-    external_port_map: dict[int, int] = Field(default_factory=dict)
+    # ServiceEntry's port 443 connect to port 18443 of the resolved address; a key "HOST:PORT"
+    # ({"edition.cnn.com:443": 18443}) maps one host's port only, and wins over the port's own.
+    # For running Istio's examples against local servers without privileged ports; empty by default.
+    external_port_map: dict[int | str, int] = Field(default_factory=dict)
     workload_cert_ttl_seconds: int = Field(default=3600, ge=60)
     access_log: bool = True
     # Istio's meshConfig.accessLogEncoding and accessLogFormat: TEXT (Istio's default format
@@ -211,8 +212,26 @@ class MeshConfig(_Model):
                                          f"where {other} listens (replica i listens on address + i)")
         return self
 
-    def external_port(self, port: int) -> int:
+    def external_port(self, port: int, host: str | None = None) -> int:
+        if host is not None:
+            mapped = self.external_port_map.get(f"{host}:{port}")
+            if mapped is not None:
+                return mapped
         return self.external_port_map.get(port, port)
+
+    @field_validator("external_port_map")
+    @classmethod
+    def _port_keys(cls, v: dict[int | str, int]) -> dict[int | str, int]:
+        out: dict[int | str, int] = {}
+        for key, target in v.items():
+            if not 0 < target <= 65535:
+                raise ValueError(f"{key}: {target} is not a port")
+            text = str(key)
+            host, sep, port = text.rpartition(":")
+            if not (port.isdigit() and 0 < int(port) <= 65535) or (sep and not host):
+                raise ValueError(f"{key!r} is neither a port nor HOST:PORT")
+            out[f"{host}:{int(port)}" if sep else int(port)] = target
+        return out
 
     def gateway(self, name: str) -> GatewayProxy | None:
         return next((g for g in self.gateways if g.name == name), None)

@@ -155,3 +155,42 @@ def test_jsonpath_subset() -> None:
     assert jsonpath("{.items[*].a.b[0]}", data) == "1 3"
     assert jsonpath("{.items[-1].a}", data) == '{"b":[3]}'
     assert jsonpath("x={.items[0].a.b[1]}", data) == "x=2"
+
+
+def test_dns_stand_in_as_a_command() -> None:
+    """`exitgate dns HOST=ADDRESS` answers those names (and NXDOMAIN for others) until SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+
+
+    from dnslib import DNSRecord
+
+    from exitgate.envoy.ports import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "exitgate.cli.main", "dns", "edition.cnn.com=127.0.0.7",
+                             "--port", str(port)], stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline() if proc.stderr else ""
+        assert f"127.0.0.1:{port}" in line and 'resolvers: ["127.0.0.1:' in line
+        answer = DNSRecord.parse(DNSRecord.question("edition.cnn.com").send("127.0.0.1", port, timeout=5))
+        assert [str(r.rdata) for r in answer.rr] == ["127.0.0.7"]
+        other = DNSRecord.parse(DNSRecord.question("example.org").send("127.0.0.1", port, timeout=5))
+        assert other.header.rcode == 3  # NXDOMAIN
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    bad = run("dns", "edition.cnn.com=not-an-ip")
+    assert bad.exit_code == 1 and "HOST=ADDRESS" in bad.stderr
+
+
+
+def test_external_port_map_per_host() -> None:
+    from exitgate.mesh import MeshConfig
+
+    mesh = MeshConfig.model_validate({"externalPortMap": {443: 18443, "edition.cnn.com:443": 28443}})
+    assert mesh.external_port(443, "edition.cnn.com") == 28443
+    assert mesh.external_port(443, "other.example") == 18443 and mesh.external_port(80) == 80
+    with pytest.raises(ValueError, match="neither a port nor HOST:PORT"):
+        MeshConfig.model_validate({"externalPortMap": {"edition.cnn.com": 1}})

@@ -347,13 +347,14 @@ def demo(scenario: Annotated[str, typer.Argument(help="tls-origination (default)
 
 def build_app() -> typer.Typer:
     """The whole command: the verbs above plus those registered by their own modules."""
-    from exitgate.cli import analyze, debug, kubectl, secrets
+    from exitgate.cli import analyze, debug, kubectl, offline, secrets
 
     if not any(g.name == "create" for g in app.registered_groups):  # once, however often called
         kubectl.register(app)
         secrets.register(app)
         analyze.register(app)
         debug.register(app)
+        offline.register(app)
     return app
 
 

@@ -90,11 +90,11 @@ def _entry_services(r: Resource[ServiceEntrySpec], mesh: MeshConfig) -> list[Ser
                 eps: tuple[Endpoint, ...] = ()
             elif se.endpoints:
                 eps = tuple(
-                    Endpoint(e.address or host, mesh.external_port((e.ports or {}).get(p.name, target)))
+                    Endpoint(e.address or host, mesh.external_port((e.ports or {}).get(p.name, target), host))
                     for e in se.endpoints
                 )
             else:
-                eps = (Endpoint(host, mesh.external_port(target)),)
+                eps = (Endpoint(host, mesh.external_port(target, host)),)
             se_ports.append(ServicePort(p.number, p.protocol or "TCP", p.name, eps))
         out.append(Service(host, r.namespace, discovery, tuple(se_ports), (), tuple(se.export_to or ()),
                            tuple(se.addresses or ()), se.resolution or "NONE"))

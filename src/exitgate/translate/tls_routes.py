@@ -84,7 +84,8 @@ def with_sni_dynamic_ports(listeners: Sequence[TlsPassthroughListener], clusters
         chains = []
         for chain in lst.chains:
             hit = next((w.cluster for w in chain.clusters if w.cluster in dynamic), None)
-            chains.append(replace(chain, sni_dynamic_port=mesh.external_port(names.parse_cluster_name(hit).port))
+            chains.append(replace(chain, sni_dynamic_port=mesh.external_port(names.parse_cluster_name(hit).port,
+                                                                             names.parse_cluster_name(hit).host))
                           if hit is not None and chain.server_names else chain)
         out.append(replace(lst, chains=tuple(chains)))
     return out
