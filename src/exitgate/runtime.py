@@ -71,11 +71,18 @@ def _nearest(start: Path) -> Path | None:
     return None
 
 
+def user_default_state_dir() -> Path:
+    """The per-user state directory (kubectl's ~/.kube/config): where `up` keeps its state when
+    no other is named or found."""
+    return user_dir() / "default"
+
+
 def resolve_state_dir(explicit: Path | None, *, for_up: bool = False) -> Path:
     """Which state directory a command means, the way kubectl finds its context: the one named
     (``--state-dir``, or ``EXITGATE_HOME``); else ``.exitgate`` in this directory or the nearest
-    parent that has one; else the one the running ``up`` records. ``up`` itself, finding none,
-    creates ``./.exitgate``; every other command says so instead of starting an empty store."""
+    parent that has one (a project's own); else the one the running ``up`` records; else the
+    per-user default. ``up`` creates the per-user default when none of these exists; every other
+    command says so instead of starting an empty store."""
     if explicit is not None:
         return explicit
     if os.environ.get("EXITGATE_HOME"):
@@ -83,14 +90,15 @@ def resolve_state_dir(explicit: Path | None, *, for_up: bool = False) -> Path:
     found = _nearest(Path.cwd())
     if found is not None:
         return found
-    if for_up:
-        return Path(DEFAULT_STATE_DIR)
     running = _running_current()
     if running is not None:
         return running
+    default = user_default_state_dir()
+    if for_up or default.is_dir():
+        return default
     raise NoStateDir(f"no exitgate state directory here: none named (--state-dir, EXITGATE_HOME), no {DEFAULT_STATE_DIR} "
-                     f"in {Path.cwd()} or its parents, and no `exitgate up` running. Start one with `exitgate up`, "
-                     "or name the state directory")
+                     f"in {Path.cwd()} or its parents, no `exitgate up` running and no per-user default ({default}). "
+                     "Start one with `exitgate up`, or name the state directory")
 
 
 @dataclass

@@ -119,6 +119,13 @@ def test_the_running_up_is_found_from_anywhere(tmp_path: Path) -> None:
     assert (root / "config.yaml").exists()
     clear_current(os.getpid())
     assert run("get", "se").exit_code == 1
+    # The per-user default, once `up` has made it, is the one meant when nothing else is.
+    from exitgate.runtime import resolve_state_dir, user_default_state_dir
+
+    assert resolve_state_dir(None, for_up=True) == user_default_state_dir()
+    user_default_state_dir().mkdir(parents=True)
+    assert run("apply", "-f", str(EXAMPLES / "01-serviceentry.yaml")).exit_code == 0
+    assert (user_default_state_dir() / "config.yaml").exists()
 
 
 def _fake_running(root: Path) -> None:

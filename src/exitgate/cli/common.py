@@ -12,7 +12,8 @@ from exitgate.runtime import NoStateDir, StateDir, resolve_state_dir
 
 StateOpt = Annotated[Optional[Path], typer.Option(
     "--state-dir", envvar="EXITGATE_HOME",
-    help="State directory (default: .exitgate here or in a parent directory, else the running `exitgate up`'s).")]
+    help="State directory (default: .exitgate here or in a parent directory, else the running `exitgate up`'s, "
+         "else the per-user default).")]
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -17,11 +17,11 @@ from typing import Annotated, Any
 import typer
 from cryptography import x509
 from rich.console import Console
-from rich.table import Table
 
 from exitgate.api.loader import load_document
 from exitgate.ca.certs import cert_info
 from exitgate.cli.common import StateOpt, state
+from exitgate.proxyconfig import tabwrite
 from exitgate.runtime import StateDir
 from exitgate.store import Store
 
@@ -126,12 +126,12 @@ def register(app: typer.Typer) -> None:
         if output == "json":
             typer.echo(json.dumps(rows, indent=2))
             return
-        table = Table(box=None, pad_edge=False)
-        for col in ("RESOURCE NAME", "TYPE", "STATUS", "VALID CERT", "SERIAL NUMBER", "NOT AFTER", "NOT BEFORE"):
-            table.add_column(col, no_wrap=True)
-        for r in rows:
-            table.add_row(*(r[c] for c in ("name", "type", "status", "valid", "serial", "not_after", "not_before")))
-        Console(highlight=False, width=200).print(table)
+        if not rows:
+            typer.echo("No active or warming secrets found.")
+            return
+        headers = ("RESOURCE NAME", "TYPE", "STATUS", "VALID CERT", "SERIAL NUMBER", "NOT AFTER", "NOT BEFORE")
+        typer.echo(tabwrite(headers, [[r[c] for c in ("name", "type", "status", "valid", "serial", "not_after", "not_before")]
+                                      for r in rows]), nl=False)
 
 
 def _fmt(dt: datetime) -> str:
