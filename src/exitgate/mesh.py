@@ -22,7 +22,7 @@ from ruamel.yaml import YAML
 from exitgate import names
 from exitgate.api import diagnostics as dx
 from exitgate.api.diagnostics import Diagnostic, Severity
-from exitgate.api.loader import field_path, locate
+from exitgate.api.loader import pydantic_diagnostics
 
 DEFAULT_SYSTEM_TRUST_STORE = "/etc/ssl/certs/ca-certificates.crt"
 
@@ -266,9 +266,5 @@ def load_mesh(path: Path | None) -> tuple[MeshConfig | None, list[Diagnostic]]:
     try:
         return MeshConfig.model_validate(doc or {}), []
     except ValidationError as err:
-        out = []
-        for item in err.errors():
-            loc = tuple(p for p in item["loc"] if isinstance(p, (str, int)))
-            out.append(Diagnostic(dx.INVALID_VALUE, Severity.ERROR, item["msg"], file=str(path),
-                                  line=locate(doc, loc), field=field_path(loc)))
-        return None, out
+        # The same codes as a resource's: an unknown field is EG0004 at its place, not EG0005.
+        return None, sorted(pydantic_diagnostics(err, doc, (), str(path), None), key=lambda d: d.line or 0)

@@ -102,8 +102,9 @@ def to_diagnostic(finding: Finding, locate: Locator | None = None) -> Diagnostic
                       resource=r.ref if r is not None else None, field=field_path(finding.path) or None)
 
 
-def _sort_key(d: Diagnostic) -> tuple[str, int, str, str, str]:
-    return (d.file or "", d.line or 0, d.code, d.resource or "", d.field or "")
+def _sort_key(d: Diagnostic) -> tuple[str, int, str, str, str, str]:
+    # The message too: two findings of one place must not come out in the analyzers' own order.
+    return (d.file or "", d.line or 0, d.code, d.resource or "", d.field or "", d.message)
 
 
 def analyze(resources: Sequence[Resource], mesh: MeshConfig, *, now: datetime,

@@ -269,7 +269,10 @@ def _message(etype: str, msg: str, loc: tuple[str | int, ...], value: Any, ctx: 
     return msg
 
 
-def _pydantic_diags(err: ValidationError, doc: Any, base: tuple[str | int, ...], filename: str, ref: str) -> list[Diagnostic]:
+def pydantic_diagnostics(err: ValidationError, doc: Any, base: tuple[str | int, ...], filename: str,
+                         ref: str | None) -> list[Diagnostic]:
+    """Pydantic's errors as exitgate's: unknown field EG0004, missing EG0003, invalid EG0005,
+    each with its line in ``doc`` and its field's path."""
     out = []
     for e in err.errors():
         loc = base + tuple(p for p in e["loc"] if isinstance(p, (str, int)))
@@ -380,7 +383,7 @@ def load_document(doc: Any, filename: str, default_namespace: str = "default",
     try:
         meta = ObjectMeta.model_validate(doc["metadata"])
     except ValidationError as e:
-        return None, _pydantic_diags(e, doc, ("metadata",), filename, ref)
+        return None, pydantic_diagnostics(e, doc, ("metadata",), filename, ref)
     namespace = meta.namespace or default_namespace
     ref = f"{kind} {namespace}/{meta.name}"
     for value, fld in ((meta.name, "metadata.name"), (namespace, "metadata.namespace")):
@@ -402,7 +405,7 @@ def load_document(doc: Any, filename: str, default_namespace: str = "default",
         try:
             spec: Spec = CORE_MODELS[kind].model_validate(body)
         except ValidationError as e:
-            return None, diags + _pydantic_diags(e, doc, (), filename, ref)
+            return None, diags + pydantic_diagnostics(e, doc, (), filename, ref)
         diags.extend(_issue_diags(spec, Where(namespace), doc, (), filename, ref))
         if isinstance(spec, ConfigMapSpec) and (namespace, meta.name) == MESH_CONFIGMAP:
             diags += [Diagnostic(i.code, i.severity, i.message, file=filename, line=locate(doc, i.path),
@@ -431,7 +434,7 @@ def load_document(doc: Any, filename: str, default_namespace: str = "default",
     try:
         spec = model.model_validate(doc["spec"])
     except ValidationError as e:
-        diags += _pydantic_diags(e, doc, ("spec",), filename, ref)
+        diags += pydantic_diagnostics(e, doc, ("spec",), filename, ref)
         return None, diags
     diags.extend(_issue_diags(spec, Where(namespace), doc, ("spec",), filename, ref))
     for path, message in find_unsupported(spec, ("spec",)):

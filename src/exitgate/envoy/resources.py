@@ -115,9 +115,11 @@ def hcm_filter(lst: ir.HttpListener) -> dict[str, Any]:
     if lst.access_log:
         logs.append(stdout_log(lst.log_format))
     if lst.telemetry is not None:
-        logs.append(telemetry.http_metrics(lst.telemetry))
+        logs += telemetry.http_metrics(lst.telemetry)
         if not lst.telemetry.host_fallback:  # a gateway
-            logs.append(telemetry.egress_metrics(lst.telemetry))
+            mode = "ISTIO_MUTUAL" if lst.tls is not None and lst.tls.require_client_cert else \
+                "SIMPLE" if lst.tls is not None else "NONE"
+            logs.append(telemetry.egress_metrics(lst.telemetry, mode))
     if logs:
         hcm["access_log"] = logs
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}

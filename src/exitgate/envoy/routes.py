@@ -16,6 +16,7 @@ from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2  # 
 from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2  # noqa: F401
 
 from exitgate import ir
+from exitgate.envoy import telemetry
 from exitgate.envoy import filters
 from exitgate.envoy.resources import parse_json, duration
 
@@ -28,6 +29,10 @@ def _route(r: ir.Route) -> dict[str, Any]:
         ns, _, name = r.virtual_service.partition("/")
         out["metadata"] = {"filter_metadata": {"istio": {
             "config": f"/apis/networking.istio.io/v1/namespaces/{ns}/virtual-service/{name}"}}}
+    if r.redirect is not None or r.direct_status is not None or not r.clusters:
+        # A route that answers itself reaches no cluster: Istio's metrics name its destination
+        # "unknown" (the stats loggers read these where a cluster's metadata would be).
+        out.setdefault("metadata", {"filter_metadata": {}})["filter_metadata"].update(telemetry.route_metadata())
     if r.redirect is not None:
         out["redirect"] = _redirect(r.redirect)
     elif r.direct_status is not None or not r.clusters:

@@ -50,6 +50,27 @@ def _destination(key: str, fallback: str = _UNKNOWN) -> str:
     return f"%CEL(has(xds.cluster_name) && has({_META}.{key}) ? {_META}.{key} : {fallback})%"
 
 
+# Every cluster's metadata has these keys (``cluster_metadata``), so they are read natively: a
+# CEL expression costs about 0.7 µs per label and stat, most of a request's metrics. A request
+# that reached no cluster reads the route's (a direct response's: ``route_metadata``); only one
+# that matched no route at all reads empty values.
+DESTINATION_DEFAULTS = {
+    "destination_workload": "unknown", "destination_workload_namespace": "unknown", "destination_app": "unknown",
+    "destination_version": "unknown", "destination_canonical_service": "unknown",
+    "destination_canonical_revision": "latest", "destination_service_namespace": "unknown",
+    "destination_cluster": "unknown",
+}
+
+
+def _native(key: str) -> str:
+    return f"%CLUSTER_METADATA({METADATA_NAMESPACE}:{key})%%METADATA(ROUTE:{METADATA_NAMESPACE}:{key})%"
+
+
+def route_metadata() -> dict[str, Any]:
+    """The destination labels of a route that answers itself (redirect, direct response)."""
+    return {METADATA_NAMESPACE: dict(DESTINATION_DEFAULTS)}
+
+
 def _san(which: str) -> str:
     attr = f"upstream.uri_san_{which}_certificate"
     return f"%CEL(has({attr}) && {attr} != '' ? {attr} : 'unknown')%"
@@ -71,17 +92,17 @@ def _peer_tags(t: ir.Telemetry) -> list[tuple[str, str]]:
         ("source_app", _literal(s.app)),
         ("source_version", _literal(s.version)),
         ("source_cluster", _literal(s.cluster_id)),
-        ("destination_workload", _destination("destination_workload")),
-        ("destination_workload_namespace", _destination("destination_workload_namespace")),
+        ("destination_workload", _native("destination_workload")),
+        ("destination_workload_namespace", _native("destination_workload_namespace")),
         ("destination_principal", _san("peer")),
-        ("destination_app", _destination("destination_app")),
-        ("destination_version", _destination("destination_version")),
+        ("destination_app", _native("destination_app")),
+        ("destination_version", _native("destination_version")),
         ("destination_service", _destination("destination_service", host)),
-        ("destination_canonical_service", _destination("destination_canonical_service")),
-        ("destination_canonical_revision", _destination("destination_canonical_revision", "'latest'")),
+        ("destination_canonical_service", _native("destination_canonical_service")),
+        ("destination_canonical_revision", _native("destination_canonical_revision")),
         ("destination_service_name", _destination("destination_service_name", name_fallback)),
-        ("destination_service_namespace", _destination("destination_service_namespace")),
-        ("destination_cluster", _destination("destination_cluster")),
+        ("destination_service_namespace", _native("destination_service_namespace")),
+        ("destination_cluster", _native("destination_cluster")),
     ]
 
 
@@ -98,48 +119,54 @@ def _logger(config: dict[str, Any], log_filter: dict[str, Any] | None = None) ->
     return out
 
 
-def http_metrics(t: ir.Telemetry) -> dict[str, Any]:
-    """The stats access logger of an HTTP connection manager (one log per request)."""
-    tags = _tags([
-        *_peer_tags(t),
-        ("request_protocol", "%CEL('content-type' in request.headers && "
-                             "request.headers['content-type'].startsWith('application/grpc') ? 'grpc' : 'http')%"),
-        ("response_code", "%RESPONSE_CODE%"),
-        ("grpc_response_status", "%GRPC_STATUS_NUMBER%"),  # empty unless gRPC, as Istio's
-        ("response_flags", "%RESPONSE_FLAGS%"),
-        ("connection_security_policy", "unknown"),
-    ])
+GRPC = {"name": "content-type", "string_match": {"prefix": "application/grpc"}}
 
-    def stat(name: str) -> dict[str, Any]:
-        return {"name": name, "tags": tags}
 
-    return _logger({
-        "counters": [{"stat": stat("requests_total"), "value_fixed": 1}],
-        "histograms": [
-            {"stat": stat("request_duration_milliseconds"), "unit": "Milliseconds", "value_format": "%DURATION%"},
-            {"stat": stat("request_bytes"), "unit": "Bytes", "value_format": "%DOWNSTREAM_WIRE_BYTES_RECEIVED%"},
-            {"stat": stat("response_bytes"), "unit": "Bytes", "value_format": "%DOWNSTREAM_WIRE_BYTES_SENT%"},
-        ],
-    })
+def http_metrics(t: ir.Telemetry) -> list[dict[str, Any]]:
+    """The stats access loggers of an HTTP connection manager (one log per request): one for
+    gRPC requests, one for the rest, so that ``request_protocol`` is a constant of each (Istio
+    tells them by the content-type) rather than an expression evaluated for every stat."""
+    def logger(protocol: str, matcher: dict[str, Any]) -> dict[str, Any]:
+        tags = _tags([
+            *_peer_tags(t),
+            ("request_protocol", protocol),
+            ("response_code", "%RESPONSE_CODE%"),
+            ("grpc_response_status", "%GRPC_STATUS_NUMBER%"),  # empty unless gRPC, as Istio's
+            ("response_flags", "%RESPONSE_FLAGS%"),
+            ("connection_security_policy", "unknown"),
+        ])
+
+        def stat(name: str) -> dict[str, Any]:
+            return {"name": name, "tags": tags}
+
+        return _logger({
+            "counters": [{"stat": stat("requests_total"), "value_fixed": 1}],
+            "histograms": [
+                {"stat": stat("request_duration_milliseconds"), "unit": "Milliseconds", "value_format": "%DURATION%"},
+                {"stat": stat("request_bytes"), "unit": "Bytes", "value_format": "%DOWNSTREAM_WIRE_BYTES_RECEIVED%"},
+                {"stat": stat("response_bytes"), "unit": "Bytes", "value_format": "%DOWNSTREAM_WIRE_BYTES_SENT%"},
+            ],
+        }, {"header_filter": {"header": matcher}})
+
+    # No content-type is not gRPC: a missing header must count as empty for the inverted match.
+    return [logger("grpc", GRPC), logger("http", {**GRPC, "invert_match": True, "treat_missing_header_as_empty": True})]
 
 
 EGRESS_SCOPE = "exitgate"
 
 
-def egress_metrics(t: ir.Telemetry) -> dict[str, Any]:
+def egress_metrics(t: ir.Telemetry, downstream_tls: str) -> dict[str, Any]:
     """exitgate's own metric at a gateway, under its own name: who (the workload's SPIFFE ID,
     from the mesh mTLS hop) reached which external service through this gateway, with which
-    TLS on each hop. Istio's gateway metrics name the gateway as the source; the web view
-    needs the workload behind it."""
-    peer = "connection.uri_san_peer_certificate"
+    TLS on each hop (``downstream_tls``: the listener's). Istio's gateway metrics name the
+    gateway as the source; the web view needs the workload behind it. Read natively, no CEL."""
     tags = _tags([
         ("gateway", _literal(t.source.workload)),
         ("gateway_namespace", _literal(t.source.namespace)),
-        ("source_principal", f"%CEL(has({peer}) && {peer} != '' ? {peer} : 'unknown')%"),
-        ("downstream_tls", f"%CEL(has({peer}) && {peer} != '' ? 'ISTIO_MUTUAL' : "
-                           "(has(connection.tls_version) && connection.tls_version != '' ? 'SIMPLE' : 'NONE'))%"),
-        ("destination_service", _destination("destination_service")),
-        ("upstream_tls", _destination("tls_mode", "'NONE'")),
+        ("source_principal", "%DOWNSTREAM_PEER_URI_SAN%"),
+        ("downstream_tls", _literal(downstream_tls)),
+        ("destination_service", _native("destination_service")),
+        ("upstream_tls", _native("tls_mode")),
         ("response_code", "%RESPONSE_CODE%"),
         ("response_flags", "%RESPONSE_FLAGS%"),
     ])
@@ -193,7 +220,7 @@ def cluster_metadata(c: ir.Cluster) -> dict[str, Any]:
     """The cluster's ``filter_metadata``: Istio's own (``istio.services``, ``istio.config``, which
     ``proxy-config`` reads) and the destination labels the stats loggers read. Every cluster has
     the latter, possibly empty, so that its lookups fall back instead of failing."""
-    labels: dict[str, str] = {}
+    labels: dict[str, str] = dict(DESTINATION_DEFAULTS)
     istio: dict[str, Any] = {}
     if c.service is not None:
         svc = c.service

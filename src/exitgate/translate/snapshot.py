@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Literal, TypeVar, cast
 
 from exitgate.api.base import Spec
@@ -26,6 +26,7 @@ from exitgate.api.resources import Resource
 from exitgate.api.security import AuthorizationPolicySpec
 from exitgate.api.sidecar import SidecarSpec
 from exitgate.mesh import GatewayProxy, MeshConfig
+from exitgate.translate.destination_rules import merge as merge_destination_rules
 from exitgate.translate.memo import TranslationMemo
 from exitgate.translate.registry import Service, build_registry, exported_to, fqdn, host_matches
 
@@ -208,17 +209,28 @@ class Snapshot:
                                           list[tuple[str, Resource[DestinationRuleSpec]]]]]:
         out: dict[str, tuple[dict[str, list[Resource[DestinationRuleSpec]]],
                              list[tuple[str, Resource[DestinationRuleSpec]]]]] = {}
-        for r in self.destination_rules:
-            exact, wildcard = out.setdefault(r.namespace, ({}, []))
-            pattern = fqdn(r.spec.host, r.namespace)
+        grouped: dict[tuple[str, str], list[Resource[DestinationRuleSpec]]] = {}
+        for r in self.destination_rules:  # in Istio's order
+            grouped.setdefault((r.namespace, fqdn(r.spec.host, r.namespace)), []).append(r)
+        for (ns, pattern), rules in grouped.items():
+            exact, wildcard = out.setdefault(ns, ({}, []))
+            # Rules for the same host in the same namespace are one, as Istio merges them.
+            merged = self._merged(rules) if len(rules) > 1 else rules
             if "*" in pattern:
-                wildcard.append((pattern, r))
+                wildcard += [(pattern, r) for r in merged]
             else:
-                exact.setdefault(pattern, []).append(r)
+                exact[pattern] = merged
         for _, wildcard in out.values():
             # The most specific wildcard first (the longest), then by name.
             wildcard.sort(key=lambda pr: (-len(pr[0]), pr[1].name))
         return out
+
+    def _merged(self, rules: list[Resource[DestinationRuleSpec]]) -> list[Resource[DestinationRuleSpec]]:
+        if self.memo is None:
+            return merge_destination_rules(rules)
+        # The same specs merge to the same objects from push to push (what the cluster memo keys on).
+        key = ("dr-merge", tuple((id(r.spec), r.namespace, r.name, r.source) for r in rules))
+        return self.memo.value(key, [r.spec for r in rules], partial(merge_destination_rules, rules))
 
     def destination_rule(self, host: str, proxy_ns: str, service_ns: str) -> Resource[DestinationRuleSpec] | None:
         """Istio's lookup: the proxy's namespace first, then the service's, then the root
