@@ -163,6 +163,8 @@ class ServiceLabels:
     name: str
     namespace: str
     workload: WorkloadLabels | None = None
+    # The SPIFFE ID the service's proxies present (the mesh's mTLS verifies it).
+    principal: str = ""
 
 
 @_hash_once

@@ -147,17 +147,28 @@ def test_istio_standard_metrics_at_the_gateway_and_the_sidecar(running: tuple[Ex
                       destination_service_name="istio-egressgateway", destination_service_namespace="istio-system",
                       destination_workload="istio-egressgateway", destination_workload_namespace="istio-system",
                       destination_app="istio-egressgateway", request_protocol="http")
-    # The sidecar counted the same requests as the gateway.
-    assert _value(sc, response_code="200", response_flags="-", **to_gateway) == ok, sc
+    # The sidecar counted the same requests as the gateway, which may miss the one a replaced
+    # listener answered in its last moments (see the README: "Metrics"); the sidecar's listeners
+    # did not change.
+    sc_ok = _value(sc, response_code="200", response_flags="-", **to_gateway)
+    assert sc_ok - 1 <= ok <= sc_ok, (ok, sc)
     assert _value(sc, response_code="403", **to_gateway) == 2, sc
     # The gateway answered 503; the sidecar's own response carries no flag of its own.
     assert _value(sc, response_code="503", **to_gateway) >= 1, sc
+
+    # A host no service declares goes to ALLOW_ANY's PassthroughCluster: Istio names the
+    # destination by the request's Host and the cluster it went to.
+    eg.curl("-o", "/dev/null", "http://undeclared.example/")
+    sc = until(lambda: _scrape(eg, "/proxies/sleep.default/stats/prometheus"),
+               lambda m: _value(m["istio_requests_total"], destination_service="undeclared.example") > 0)["istio_requests_total"]
+    assert _value(sc, destination_service="undeclared.example", destination_service_name="PassthroughCluster",
+                  destination_principal="unknown", source_principal="unknown", destination_workload="unknown") == 1, sc
 
     # The merged endpoint: both proxies, told apart by pod and namespace, and the control plane.
     merged = _scrape(eg, "/stats/prometheus")
     assert _value(merged["istio_requests_total"], pod="istio-egressgateway", namespace="istio-system",
                   response_code="200") == ok
-    assert _value(merged["istio_requests_total"], pod="sleep", namespace="default", response_code="200") == ok
+    assert _value(merged["istio_requests_total"], pod="sleep", namespace="default", response_code="200") == sc_ok
     assert not any(name.startswith("envoy_istio_") for name in merged)
     assert _value(merged["pilot_xds"]) == 2
 

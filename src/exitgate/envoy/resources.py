@@ -29,6 +29,7 @@ from envoy.extensions.filters.network.sni_dynamic_forward_proxy.v3 import sni_dy
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
+from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2  # noqa: F401
 from xds.type.v3 import typed_struct_pb2  # noqa: F401
 
 from exitgate import ir, names

@@ -32,7 +32,7 @@ def _route(r: ir.Route) -> dict[str, Any]:
     if r.redirect is not None or r.direct_status is not None or not r.clusters:
         # A route that answers itself reaches no cluster: Istio's metrics name its destination
         # "unknown" (the stats loggers read these where a cluster's metadata would be).
-        out.setdefault("metadata", {"filter_metadata": {}})["filter_metadata"].update(telemetry.route_metadata())
+        out.setdefault("metadata", {"filter_metadata": {}})["filter_metadata"].update(telemetry.route_metadata(r.name))
     if r.redirect is not None:
         out["redirect"] = _redirect(r.redirect)
     elif r.direct_status is not None or not r.clusters:

@@ -47,7 +47,8 @@ def _service_clusters(svc: Service, dr: Resource[DestinationRuleSpec] | None, au
     """One service's clusters: per port, and per port and subset of its DestinationRule."""
     clusters: list[Cluster] = []
     subsets = [""] + [s.name for s in dr.spec.subsets or []] if dr is not None else [""]
-    labels = ServiceLabels(svc.host, svc.name or svc.host, svc.namespace, svc.workload)
+    labels = ServiceLabels(svc.host, svc.name or svc.host, svc.namespace, svc.workload,
+                           svc.identities[0] if svc.identities else "")
     rule = f"{dr.namespace}/{dr.name}" if dr is not None else None
     for port in svc.ports:
         for subset in subsets:
