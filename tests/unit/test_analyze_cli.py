@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import textwrap
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -65,11 +66,17 @@ def broken_route(tmp_path: Path) -> Path:
     return write(tmp_path / "03-typo.yaml", fixed)
 
 
+def istio_ca_warnings_only(output: str) -> bool:
+    """Istio's own examples originate TLS without caCertificates, which istioctl warns about."""
+    lines = output.splitlines()
+    return bool(lines) and all(re.match(r"Warning \[IST012[89]\] \(DestinationRule ", ln) for ln in lines)
+
+
 def test_clean_examples(state: Path) -> None:
     result = run(state, "-f", str(EXAMPLES))
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("\u2714 No validation issues found when analyzing")
-    assert str(EXAMPLES) in result.output
+    assert istio_ca_warnings_only(result.output), result.output
+    assert "no caCertificates are set to validate server identity for host: edition.cnn.com" in result.output
 
 
 def test_error_text_like_istioctl(state: Path, tmp_path: Path) -> None:
@@ -98,9 +105,9 @@ def test_json_output(state: Path, tmp_path: Path) -> None:
 
 
 def test_json_and_yaml_when_clean(state: Path) -> None:
-    assert json.loads(run(state, "-f", str(EXAMPLES), "-o", "json").output) == []
+    assert {i["code"] for i in json.loads(run(state, "-f", str(EXAMPLES), "-o", "json").output)} == {"IST0129"}
     result = run(state, "-f", str(EXAMPLES), "-o", "yaml")
-    assert result.exit_code == 0 and yaml.safe_load(result.output) == []
+    assert result.exit_code == 0 and {i["code"] for i in yaml.safe_load(result.output)} == {"IST0129"}
 
 
 def test_yaml_output(state: Path, tmp_path: Path) -> None:
@@ -142,7 +149,7 @@ def test_store_with_files_on_top(state: Path, tmp_path: Path) -> None:
     assert Store(state).apply(loaded.resources).ok
     clean = run(state)
     assert clean.exit_code == 0
-    assert "the applied configuration (version 1)" in clean.output
+    assert istio_ca_warnings_only(clean.output), clean.output
     # The typo'd VirtualService replaces the stored one for this analysis only.
     typo = broken_route(tmp_path)
     result = run(state, "-f", str(typo), "-o", "json")
@@ -233,14 +240,14 @@ def test_mutual_origination_secret_in_the_gateway_namespace(state: Path, tmp_pat
     later = datetime.now(timezone.utc) + timedelta(days=365)
     result = run(state, *mutual_files(tmp_path, "istio-system", later))
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("\u2714 No validation issues found")
+    assert istio_ca_warnings_only(result.output), result.output
 
 
 def test_mutual_origination_secret_in_the_wrong_namespace(state: Path, tmp_path: Path) -> None:
     later = datetime.now(timezone.utc) + timedelta(days=365)
     result = run(state, *mutual_files(tmp_path, "default", later), "-o", "json")
     assert result.exit_code == 1
-    items = json.loads(result.output)
+    items = [i for i in json.loads(result.output) if i["code"] not in ("IST0128", "IST0129")]
     assert [(i["code"], i["resource"], i["field"]) for i in items] == [
         ("EG0103", "DestinationRule istio-system/originate-mtls-for-nginx",
          "spec.trafficPolicy.portLevelSettings[0].tls.credentialName")]
@@ -252,4 +259,4 @@ def test_certificate_expiring_soon_is_a_warning(state: Path, tmp_path: Path) -> 
     soon = datetime.now(timezone.utc) + timedelta(days=10)
     result = run(state, *mutual_files(tmp_path, "istio-system", soon))
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("Warning [EG0108] (Secret istio-system/client-credential ")
+    assert "Warning [EG0108] (Secret istio-system/client-credential " in result.output

@@ -1,10 +1,14 @@
-"""Shared by IST0128/IST0129: the TLS settings of a DestinationRule that originate TLS without
-verifying the server.
+"""Shared by IST0128/IST0129 and EG0112: TLS origination whose server verification rests on
+less than a CA the rule names.
 
-Istio's analyzers flag SIMPLE/MUTUAL without ``caCertificates``. Since Istio 1.21
-(VERIFY_CERT_AT_CLIENT on by default), and in exitgate, an unset ``caCertificates`` means the
-system trust store verifies the server; the server goes unverified only with
-``insecureSkipVerify: true``, so that is what these codes report here.
+IST0128/IST0129 keep Istio's meaning (its CaCertificateAnalyzer): SIMPLE or MUTUAL in the
+top-level traffic policy (IST0128) or one of its port-level settings (IST0129) without
+``caCertificates`` (unless a ``credentialName`` with a workload selector brings the CA). Since
+Istio 1.21 (VERIFY_CERT_AT_CLIENT), as in exitgate, such a server is still verified against the
+system trust store; Istio warns that nothing more specific pins it.
+
+EG0112 is exitgate's own: ``insecureSkipVerify: true`` at any level (subsets included), where
+the server is not verified at all.
 """
 
 from __future__ import annotations
@@ -25,6 +29,27 @@ def _policies(dr: DestinationRuleSpec) -> Iterator[tuple[TrafficPolicy, Path]]:
 
 def unverified(tls: ClientTLSSettings | None) -> bool:
     return tls is not None and tls.mode in ("SIMPLE", "MUTUAL") and bool(tls.insecure_skip_verify)
+
+
+def without_ca(tls: ClientTLSSettings | None, has_selector: bool) -> bool:
+    """Istio's condition: SIMPLE/MUTUAL, no caCertificates, and not a credentialName with a
+    workload selector (whose Secret's ca.crt is the CA)."""
+    return (tls is not None and tls.mode in ("SIMPLE", "MUTUAL") and not tls.ca_certificates
+            and not (tls.credential_name and has_selector))
+
+
+def istio_destination_level(dr: DestinationRuleSpec) -> Iterator[ClientTLSSettings]:
+    policy = dr.traffic_policy
+    if policy is not None and policy.tls is not None and without_ca(policy.tls, dr.workload_selector is not None):
+        yield policy.tls
+
+
+def istio_port_level(dr: DestinationRuleSpec) -> Iterator[tuple[ClientTLSSettings, int, int | None]]:
+    """(tls, index in portLevelSettings, port number) of the top-level policy's port settings."""
+    policy = dr.traffic_policy
+    for k, pls in enumerate(policy.port_level_settings or [] if policy is not None else []):
+        if pls.tls is not None and without_ca(pls.tls, dr.workload_selector is not None):
+            yield pls.tls, k, pls.port.number if pls.port else None
 
 
 def destination_level(dr: DestinationRuleSpec) -> Iterator[tuple[ClientTLSSettings, Path]]:

@@ -1,5 +1,5 @@
-"""IST0128 NoServerCertificateVerificationDestinationLevel: a DestinationRule's traffic policy
-(or a subset's) originates TLS without verifying the server certificate (see ``skip_verify``)."""
+"""IST0128 NoServerCertificateVerificationDestinationLevel, as Istio: the top-level traffic
+policy originates SIMPLE or MUTUAL TLS without ``caCertificates`` (see ``skip_verify``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from exitgate.analyze.analyzer import Analyzer
 from exitgate.analyze.model import Context, Finding
-from exitgate.analyze.skip_verify import destination_level
+from exitgate.analyze.skip_verify import istio_destination_level
 from exitgate.api.diagnostics import Severity
 
 CODE = "IST0128"
@@ -15,12 +15,12 @@ CODE = "IST0128"
 
 def check(ctx: Context) -> Iterator[Finding]:
     for dr in ctx.destination_rules:
-        for tls, path in destination_level(dr.spec):
+        for tls in istio_destination_level(dr.spec):
             yield Finding(CODE, Severity.WARNING,
                           f"DestinationRule {dr.namespace}/{dr.name} in namespace {dr.namespace} has TLS mode set to "
-                          f"{tls.mode} but insecureSkipVerify is set, so the server identity is not validated for "
-                          f"host: {dr.spec.host}", dr, path)
+                          f"{tls.mode} but no caCertificates are set to validate server identity for host: "
+                          f"{dr.spec.host}", dr, ("spec", "trafficPolicy", "tls"))
 
 
 ANALYZER = Analyzer(CODE, "NoServerCertificateVerificationDestinationLevel",
-                    "DestinationRule TLS verifies the server (traffic policy level)", check)
+                    "DestinationRule TLS names a CA for the server (traffic policy level)", check)

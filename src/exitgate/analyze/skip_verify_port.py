@@ -1,5 +1,6 @@
-"""IST0129 NoServerCertificateVerificationPortLevel: a DestinationRule's port-level setting
-originates TLS without verifying the server certificate (see ``skip_verify``)."""
+"""IST0129 NoServerCertificateVerificationPortLevel, as Istio: a port-level setting of the
+top-level traffic policy originates SIMPLE or MUTUAL TLS without ``caCertificates`` (see
+``skip_verify``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterator
 
 from exitgate.analyze.analyzer import Analyzer
 from exitgate.analyze.model import Context, Finding
-from exitgate.analyze.skip_verify import port_level
+from exitgate.analyze.skip_verify import istio_port_level
 from exitgate.api.diagnostics import Severity
 
 CODE = "IST0129"
@@ -15,12 +16,14 @@ CODE = "IST0129"
 
 def check(ctx: Context) -> Iterator[Finding]:
     for dr in ctx.destination_rules:
-        for tls, port, path in port_level(dr.spec):
+        for tls, k, port in istio_port_level(dr.spec):
+            # Istio prints the PortSelector message: "number:443".
             yield Finding(CODE, Severity.WARNING,
                           f"DestinationRule {dr.namespace}/{dr.name} in namespace {dr.namespace} has TLS mode set to "
-                          f"{tls.mode} but insecureSkipVerify is set, so the server identity is not validated for "
-                          f"host: {dr.spec.host} at port number:{port}", dr, path)
+                          f"{tls.mode} but no caCertificates are set to validate server identity for host: "
+                          f"{dr.spec.host} at port number:{port}", dr,
+                          ("spec", "trafficPolicy", "portLevelSettings", k, "tls"))
 
 
 ANALYZER = Analyzer(CODE, "NoServerCertificateVerificationPortLevel",
-                    "DestinationRule TLS verifies the server (port level)", check)
+                    "DestinationRule TLS names a CA for the server (port level)", check)
