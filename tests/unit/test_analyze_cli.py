@@ -129,7 +129,8 @@ def test_warnings_only_exit_zero(state: Path, tmp_path: Path) -> None:
         """)
     result = run(state, "-f", str(EXAMPLES), "-f", str(extra))
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("Warning [IST0174] (DestinationRule default/nothing ")
+    # Sorted by file: where the examples' IST0129 comes depends on the checkout's path.
+    assert any(ln.startswith("Warning [IST0174] (DestinationRule default/nothing ") for ln in result.output.splitlines())
 
 
 def test_load_errors_exit_one(state: Path, tmp_path: Path) -> None:
