@@ -14,6 +14,7 @@ from exitgate.api import diagnostics as dx
 from exitgate.api.loader import load_text
 from exitgate.api.networking import DestinationRuleSpec
 from exitgate.envoy import resources
+from google.protobuf import json_format
 from exitgate.mesh import load_mesh
 from exitgate.translate.gateway import translate_gateway
 from exitgate.translate.snapshot import Snapshot
@@ -265,7 +266,7 @@ def test_envoy_cluster_with_every_setting() -> None:
     assert od.split_external_local_origin_errors and od.HasField("enforcing_local_origin_success_rate")
     assert (od.interval.ToSeconds(), od.base_ejection_time.ToSeconds(), od.max_ejection_percent.value) == (5, 60, 50)
     assert c.common_lb_config.healthy_panic_threshold.value == 25.0
-    options = resources.json_format.MessageToDict(
+    options = json_format.MessageToDict(
         c.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"],
         preserving_proto_field_name=True)
     assert options["common_http_protocol_options"] == {
@@ -281,7 +282,7 @@ def test_envoy_cluster_without_outlier_or_limits_stays_bare() -> None:
 
 def test_envoy_client_protocol_uses_the_downstream_protocol() -> None:
     c = resources.cluster(CLIENT_PROTOCOL)
-    options = resources.json_format.MessageToDict(
+    options = json_format.MessageToDict(
         c.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"],
         preserving_proto_field_name=True)
     assert "explicit_http_config" not in options

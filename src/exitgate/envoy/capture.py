@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import json_format
-
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2  # noqa: F401
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2  # noqa: F401
@@ -19,7 +17,7 @@ from envoy.extensions.network.dns_resolver.cares.v3 import cares_dns_resolver_pb
 
 from exitgate import ir
 from exitgate.envoy.bootstrap import dns_resolver_config
-from exitgate.envoy.resources import hcm_filter, tcp_proxy
+from exitgate.envoy.resources import hcm_filter, parse_json, tcp_proxy
 
 T_ORIGINAL_DST = "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
 T_HTTP_INSPECTOR = "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"
@@ -61,7 +59,7 @@ def _virtual_outbound(lst: ir.CaptureListener) -> listener_pb2.Listener:
         data["filter_chains"] = [{"name": "virtualOutbound-http",
                                   "filter_chain_match": {"application_protocols": ["http/1.1", "h2c"]},
                                   "filters": [hcm_filter(lst.http)]}]
-    return json_format.ParseDict(data, listener_pb2.Listener())
+    return parse_json(data, listener_pb2.Listener())
 
 
 def _dns(lst: ir.DnsListener) -> listener_pb2.Listener:
@@ -82,4 +80,4 @@ def _dns(lst: ir.DnsListener) -> listener_pb2.Listener:
         "udp_listener_config": {},
         "listener_filters": [{"name": "envoy.filters.udp.dns_filter", "typed_config": config}],
     }
-    return json_format.ParseDict(data, listener_pb2.Listener())
+    return parse_json(data, listener_pb2.Listener())

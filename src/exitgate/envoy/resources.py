@@ -1,8 +1,8 @@
 """IR -> Envoy v3 protos: listeners, route configurations, clusters and secrets.
 
 Pure. Each builder writes the resource as Envoy's JSON shape and parses it into the typed
-message with ``json_format.ParseDict``: the dict reads like Envoy's documentation, and the parse
-rejects any field name Envoy's protos do not have.
+message with ``protoparse.parse`` (``json_format.ParseDict``'s rules, faster): the dict reads
+like Envoy's documentation, and the parse rejects any field name Envoy's protos do not have.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import base64
 import json
 from typing import Any, TypeVar
 
-from google.protobuf import json_format
 from google.protobuf.message import Message
 
 # Imported for their side effect of registering the Any types used in typed_config.
@@ -34,6 +33,7 @@ from xds.type.v3 import typed_struct_pb2  # noqa: F401
 
 from exitgate import ir, names
 from exitgate.envoy import dfp
+from exitgate.envoy import protoparse
 from exitgate.envoy import filters
 from exitgate.envoy import telemetry
 
@@ -91,8 +91,7 @@ M = TypeVar("M", bound=Message)
 
 
 def parse_json(data: dict[str, Any], message: M) -> M:
-    json_format.ParseDict(data, message)
-    return message
+    return protoparse.parse(data, message)
 
 
 def hcm_filter(lst: ir.HttpListener) -> dict[str, Any]:

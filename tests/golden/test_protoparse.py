@@ -1,0 +1,95 @@
+"""``envoy.protoparse`` builds exactly the messages ``json_format.ParseDict`` builds: every
+resource of every golden case (sidecar, gateway, captured sidecar), parsed both ways, compared
+message by message; and the errors of bad input are ParseDict's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2
+from envoy.config.route.v3 import route_components_pb2
+from google.protobuf import json_format, struct_pb2
+
+from exitgate.api.loader import load_paths
+from exitgate.envoy import protoparse
+from exitgate.envoy.snapshot import xds_resources
+from exitgate.mesh import load_mesh
+from exitgate.translate.gateway import translate_gateway
+from exitgate.translate.sidecar import translate_sidecar
+from exitgate.translate.snapshot import Snapshot
+from tests.golden.test_translation_golden import CASES, GOLDEN_NETNS, SIDECAR_PORT
+
+
+def _all_resources(case: Path) -> list[Any]:
+    loaded = load_paths([case])
+    mesh_file = case.with_name(case.name.replace(".in.yaml", ".mesh.yaml"))
+    mesh, _ = load_mesh(mesh_file if mesh_file.exists() else None)
+    assert loaded.ok and mesh is not None
+    snap = Snapshot(list(loaded.resources), mesh)
+    proxies = [translate_sidecar(snap, mesh.workloads[0], SIDECAR_PORT)[0], translate_gateway(snap, mesh.gateways[0])[0],
+               translate_sidecar(snap, mesh.workloads[0], SIDECAR_PORT, capture_netns=GOLDEN_NETNS)[0]]
+    return [xds_resources(pc, {}) for pc in proxies]
+
+
+@pytest.mark.parametrize("case", sorted(CASES.glob("*.in.yaml")), ids=lambda p: p.name.removesuffix(".in.yaml"))
+def test_every_golden_resource_parses_as_parse_dict_parses_it(case: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fast = _all_resources(case)
+    monkeypatch.setattr(protoparse, "parse", lambda data, message: json_format.ParseDict(data, message))
+    slow = _all_resources(case)
+    assert fast == slow
+    assert sum(len(by_name) for proxy in fast for by_name in proxy.values()) > 0
+
+
+def _both(data: Any, message_type: Any) -> tuple[Any, Any]:
+    return protoparse.parse(data, message_type()), json_format.ParseDict(data, message_type())
+
+
+@pytest.mark.parametrize("data", [
+    {"name": "c", "connect_timeout": "1.5s", "type": "STRICT_DNS", "dns_lookup_family": 1},
+    {"name": "c", "connectTimeout": "2s", "per_connection_buffer_limit_bytes": 32768},
+    {"name": "c", "per_connection_buffer_limit_bytes": "32768", "lb_policy": "LEAST_REQUEST"},
+    {"name": "c", "metadata": {"filter_metadata": {"istio": {"a": [1, "x", {"b": None}], "c": True}}}},
+    {"name": "c", "transport_socket": {"name": "tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "sni": "x.example.com", "common_tls_context": {"alpn_protocols": ["h2", "http/1.1"]}}}},
+    {"name": "c", "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": {"http2_protocol_options": {}}}}},
+    {"name": "c", "common_lb_config": {"healthy_panic_threshold": {"value": 0.0}}, "lb_subset_config": None},
+    {"name": "c", "circuit_breakers": {"thresholds": [{"max_connections": 4294967295, "max_retries": 3}]}},
+])
+def test_shapes_parse_alike(data: dict[str, Any]) -> None:
+    fast, slow = _both(data, cluster_pb2.Cluster)
+    assert fast == slow
+
+
+def test_bytes_are_base64_and_wrappers_take_scalars() -> None:
+    fast, slow = _both({"inline_bytes": "aGVsbG8="}, base_pb2.DataSource)
+    assert fast == slow and fast.inline_bytes == b"hello"
+    fast, slow = _both({"name": "r", "match": {"prefix": "/"}, "route": {"cluster": "c", "timeout": "0s",
+                        "retry_policy": {"num_retries": 2, "retry_on": "connect-failure"}},
+                        "typed_per_filter_config": {}}, route_components_pb2.Route)
+    assert fast == slow
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"name": "c", "no_such_field": 1}, 'has no field named "no_such_field"'),
+    ({"name": "c", "type": "NO_SUCH_TYPE"}, "NO_SUCH_TYPE"),
+    ({"name": "c", "connect_timeout": "forever"}, "connect_timeout"),
+    ({"name": "c", "cluster_type": {"name": "x"}, "type": "STATIC"}, "oneof"),
+    ({"name": 5}, "name"),
+])
+def test_bad_input_fails_as_parse_dict_fails(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(json_format.ParseError) as slow:
+        json_format.ParseDict(data, cluster_pb2.Cluster())
+    with pytest.raises(json_format.ParseError) as fast:
+        protoparse.parse(data, cluster_pb2.Cluster())
+    assert message in str(slow.value) and message in str(fast.value)
+
+
+def test_a_value_field_takes_null() -> None:
+    fast, slow = _both({"fields": {"a": None}}, struct_pb2.Struct)
+    assert fast == slow
