@@ -25,6 +25,7 @@ from exitgate.ca.authority import MeshCA
 from exitgate.ca.rotation import WorkloadCertManager
 from exitgate.capture import CaptureError, NetnsCapture, netns_path, support
 from exitgate.gcpause import gc_paused
+from exitgate.inventory import inventory
 from exitgate.envoy.admin import Retiree, retire
 from exitgate.envoy.bootstrap import BootstrapOptions, StatsInclusion, render_bootstrap
 from exitgate.envoy.ports import free_port
@@ -61,7 +62,11 @@ class PlannedProxy:
 class ControlPlane(Observability):
     def __init__(self, state: StateDir, mesh: MeshConfig, emit: Emit, *, clock: Callable[[], datetime] | None = None) -> None:
         self.state = state
+        # The mesh file as loaded; ``mesh`` adds what the applied Kubernetes objects declare.
+        self.mesh_file = mesh
         self.mesh = mesh
+        self._inventory_said: set[str] = set()
+        self._last_resources: Sequence[Resource] = ()
         self.emit = emit
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.store = Store(state.root)
@@ -93,18 +98,35 @@ class ControlPlane(Observability):
 
     # -- setup -------------------------------------------------------------------------------
     def _plan(self) -> None:
+        self.proxies = self._wanted()
+
+    def _wanted(self) -> list[PlannedProxy]:
+        """The proxies the mesh (file and Kubernetes objects) declares; the ones already planned
+        keep their ports, token and network namespace."""
+        have = {p.key: p for p in self.proxies}
+        out: list[PlannedProxy] = []
         for g in self.mesh.gateways:
             for i, addr in enumerate(g.replica_addresses):
                 # Each replica is the gateway translated at its own address.
                 replica = g if addr == g.address else g.model_copy(update={"address": addr})
                 name = g.replica_name(i)
+                listen = [f"{addr}:{p.target_port} (service port {p.port})" for p in g.ports]
+                known = have.get(f"{name}.{g.namespace}")
+                if known is not None and known.record.role == "router" and known.spec.address == addr:
+                    known.spec, known.identity, known.record.listen = replica, g.identity, listen
+                    out.append(known)
+                    continue
                 nid = names.node_id("router", addr, name, g.namespace)
                 log = self.state.log_dir / f"{name}.{g.namespace}.log"
-                listen = [f"{addr}:{p.target_port} (service port {p.port})" for p in g.ports]
                 rec = ProxyRecord(name, g.namespace, "router", nid, free_port(), str(log), listen=listen,
                                   deployment=g.name)
-                self.proxies.append(PlannedProxy(rec, g.identity, pysecrets.token_urlsafe(24), replica))
+                out.append(PlannedProxy(rec, g.identity, pysecrets.token_urlsafe(24), replica))
         for w in self.mesh.workloads:
+            known = have.get(f"{w.name}.{w.namespace}")
+            if known is not None and known.record.role == "sidecar" and known.spec.address == w.address:
+                known.spec, known.identity = w, w.identity
+                out.append(known)
+                continue
             port = w.proxy_port or free_port(w.address)
             nid = names.node_id("sidecar", w.address, w.name, w.namespace)
             log = self.state.log_dir / f"{w.name}.{w.namespace}.log"
@@ -115,13 +137,56 @@ class ControlPlane(Observability):
                 rec.proxy_port = 0
                 rec.listen = [f"127.0.0.1:{names.CAPTURE_PORT} (virtualOutbound) and "
                               f"127.0.0.1:{names.DNS_CAPTURE_PORT} (DNS) in network namespace {rec.netns}"]
-            self.proxies.append(PlannedProxy(rec, w.identity, pysecrets.token_urlsafe(24), w))
+            out.append(PlannedProxy(rec, w.identity, pysecrets.token_urlsafe(24), w))
+        return out
+
+    def _use_inventory(self, resources: Sequence[Resource]) -> None:
+        """The mesh file's inventory with what the applied Kubernetes objects declare."""
+        found = inventory(self.mesh_file, resources)
+        said = {str(d) for d in found.diagnostics}
+        for line in sorted(said - self._inventory_said):
+            self.emit(line)
+        self._inventory_said = said
+        self.mesh = found.mesh
+
+    def _replan(self) -> None:
+        """Start the proxies the inventory added and stop the ones it lost (a Deployment
+        applied or deleted); the others run on untouched."""
+        if self.supervisor is None:
+            return
+        wanted = self._wanted()
+        keys = {p.key for p in wanted}
+        gone = [p for p in self.proxies if p.key not in keys]
+        new = [p for p in wanted if p.key not in {q.key for q in self.proxies}]
+        if not gone and not new:
+            self.proxies = wanted
+            return
+        self.proxies = wanted
+        for p in gone:
+            self.emit(f"proxy {p.key}: no longer declared; stopping it")
+            self.supervisor.remove(p.key)
+            self.cache.remove(p.record.node_id)
+            self._translated.pop(p.key, None)
+            if p.record.netns:
+                self.netns.teardown(p.record.netns)
+        for p in new:
+            if p.record.netns:
+                self.netns.setup(p.record.netns)
+            self._launch(p)
+            self.supervisor.start(p.key)
+            p.record.pid = self.supervisor.get(p.key).pid
+            self.emit(f"proxy {p.key}: declared by {self._declared_by(p)}; started")
+        self._write_runtime(self.ads_port)
+
+    def _declared_by(self, p: PlannedProxy) -> str:
+        return inventory(self.mesh_file, self._last_resources).declared_by.get(
+            (p.spec.name, p.record.namespace), "the mesh file")
 
     def _setup_capture(self) -> None:
         """Decide the capture mode and make each workload's namespace. A crashed run's
         namespaces are removed first; with ``capture: auto`` a machine that cannot capture runs
         without, and says why."""
-        if self.mesh.capture == "off" or not self.mesh.workloads:
+        if self.mesh.capture == "off":
             return
         found = support()
         if not found.available:
@@ -173,6 +238,8 @@ class ControlPlane(Observability):
         orphans = self.state.orphans()
         self.ca = MeshCA.load_or_create(self.state.ca_dir, self.mesh.trust_domain)
         self.certs = WorkloadCertManager(self.ca, timedelta(seconds=self.mesh.workload_cert_ttl_seconds), self.clock)
+        self._last_resources = self.store.load().resources
+        self._use_inventory(self._last_resources)
         self._setup_capture()
         self._plan()
         self.ads = AdsServer(self.cache, self._authenticate, on_event=self._on_xds)
@@ -180,22 +247,8 @@ class ControlPlane(Observability):
         self._start_monitoring()
         self.reconcile(force=True)
         self.supervisor = Supervisor(on_event=self._on_proxy_event)
-        stats = self.mesh.proxy_stats_matcher
         for p in self.proxies:
-            boot = self.state.run_dir / f"{p.record.name}.{p.record.namespace}.bootstrap.json"
-            opts = BootstrapOptions(
-                node_id=p.record.node_id,
-                cluster=f"{p.record.name}.{p.record.namespace}",
-                xds_host="127.0.0.1", xds_port=xds_port, xds_token=p.token,
-                admin_port=p.record.admin_port, dns_resolvers=self.mesh.dns.parsed(),
-                delta_xds=self.mesh.delta_xds,
-                stats_inclusion=StatsInclusion(tuple(stats.inclusion_prefixes), tuple(stats.inclusion_suffixes),
-                                               tuple(stats.inclusion_regexps)),
-            )
-            # The bootstrap carries the xDS token: private, like a key.
-            write_private_atomic(boot, render_bootstrap(opts).encode())
-            self.supervisor.add(EnvoySpec(name=p.key, bootstrap_path=Path(boot), log_path=Path(p.record.log_path),
-                                          admin_port=p.record.admin_port))
+            self._launch(p)
         self.supervisor.start_all()
         for p in self.proxies:
             p.record.pid = self.supervisor.get(p.key).pid
@@ -203,6 +256,25 @@ class ControlPlane(Observability):
         self.supervisor.watch()
         if orphans:
             self._replace_orphans(orphans)
+
+    def _launch(self, p: PlannedProxy) -> None:
+        """Write the proxy's bootstrap and hand it to the supervisor (not started yet)."""
+        assert self.supervisor is not None
+        stats = self.mesh.proxy_stats_matcher
+        boot = self.state.run_dir / f"{p.record.name}.{p.record.namespace}.bootstrap.json"
+        opts = BootstrapOptions(
+            node_id=p.record.node_id,
+            cluster=f"{p.record.name}.{p.record.namespace}",
+            xds_host="127.0.0.1", xds_port=self.ads_port, xds_token=p.token,
+            admin_port=p.record.admin_port, dns_resolvers=self.mesh.dns.parsed(),
+            delta_xds=self.mesh.delta_xds,
+            stats_inclusion=StatsInclusion(tuple(stats.inclusion_prefixes), tuple(stats.inclusion_suffixes),
+                                           tuple(stats.inclusion_regexps)),
+        )
+        # The bootstrap carries the xDS token: private, like a key.
+        write_private_atomic(boot, render_bootstrap(opts).encode())
+        self.supervisor.add(EnvoySpec(name=p.key, bootstrap_path=Path(boot), log_path=Path(p.record.log_path),
+                                      admin_port=p.record.admin_port))
 
     def _replace_orphans(self, orphans: list[ProxyRecord], timeout: float = 30.0) -> None:
         """Make before break: the Envoys a killed control plane left running served its last
@@ -271,6 +343,9 @@ class ControlPlane(Observability):
                 return self._push(None)
             snapshot = self.store.load()
             self._record_change(snapshot.version, snapshot.resources)
+            self._last_resources = snapshot.resources
+            self._use_inventory(snapshot.resources)
+            self._replan()
             diags = self._push(snapshot.resources)
             self.applied_version = snapshot.version
             return diags

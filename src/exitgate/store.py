@@ -25,7 +25,7 @@ import yaml
 
 from exitgate.api import diagnostics as dx
 from exitgate.api.diagnostics import Diagnostic, Severity
-from exitgate.api.loader import load_document, load_text
+from exitgate.api.loader import CLUSTER_SCOPED, load_document, load_text
 from exitgate.api.resources import Resource, Source
 from exitgate.gcpause import gc_paused
 from exitgate.wake import wake
@@ -168,7 +168,8 @@ class Store:
             head, _, body = chunk.partition("\n")
             kind, _, ref = head.partition(" ")
             ns, _, name = ref.partition("/")
-            if not (kind and ns and name):
+            # A cluster-scoped object (a Namespace) has no namespace: "--- # Namespace /NAME".
+            if not (kind and name and (ns or kind in CLUSTER_SCOPED)):
                 raise RuntimeError(f"{self.path}:{line}: not a document marker this store wrote: --- # {head}")
             body = body if body.endswith("\n") else body + "\n"
             entries.append(_Entry((kind, ns, name), body, line))

@@ -137,7 +137,29 @@ def test_load_errors_exit_one(state: Path, tmp_path: Path) -> None:
     bad = write(tmp_path / "bad.yaml", "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: x}\nspec: [\n")
     result = run(state, "-f", str(bad))
     assert result.exit_code == 1
-    assert "EG0001" in result.output and "nothing was analyzed" in result.output
+    assert "EG0001" in result.output and "(but 1 file could not be parsed)" in result.output
+
+
+def test_what_loads_is_analyzed_when_another_document_does_not(state: Path, tmp_path: Path) -> None:
+    """As istioctl: one bad document is reported, and the rest is still analyzed."""
+    mixed = write(tmp_path / "mixed.yaml", textwrap.dedent("""\
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: broken}
+        spec:
+          hosts: [a.example.com]
+          http: [{route: [{destination: {host: a.example.com, port: {number: 99999}}}]}]
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {name: lonely}
+        spec:
+          host: nothing.example.com
+        """))
+    result = run(state, "-f", str(mixed))
+    assert result.exit_code == 1
+    assert "EG0005" in result.output  # the bad one, with its place
+    assert any(ln.startswith("Warning [IST0174] (DestinationRule default/lonely ") for ln in result.output.splitlines())
 
 
 def test_missing_file(state: Path, tmp_path: Path) -> None:

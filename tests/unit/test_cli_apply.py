@@ -229,9 +229,9 @@ def test_get_nonexistent_is_notfound(state: Path) -> None:
 
 
 def test_get_unknown_type(state: Path) -> None:
-    result = run(state, "get", "pods")
+    result = run(state, "get", "replicasets")
     assert result.exit_code == 1
-    assert 'doesn\'t have a resource type "pods"' in flat(result.stderr)
+    assert 'doesn\'t have a resource type "replicasets"' in flat(result.stderr)
 
 
 # --- a new user's mistakes -------------------------------------------------------------------

@@ -51,6 +51,7 @@ from exitgate.api.loader import field_path
 from exitgate.analyze.model import Context, Finding, Path
 from exitgate.api.diagnostics import Diagnostic
 from exitgate.api.resources import Resource
+from exitgate.inventory import inventory
 from exitgate.mesh import MeshConfig
 
 __all__ = ["ANALYZERS", "Analyzer", "Context", "Finding", "Locator", "analyze", "to_diagnostic"]
@@ -112,9 +113,11 @@ def _sort_key(d: Diagnostic) -> tuple[str, int, str, str, str, str]:
 def analyze(resources: Sequence[Resource], mesh: MeshConfig, *, now: datetime,
             analyzers: Sequence[Analyzer] = ANALYZERS, locate: Locator | None = None) -> list[Diagnostic]:
     """Every analyzer's diagnostics for ``resources`` in ``mesh`` at time ``now``, without
-    duplicates, sorted by file, line and code."""
-    ctx = Context(resources, mesh, now)
-    out: dict[Diagnostic, None] = {}
+    duplicates, sorted by file, line and code. The workloads and gateways are the mesh's with
+    what the resources' Kubernetes objects declare (``inventory``), as the control plane runs them."""
+    found = inventory(mesh, resources)
+    ctx = Context(resources, found.mesh, now)
+    out: dict[Diagnostic, None] = dict.fromkeys(found.diagnostics)
     for analyzer in analyzers:
         for finding in analyzer.check(ctx):
             out.setdefault(to_diagnostic(finding, locate))

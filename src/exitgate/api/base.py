@@ -77,7 +77,8 @@ def _aliases(cls: type[BaseModel]) -> dict[str, str]:
 
 
 def _alias(model: BaseModel, name: str) -> str:
-    return _aliases(type(model))[name]
+    # A field the model keeps unjudged (``extra="allow"``, api.kube) is named as written.
+    return _aliases(type(model)).get(name, name)
 
 
 def _children(model: BaseModel, path: Path) -> Iterable[tuple[Path, BaseModel]]:

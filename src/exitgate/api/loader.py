@@ -28,6 +28,7 @@ from exitgate.api import diagnostics as dx
 from exitgate.api.fastyaml import Located, fast_documents, locate_node
 from exitgate.api.base import Spec, Where, find_issues, find_unsupported
 from exitgate.api.core import SecretSpec
+from exitgate.api.kube import KUBE_MODELS, KUBE_UNSUPPORTED, service_name_problem
 from exitgate.api.meshconfig import MESH_CONFIGMAP, ConfigMapSpec
 from exitgate.api.diagnostics import Diagnostic, Severity
 from exitgate.api.networking import (
@@ -46,6 +47,12 @@ NETWORKING_VERSIONS = ("v1alpha3", "v1beta1", "v1")
 
 # Core (v1) kinds: their fields are top-level, not under spec.
 CORE_MODELS: dict[str, type[Spec]] = {"Secret": SecretSpec, "ConfigMap": ConfigMapSpec}
+# Kubernetes kinds read as the inventory (api.kube), with their apiVersion; also top-level fields.
+TOP_LEVEL_MODELS: dict[str, tuple[str, type[Spec]]] = {
+    **{kind: ("v1", model) for kind, model in CORE_MODELS.items()},
+    **{kind: (version, model) for kind, (version, model, _) in KUBE_MODELS.items()},
+}
+CLUSTER_SCOPED = frozenset(kind for kind, (_, _, namespaced) in KUBE_MODELS.items() if not namespaced)
 
 SECURITY = "security.istio.io"
 SECURITY_VERSIONS = ("v1beta1", "v1")
@@ -64,6 +71,7 @@ SPEC_MODELS: dict[str, tuple[str, tuple[str, ...], type[Spec]]] = {
 KNOWN_UNSUPPORTED_KINDS = {
     "PeerAuthentication", "RequestAuthentication",
     "WorkloadEntry", "WorkloadGroup", "EnvoyFilter", "ProxyConfig", "Telemetry",
+    *KUBE_UNSUPPORTED,
 }
 
 DRY_RUN_ANNOTATION = "istio.io/dry-run"
@@ -168,9 +176,7 @@ def _load_text(text: str, filename: str, default_namespace: str, keep_unsupporte
     except Exception as e:  # ruamel raises a few unmarked errors (e.g. duplicate keys)
         result.diagnostics.append(Diagnostic(dx.YAML_SYNTAX, Severity.ERROR, f"invalid YAML: {e}", file=filename))
         return result
-    for doc in docs:
-        if doc is None:
-            continue
+    for doc in _unpack_lists(docs, filename, result.diagnostics):
         res, diags = load_document(doc, filename, default_namespace, keep_unsupported)
         result.diagnostics.extend(diags)
         if res is not None:
@@ -290,19 +296,51 @@ def pydantic_diagnostics(err: ValidationError, doc: Any, base: tuple[str | int, 
     return out
 
 
+def _unpack_lists(docs: list[Any], filename: str, diagnostics: list[Diagnostic]) -> Iterable[Any]:
+    """Each document, and each item of a ``v1 List`` in its place (what ``kubectl get -o yaml``
+    prints for several objects), with its own lines."""
+    for doc in docs:
+        if doc is None:
+            continue
+        if not (isinstance(doc, dict) and doc.get("kind") == "List" and str(doc.get("apiVersion")) == "v1"):
+            yield doc
+            continue
+        items = doc.get("items")
+        if not isinstance(items, list):
+            diagnostics.append(Diagnostic(dx.MISSING_FIELD if items is None else dx.INVALID_VALUE, Severity.ERROR,
+                                          "a List holds its objects under items", file=filename,
+                                          line=locate(doc, ("items",)), resource="List", field="items"))
+            continue
+        for i, item in enumerate(items):
+            if isinstance(doc, Located) and isinstance(item, dict):
+                # The item's own node, so its diagnostics name its lines.
+                sub = Located(item)
+                sub.node = _item_node(doc.node, i)
+                item = sub
+            yield item
+
+
+def _item_node(root: Any, index: int) -> Any:
+    for key, value in root.value:
+        if getattr(key, "value", None) == "items":
+            return value.value[index]
+    raise KeyError("items")
+
+
 def _load_checked(doc: Any, filename: str, default_namespace: str) -> tuple[Resource | None, list[Diagnostic]]:
     kind = doc.get("kind") if isinstance(doc, dict) else None
-    if not isinstance(kind, str) or not (kind in CORE_MODELS or kind in SPEC_MODELS):
+    if not isinstance(kind, str) or not (kind in TOP_LEVEL_MODELS or kind in SPEC_MODELS):
         return load_document(doc, filename, default_namespace)  # says what is wrong
     try:
         meta = ObjectMeta.model_validate(doc["metadata"])
         body = doc["spec"] if kind in SPEC_MODELS else {k: v for k, v in doc.items()
                                                          if k not in ("apiVersion", "kind", "metadata")}
-        spec = (CORE_MODELS[kind] if kind in CORE_MODELS else SPEC_MODELS[kind][2]).model_validate(body)
+        spec = (TOP_LEVEL_MODELS[kind][1] if kind in TOP_LEVEL_MODELS else SPEC_MODELS[kind][2]).model_validate(body)
     except (ValidationError, KeyError, TypeError):
         return load_document(doc, filename, default_namespace)
-    namespace = meta.namespace or default_namespace
-    doc["metadata"]["namespace"] = namespace
+    namespace = "" if kind in CLUSTER_SCOPED else meta.namespace or default_namespace
+    if namespace:
+        doc["metadata"]["namespace"] = namespace
     return Resource(str(doc["apiVersion"]), kind, namespace, meta.name, spec, doc, Source(filename, 1)), []
 
 
@@ -364,9 +402,10 @@ def load_document(doc: Any, filename: str, default_namespace: str = "default",
     api_version, kind = str(doc["apiVersion"]), str(doc["kind"])
     ref_name = doc["metadata"].get("name") if isinstance(doc["metadata"], dict) else None
     ref = f"{kind} {ref_name}" if ref_name else kind
-    if kind in CORE_MODELS:
-        if api_version != "v1":
-            return None, [Diagnostic(dx.UNKNOWN_KIND, Severity.ERROR, f"{kind} is served as v1, not {api_version}",
+    if kind in TOP_LEVEL_MODELS:
+        served = TOP_LEVEL_MODELS[kind][0]
+        if api_version != served:
+            return None, [Diagnostic(dx.UNKNOWN_KIND, Severity.ERROR, f"{kind} is served as {served}, not {api_version}",
                                      file=filename, line=locate(doc, ("apiVersion",)), resource=ref, field="apiVersion")]
     elif kind in SPEC_MODELS:
         group, versions, _ = SPEC_MODELS[kind]
@@ -378,20 +417,35 @@ def load_document(doc: Any, filename: str, default_namespace: str = "default",
                                  file=filename, line=locate(doc, ("kind",)), resource=ref, field="kind")]
     else:
         return None, [Diagnostic(dx.UNKNOWN_KIND, Severity.ERROR,
-                                 f"unknown kind {kind!r} (supported: {', '.join(sorted([*SPEC_MODELS, *CORE_MODELS]))})",
+                                 f"unknown kind {kind!r} (supported: {', '.join(sorted([*SPEC_MODELS, *TOP_LEVEL_MODELS]))})",
                                  file=filename, line=locate(doc, ("kind",)), resource=ref, field="kind")]
     try:
         meta = ObjectMeta.model_validate(doc["metadata"])
     except ValidationError as e:
         return None, pydantic_diagnostics(e, doc, ("metadata",), filename, ref)
-    namespace = meta.namespace or default_namespace
-    ref = f"{kind} {namespace}/{meta.name}"
-    for value, fld in ((meta.name, "metadata.name"), (namespace, "metadata.namespace")):
+    namespace = "" if kind in CLUSTER_SCOPED else meta.namespace or default_namespace
+    ref = f"{kind} {namespace}/{meta.name}" if namespace else f"{kind} {meta.name}"
+    if kind in CLUSTER_SCOPED and meta.namespace:
+        # kubectl drops it; saying so keeps a misplaced file from looking namespaced.
+        diags.append(Diagnostic(dx.INVALID_VALUE, Severity.WARNING, f"a {kind} has no namespace; "
+                                f"metadata.namespace {meta.namespace!r} is ignored", file=filename,
+                                line=locate(doc, ("metadata", "namespace")), resource=ref, field="metadata.namespace"))
+    name_rules = ((meta.name, "metadata.name"),) if kind in CLUSTER_SCOPED else \
+        ((meta.name, "metadata.name"), (namespace, "metadata.namespace"))
+    for value, fld in name_rules:
         pattern = DNS1123_LABEL if fld.endswith("namespace") else DNS1123_SUBDOMAIN
         if not pattern.match(value) or len(value) > (63 if fld.endswith("namespace") else 253):
             diags.append(Diagnostic(dx.INVALID_VALUE, Severity.ERROR,
                                     f"{value!r} is not a valid name (lower case letters, digits, '-' and '.')",
                                     file=filename, line=locate(doc, tuple(fld.split("."))), resource=ref, field=fld))
+        elif fld == "metadata.name" and kind == "Namespace" and not DNS1123_LABEL.match(value):
+            diags.append(Diagnostic(dx.INVALID_VALUE, Severity.ERROR,
+                                    f"{value!r} is not a valid Namespace name: lower case letters, digits and '-', "
+                                    f"at most 63, no dots", file=filename, line=locate(doc, ("metadata", "name")),
+                                    resource=ref, field=fld))
+        elif fld == "metadata.name" and kind == "Service" and service_name_problem(value):
+            diags.append(Diagnostic(dx.INVALID_VALUE, Severity.ERROR, str(service_name_problem(value)),
+                                    file=filename, line=locate(doc, ("metadata", "name")), resource=ref, field=fld))
         elif kind == "Gateway" and fld == "metadata.name" and not DNS1123_LABEL.match(value):
             # Istio: VirtualServices name a Gateway as namespace/name, so the name has no dots.
             diags.append(Diagnostic(dx.INVALID_VALUE, Severity.ERROR,
@@ -399,11 +453,11 @@ def load_document(doc: Any, filename: str, default_namespace: str = "default",
                                     f"no dots", file=filename, line=locate(doc, ("metadata", "name")), resource=ref,
                                     field=fld))
     diags.extend(_dry_run_diags(kind, meta, doc, filename, ref))
-    if kind in CORE_MODELS:
-        # A Secret's or ConfigMap's fields are top-level, not under spec.
+    if kind in TOP_LEVEL_MODELS:
+        # A Secret's, a ConfigMap's, a Deployment's fields are top-level, not under spec.
         body = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")}
         try:
-            spec: Spec = CORE_MODELS[kind].model_validate(body)
+            spec: Spec = TOP_LEVEL_MODELS[kind][1].model_validate(body)
         except ValidationError as e:
             return None, diags + pydantic_diagnostics(e, doc, (), filename, ref)
         diags.extend(_issue_diags(spec, Where(namespace), doc, (), filename, ref))
@@ -421,7 +475,12 @@ def load_document(doc: Any, filename: str, default_namespace: str = "default",
         if dx.has_errors(diags):
             return None, diags
         raw = to_plain(doc)
-        raw["metadata"]["namespace"] = namespace
+        if namespace:
+            raw["metadata"]["namespace"] = namespace
+        else:
+            raw["metadata"].pop("namespace", None)
+        if kind in KUBE_MODELS:
+            raw.pop("status", None)  # the cluster's account of the object, not configuration
         return Resource(api_version, kind, namespace, meta.name, spec, raw, Source(filename, line or 1)), diags
     extra = set(doc) - {"apiVersion", "kind", "metadata", "spec", "status"}
     for k in sorted(extra):

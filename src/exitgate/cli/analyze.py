@@ -92,11 +92,16 @@ def analyze_command(
             _fail([f"error: {e}"])
         resources = list(snap.resources)
         what.append(f"the applied configuration (version {snap.version})")
+    unparsed: set[str] = set()
     if files:
         loaded = load_paths(files, default_namespace=namespace, keep_unsupported=True)
         load_warnings = [d for d in loaded.diagnostics if not d.is_error]
-        if not loaded.ok:
-            _fail([str(d) for d in loaded.diagnostics] + ["error: the files do not load; nothing was analyzed"])
+        # As istioctl: what does not load is reported, everything else is analyzed, and the
+        # exit status says some of it could not be read.
+        for d in loaded.diagnostics:
+            if d.is_error:
+                typer.echo(str(d), err=True)
+                unparsed.add(d.file or "?")
         resources = merge(resources, loaded.resources)
         what.append(", ".join(str(f) for f in files))
     diags = load_warnings + analyze(resources, config, now=datetime.now(timezone.utc), locate=FileLocator())
@@ -107,9 +112,13 @@ def analyze_command(
     elif diags:
         for d in diags:
             typer.echo(format_text(d))
+    elif unparsed:
+        n = len(unparsed)
+        typer.echo(f"No validation issues found when analyzing {' and '.join(what) or 'nothing'} "
+                   f"(but {n} {'file' if n == 1 else 'files'} could not be parsed).")
     else:
         typer.echo(f"\u2714 No validation issues found when analyzing {' and '.join(what) or 'nothing'}.")
-    if has_errors(diags):
+    if has_errors(diags) or unparsed:
         raise typer.Exit(1)
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 import typer
 import yaml
 
-from exitgate.api.loader import CORE_MODELS, SPEC_MODELS, load_paths
+from exitgate.api.loader import SPEC_MODELS, TOP_LEVEL_MODELS, load_paths
 from exitgate.api.resources import Resource
 from exitgate.cli.common import StateOpt, fail, state
 from exitgate.proxyconfig import tabwrite
@@ -29,6 +29,11 @@ KIND_ALIASES = {
     "authorizationpolicy": "AuthorizationPolicy", "authorizationpolicies": "AuthorizationPolicy", "ap": "AuthorizationPolicy",
     "secret": "Secret", "secrets": "Secret",
     "configmap": "ConfigMap", "configmaps": "ConfigMap", "cm": "ConfigMap",
+    "namespace": "Namespace", "namespaces": "Namespace", "ns": "Namespace",
+    "serviceaccount": "ServiceAccount", "serviceaccounts": "ServiceAccount", "sa": "ServiceAccount",
+    "service": "Service", "services": "Service", "svc": "Service",
+    "deployment": "Deployment", "deployments": "Deployment", "deploy": "Deployment",
+    "pod": "Pod", "pods": "Pod", "po": "Pod",
 }
 GROUP = "networking.istio.io"
 OUTPUTS = ("json", "jsonpath", "name", "wide", "yaml")
@@ -42,8 +47,9 @@ def kind_of(text: str) -> str | None:
 
 def kind_name(kind: str) -> str:
     """kubectl's name for a kind: ``secret``, ``serviceentry.networking.istio.io``."""
-    if kind in CORE_MODELS:
-        return kind.lower()
+    if kind in TOP_LEVEL_MODELS:
+        version = TOP_LEVEL_MODELS[kind][0]
+        return kind.lower() if "/" not in version else f"{kind.lower()}.{version.split('/')[0]}"
     return f"{kind.lower()}.{SPEC_MODELS[kind][0] if kind in SPEC_MODELS else GROUP}"
 
 
@@ -59,7 +65,11 @@ def columns(kind: str) -> tuple[str, ...]:
             "DestinationRule": ("NAME", "HOST", "AGE"),
             "AuthorizationPolicy": ("NAME", "ACTION", "AGE"),
             "Secret": ("NAME", "TYPE", "DATA", "AGE"),
-            "ConfigMap": ("NAME", "DATA", "AGE")}.get(kind, ("NAME", "AGE"))
+            "ConfigMap": ("NAME", "DATA", "AGE"),
+            "ServiceAccount": ("NAME", "SECRETS", "AGE"),
+            "Namespace": ("NAME", "STATUS", "AGE"),
+            "Service": ("NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"),
+            "Deployment": ("NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE")}.get(kind, ("NAME", "AGE"))
 
 
 def row(r: Resource) -> list[str]:
@@ -79,6 +89,18 @@ def row(r: Resource) -> list[str]:
         return [r.name, str(r.raw.get("type", "Opaque")), str(len(r.raw.get("data", {}) or {}) + len(r.raw.get("stringData", {}) or {})), age]
     if r.kind == "ConfigMap":
         return [r.name, str(len(r.raw.get("data", {}) or {})), age]
+    if r.kind == "ServiceAccount":
+        return [r.name, str(len(r.raw.get("secrets") or [])), age]
+    if r.kind == "Namespace":
+        return [r.name, "Active", age]
+    if r.kind == "Service":
+        ports = ",".join(f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in spec.get("ports") or [])
+        return [r.name, str(spec.get("type", "ClusterIP")), str(spec.get("clusterIP", "<none>")), "<none>",
+                ports or "<none>", age]
+    if r.kind == "Deployment":
+        # exitgate runs no pods: the counts are the replicas asked for, none reported ready.
+        replicas = spec.get("replicas", 1)
+        return [r.name, f"0/{replicas}", "0", "0", age]
     return [r.name, age]
 
 

@@ -69,6 +69,12 @@ def apply(files: FilesOpt, namespace: Annotated[str, typer.Option("-n", "--names
         raise typer.Exit(1)
     for r, what in result.changes:
         typer.echo(f"{_kind_ref(r)} {what}")
+    workloads = [r for r, what in result.changes if r.kind in ("Deployment", "Pod") and what == "created"]
+    if workloads:
+        # Said, not silently skipped: a pod template's containers are not run here.
+        _err().print(f"exitgate runs the sidecar or gateway each of {', '.join(r.ref for r in workloads)} declares, "
+                     "not its containers: run a workload's process with "
+                     "`exitgate exec deploy/NAME [-n NAMESPACE] -- COMMAND`", style="dim")
 
 
 @app.command(name="exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

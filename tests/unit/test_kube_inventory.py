@@ -1,0 +1,226 @@
+"""Kubernetes objects (api.kube) load with Kubernetes' rules, and declare the mesh's workloads,
+gateways and services (inventory), as Istio's injection and gateway deployment read them."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from exitgate.api import diagnostics as dx
+from exitgate.api.loader import load_paths, load_text
+from exitgate.inventory import injected, inventory, pods_of, port_protocol
+from exitgate.mesh import MeshConfig, default_egress_gateway
+
+CASES = Path(__file__).parent / "kube_cases"
+
+
+def _load(text: str) -> tuple[list, list]:  # type: ignore[type-arg]
+    r = load_text(textwrap.dedent(text), "k.yaml")
+    return r.resources, r.diagnostics
+
+
+def test_istios_sleep_sample_loads_as_three_objects() -> None:
+    loaded = load_paths([CASES / "sleep.yaml"])
+    assert loaded.diagnostics == []
+    assert [r.ref for r in loaded.resources] == ["ServiceAccount default/sleep", "Service default/sleep",
+                                                 "Deployment default/sleep"]
+
+
+def test_a_v1_list_is_its_items_with_their_own_lines() -> None:
+    res, diags = _load("""\
+        apiVersion: v1
+        kind: List
+        items:
+        - apiVersion: v1
+          kind: ServiceAccount
+          metadata: {name: a}
+        - apiVersion: v1
+          kind: Service
+          metadata: {name: b}
+          spec:
+            ports:
+            - port: 80
+            - port: 81
+        """)
+    assert [r.ref for r in res] == ["ServiceAccount default/a"]
+    # As Kubernetes: each unnamed port of a multi-port Service is an error.
+    assert [(d.code, d.line, d.field) for d in diags] == [(dx.INVALID_VALUE, 12, "spec.ports[0].name"),
+                                                          (dx.INVALID_VALUE, 13, "spec.ports[1].name")]
+    assert "must name every port" in diags[0].message
+
+
+def test_kubernetes_rules_name_the_field() -> None:
+    _, diags = _load("""\
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {name: web}
+        spec:
+          selector:
+            matchLabels: {app: web}
+          template:
+            metadata:
+              labels: {app: other}
+            spec:
+              containers:
+              - name: Web_1
+        ---
+        apiVersion: apps/v1beta1
+        kind: Deployment
+        metadata: {name: old}
+        spec: {}
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {name: 9lives}
+        spec:
+          ports: [{port: 80, targetPort: 70000}]
+        """)
+    got = [(d.code, d.line, d.field) for d in diags]
+    assert (dx.INVALID_VALUE, 9, "spec.template.metadata.labels") in got
+    assert (dx.INVALID_VALUE, 12, "spec.template.spec.containers[0].name") in got
+    assert (dx.UNKNOWN_KIND, 14, "apiVersion") in got
+    assert (dx.INVALID_VALUE, 21, "metadata.name") in got
+    assert (dx.INVALID_VALUE, 23, "spec.ports[0].targetPort") in got
+    assert len(got) == 5, diags
+
+
+def test_a_namespace_has_no_namespace() -> None:
+    res, diags = _load("""\
+        apiVersion: v1
+        kind: Namespace
+        metadata: {name: team-a, namespace: default, labels: {istio-injection: enabled}}
+        """)
+    assert [(r.kind, r.namespace, r.name) for r in res] == [("Namespace", "", "team-a")]
+    assert "namespace" not in res[0].raw["metadata"]
+    assert [(d.severity.value, d.field) for d in diags] == [("Warning", "metadata.namespace")]
+
+
+def test_unknown_top_level_fields_are_refused_but_pod_template_details_are_kept() -> None:
+    res, diags = _load("""\
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: p}
+        spec:
+          containers: [{name: c, image: busybox, resources: {limits: {cpu: "1"}}}]
+        spex: {}
+        """)
+    assert res == [] and [(d.code, d.field) for d in diags] == [(dx.UNKNOWN_FIELD, "spex")]
+
+
+SLEEP_ONLY = MeshConfig(workloads=[])
+
+
+def test_the_sleep_sample_declares_the_sleep_workload_and_its_service() -> None:
+    resources = load_paths([CASES / "sleep.yaml"]).resources
+    found = inventory(SLEEP_ONLY, resources)
+    [w] = found.mesh.workloads
+    assert (w.name, w.namespace, w.service_account, w.labels) == ("sleep", "default", "sleep", {"app": "sleep"})
+    assert [(s.host, [(p.port, p.target_port, p.protocol) for p in s.ports]) for s in found.mesh.services] == [
+        ("sleep.default.svc.cluster.local", [(80, 80, "HTTP")])]
+    assert found.declared_by[("sleep", "default")] == "Deployment default/sleep"
+    # The mesh file's default sleep workload is the same one, not a second.
+    assert len(inventory(MeshConfig(), resources).mesh.workloads) == 1
+
+
+def _pods(text: str) -> list:  # type: ignore[type-arg]
+    res, diags = _load(text)
+    assert not dx.has_errors(diags), diags
+    return res
+
+
+DEPLOY = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: app, namespace: {ns}}}
+spec:
+  selector: {{matchLabels: {{app: app}}}}
+  template:
+    metadata:
+      labels: {labels}
+      annotations: {annotations}
+    spec:
+      containers: [{{name: app, image: app}}]
+"""
+
+
+def _deploy(ns: str = "team", labels: str = "{app: app}", annotations: str = "{}") -> str:
+    return DEPLOY.format(ns=ns, labels=labels, annotations=annotations)
+
+
+def test_injection_follows_istio_with_undeclared_namespaces_injected() -> None:
+    def runs(text: str) -> bool:
+        res = _pods(text)
+        namespaces = {r.name: (r.raw["metadata"].get("labels") or {}) for r in res if r.kind == "Namespace"}
+        return injected(pods_of(res)[0], namespaces)
+
+    ns = "apiVersion: v1\nkind: Namespace\nmetadata: {{name: team, labels: {labels}}}\n---\n"
+    assert runs(_deploy())  # no Namespace object: the mesh's
+    assert not runs(ns.format(labels="{}") + _deploy())  # a declared namespace without the label
+    assert runs(ns.format(labels="{istio-injection: enabled}") + _deploy())
+    assert runs(ns.format(labels="{istio.io/rev: canary}") + _deploy())
+    assert not runs(ns.format(labels="{istio-injection: disabled}") + _deploy())
+    assert not runs(_deploy(labels='{app: app, sidecar.istio.io/inject: "false"}'))
+    assert runs(ns.format(labels="{}") + _deploy(annotations='{sidecar.istio.io/inject: "true"}'))
+    assert not inventory(SLEEP_ONLY, _pods(_deploy(labels='{app: app, sidecar.istio.io/inject: "false"}'))).mesh.workloads
+
+
+GATEWAY = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: my-egress, namespace: egress}
+spec:
+  replicas: 2
+  selector: {matchLabels: {istio: my-egress}}
+  template:
+    metadata:
+      annotations: {inject.istio.io/templates: gateway}
+      labels: {istio: my-egress, sidecar.istio.io/inject: "true"}
+    spec:
+      serviceAccountName: my-egress-sa
+      containers: [{name: istio-proxy, image: auto, ports: [{name: web, containerPort: 8080}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: my-egress-svc, namespace: egress}
+spec:
+  selector: {istio: my-egress}
+  ports:
+  - {name: http2, port: 80, targetPort: web}
+  - {name: https, port: 443, targetPort: 8443}
+"""
+
+
+def test_a_gateway_deployment_and_its_service_declare_a_gateway_beside_the_default_one() -> None:
+    found = inventory(SLEEP_ONLY, _pods(GATEWAY))
+    default, mine = found.mesh.gateways
+    assert (default.name, default.address) == ("istio-egressgateway", "127.0.0.1")
+    assert (mine.name, mine.namespace, mine.service, mine.service_account, mine.replicas) == (
+        "my-egress", "egress", "my-egress-svc", "my-egress-sa", 2)
+    assert [(p.port, p.target_port, p.protocol) for p in mine.ports] == [(80, 8080, "HTTP2"), (443, 8443, "HTTPS")]
+    # The default gateway listens on 127.0.0.1:8080 and :8443: the new one's replicas go beside it.
+    assert mine.replica_addresses == ["127.0.0.2", "127.0.0.3"]
+    assert mine.service_host == "my-egress-svc.egress.svc.cluster.local"
+    assert found.mesh.services == []  # the gateway's Service is the gateway's, not a plain service
+
+
+def test_istios_own_egress_gateway_deployment_updates_the_mesh_files() -> None:
+    text = GATEWAY.replace("my-egress-svc", "istio-egressgateway").replace("my-egress", "istio-egressgateway") \
+        .replace("namespace: egress", "namespace: istio-system")
+    [gw] = inventory(SLEEP_ONLY, _pods(text)).mesh.gateways
+    assert (gw.name, gw.address, gw.replicas, gw.service_account) == (
+        "istio-egressgateway", default_egress_gateway().address, 2, "istio-egressgateway-sa")
+
+
+def test_a_pod_its_deployment_owns_is_not_a_second_workload() -> None:
+    pod = "---\napiVersion: v1\nkind: Pod\nmetadata: {name: app-7d9c, namespace: team, labels: {app: app}}\n" \
+          "spec: {containers: [{name: app}]}\n"
+    names = [w.name for w in inventory(SLEEP_ONLY, _pods(_deploy() + pod)).mesh.workloads]
+    assert names == ["app"]
+    alone = pod.replace("app: app", "app: solo")
+    assert [w.name for w in inventory(SLEEP_ONLY, _pods(_deploy() + alone)).mesh.workloads] == ["app", "app-7d9c"]
+
+
+def test_port_protocols_are_istios() -> None:
+    assert [port_protocol(n, a) for n, a in [("http", None), ("http-web", None), ("https", None), ("tls-x", None),
+                                              ("grpc", None), ("redis", None), (None, "http2"), ("web", "https")]] == [
+        "HTTP", "HTTP", "HTTPS", "TLS", "GRPC", "TCP", "HTTP2", "HTTPS"]
