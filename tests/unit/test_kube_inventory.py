@@ -224,3 +224,26 @@ def test_port_protocols_are_istios() -> None:
     assert [port_protocol(n, a) for n, a in [("http", None), ("http-web", None), ("https", None), ("tls-x", None),
                                               ("grpc", None), ("redis", None), (None, "http2"), ("web", "https")]] == [
         "HTTP", "HTTP", "HTTPS", "TLS", "GRPC", "TCP", "HTTP2", "HTTPS"]
+
+
+def test_kubectl_verbs_on_cluster_scoped_namespaces(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from exitgate.cli.main import build_app, normalize_argv
+
+    def run(*argv: str) -> tuple[int, str]:
+        result = CliRunner().invoke(build_app(), normalize_argv([*argv, "--state-dir", str(tmp_path / "s")]))
+        return result.exit_code, result.output
+
+    kube = Path(__file__).resolve().parents[2] / "examples" / "poc-egress-kubernetes"
+    assert run("apply", "-f", str(kube))[0] == 0
+    code, out = run("get", "ns")  # no namespace filter for a cluster-scoped kind
+    assert code == 0 and "curl-egress-tst" in out and "curl-external-tst" in out
+    assert "name: curl-egress-tst" in run("get", "namespace", "curl-egress-tst", "-o", "yaml")[1]
+    code, out = run("delete", "ns", "curl-egress-tst")
+    assert code == 0 and out.strip() == 'namespace "curl-egress-tst" deleted'
+    # Everything in it went with it, as in Kubernetes; the other namespace's objects stay.
+    assert "curl-egress-tst" not in run("get", "deploy", "-A")[1]
+    assert "curl-test" in run("get", "deploy", "-A")[1]
+    code, out = run("delete", "ns", "nope")
+    assert code == 1 and 'namespace "nope" not found' in out

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 import typer
 import yaml
 
-from exitgate.api.loader import SPEC_MODELS, TOP_LEVEL_MODELS, load_paths
+from exitgate.api.loader import CLUSTER_SCOPED, SPEC_MODELS, TOP_LEVEL_MODELS, load_paths
 from exitgate.api.resources import Resource
 from exitgate.cli.common import StateOpt, fail, state
 from exitgate.proxyconfig import tabwrite
@@ -211,7 +211,9 @@ def register(app: typer.Typer) -> None:
         if fmt == "jsonpath" and not template:
             raise fail("template format specified but no template given")
         snap = Store(state(state_dir).root).load()
-        found = [r for r in snap.resources if r.kind in kinds and (all_namespaces or r.namespace == namespace)
+        # A cluster-scoped object (a Namespace) is in no namespace: -n does not filter it.
+        found = [r for r in snap.resources if r.kind in kinds
+                 and (all_namespaces or r.namespace == namespace or r.kind in CLUSTER_SCOPED)
                  and (not names or r.name in names)]
         for n in names or []:
             if not any(r.name == n for r in found):
@@ -230,7 +232,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(jsonpath(template, data), nl=False)
         elif not found:
             if not names:
-                typer.echo("No resources found" + ("" if all_namespaces else f" in {namespace} namespace") + ".", err=True)
+                scoped = all_namespaces or all(k in CLUSTER_SCOPED for k in kinds)
+                typer.echo("No resources found" + ("" if scoped else f" in {namespace} namespace") + ".", err=True)
         else:
             for i, k in enumerate(k for k in kinds if any(r.kind == k for r in found)):
                 chosen = [r for r in found if r.kind == k]
@@ -238,7 +241,7 @@ def register(app: typer.Typer) -> None:
                 rows = [row(r) for r in chosen]
                 if len(kinds) > 1:  # "get all" prefixes names with their kind, as kubectl does
                     rows = [[f"{kind_name(k)}/{x[0]}", *x[1:]] for x in rows]
-                if all_namespaces:
+                if all_namespaces and k not in CLUSTER_SCOPED:
                     headers = ("NAMESPACE", *headers)
                     rows = [[r.namespace, *x] for r, x in zip(chosen, rows)]
                 typer.echo(("\n" if i else "") + tabwrite(headers, rows, padding=3), nl=False)
@@ -271,12 +274,24 @@ def register(app: typer.Typer) -> None:
                 raise fail(f'the server doesn\'t have a resource type "{kind}"')
             if not names:
                 raise fail("resource(s) were provided, but no name was specified")
-            keys = [(k, namespace, n) for n in names]
-        result = Store(state(state_dir).root).delete(keys)
+            keys = [(k, "" if k in CLUSTER_SCOPED else namespace, n) for n in names]
+        store = Store(state(state_dir).root)
+        gone_namespaces = {name for kind_, _, name in keys if kind_ == "Namespace"}
+        if gone_namespaces:
+            # As Kubernetes: a Namespace goes with everything in it (kubectl names only the Namespace).
+            keys += [r.key for r in store.load().resources if r.namespace in gone_namespaces and r.key not in keys]
+        result = store.delete(keys)
         for r, _ in result.changes:
+            if r.namespace in gone_namespaces:
+                continue
             typer.echo(f'{kind_name(r.kind)} "{r.name}" deleted')
         for d in result.diagnostics:
-            typer.echo(f"Error from server (NotFound): {d.resource} not found", err=True)
+            kind_, _, ref = (d.resource or "").partition(" ")
+            ns_, _, name_ = ref.rpartition("/")
+            # kubectl's words: the kind's name and the object's ('namespace "x" not found').
+            typer.echo(f'Error from server (NotFound): {kind_name(kind_) if kind_ else "resource"} "{name_}" not found'
+                       if kind_ in (*SPEC_MODELS, *TOP_LEVEL_MODELS) else
+                       f"Error from server (NotFound): {d.resource} not found", err=True)
         if result.diagnostics:
             raise typer.Exit(1)
 
@@ -289,7 +304,8 @@ def register(app: typer.Typer) -> None:
         if k is None:
             raise fail(f'the server doesn\'t have a resource type "{kind}"')
         snap = Store(state(state_dir).root).load()
-        found = next((r for r in snap.resources if (r.kind, r.namespace, r.name) == (k, namespace, name)), None)
+        ns = "" if k in CLUSTER_SCOPED else namespace
+        found = next((r for r in snap.resources if (r.kind, r.namespace, r.name) == (k, ns, name)), None)
         if found is None:
             raise fail(f'{kind_name(k)} "{name}" not found')
         typer.echo(describe_text(found), nl=False)
