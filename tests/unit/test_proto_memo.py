@@ -23,7 +23,8 @@ def test_unchanged_resources_are_not_rebuilt() -> None:
     second = xds_resources(_pc(ir.Cluster(a.name, a.discovery, a.endpoints), b2), {}, memo)[CLUSTER_TYPE]
     assert second[a.name] is first[a.name]
     assert second[b.name] is not first[b.name]
-    assert second[b.name].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value == 8080
+    assert second[b.name].message().load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address \
+        .port_value == 8080
     memo.next_push()
     memo.next_push()  # two pushes without ``b`` at port 80: forgotten
     third = xds_resources(_pc(b), {}, memo)[CLUSTER_TYPE]
@@ -51,8 +52,28 @@ def test_a_route_table_with_one_host_more_converts_only_that_host(monkeypatch) -
     second = xds_resources(ir.ProxyConfig((), (ir.RouteConfig("80", tuple(vhost(i) for i in range(4))),), (), ()),
                            {}, memo)[ROUTE_TYPE]["80"]
     assert built == ["svc-3.example:80"]
+    first, second = first.message(), second.message()
     assert list(second.virtual_hosts)[:3] == list(first.virtual_hosts) and len(second.virtual_hosts) == 4
     assert second.HasField("validate_clusters") and not second.validate_clusters.value
+
+
+def test_a_route_table_assembled_from_its_hosts_bytes_is_the_tables_own_serialization() -> None:
+    """``packed_route_config`` writes the bytes without the table's message: they must be what
+    the message, built whole, serializes to (and parse back to the same message)."""
+    from envoy.config.route.v3 import route_pb2
+
+    from exitgate.envoy import routes
+
+    hosts = tuple(ir.VirtualHost(f"svc-{i}.example:80", (f"svc-{i}.example", f"svc-{i}.example:80"), (
+        ir.Route("default", clusters=(ir.WeightedCluster(f"outbound|80||svc-{i}.example", 100),)),))
+        for i in range(300))  # long enough that lengths take two varint bytes
+    for rc in (ir.RouteConfig("80", hosts), ir.RouteConfig("8443", ()), ir.RouteConfig("", hosts[:1])):
+        whole = route_pb2.RouteConfiguration(name=rc.name)
+        whole.validate_clusters.value = False
+        whole.virtual_hosts.extend(routes.virtual_host(v) for v in rc.virtual_hosts)
+        packed = routes.packed_route_config(rc, lambda v: routes.virtual_host(v).SerializeToString(deterministic=True))
+        assert packed.blob == whole.SerializeToString(deterministic=True)
+        assert packed.message() == whole and routes.route_config(rc) == whole
 
 
 def test_an_unchanged_push_between_keeps_the_virtual_hosts(monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -18,6 +18,7 @@ from envoy.extensions.retry.priority.previous_priorities.v3 import previous_prio
 from exitgate import ir
 from exitgate.envoy import telemetry
 from exitgate.envoy import filters
+from exitgate.xds.cache import Packed
 from exitgate.envoy.resources import parse_json, duration
 
 
@@ -180,11 +181,35 @@ def virtual_host(v: ir.VirtualHost) -> route_components_pb2.VirtualHost:
     return parse_json(data, route_components_pb2.VirtualHost())
 
 
-def route_config(rc: ir.RouteConfig,
-                 vhost: Callable[[ir.VirtualHost], route_components_pb2.VirtualHost] = virtual_host) -> route_pb2.RouteConfiguration:
-    """``vhost`` builds each virtual host: a memo's, so that a route table with one host more
-    converts only that host (a table holds every host a proxy routes: 10,000 at scale)."""
-    out = route_pb2.RouteConfiguration(name=rc.name)
-    out.validate_clusters.value = False
-    out.virtual_hosts.extend([vhost(v) for v in rc.virtual_hosts])
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+# RouteConfiguration.virtual_hosts is field 2, length-delimited: its tag byte.
+_VIRTUAL_HOSTS_TAG = bytes([(2 << 3) | 2])
+
+
+def packed_route_config(rc: ir.RouteConfig, vhost: Callable[[ir.VirtualHost], bytes]) -> Packed:
+    """``route_config`` serialized, assembled from each virtual host's bytes (``vhost``, a memo's)
+    without building the table's message: the same bytes as its deterministic serialization,
+    since that writes fields in number order and a repeated field as one record per element —
+    name (1), the virtual hosts (2), then validate_clusters (7)."""
+    head = route_pb2.RouteConfiguration(name=rc.name).SerializeToString(deterministic=True)
+    tail_message = route_pb2.RouteConfiguration()
+    tail_message.validate_clusters.value = False
+    tail = tail_message.SerializeToString(deterministic=True)
+    hosts = b"".join(_VIRTUAL_HOSTS_TAG + _varint(len(blob)) + blob for blob in map(vhost, rc.virtual_hosts))
+    return Packed(route_pb2.RouteConfiguration, rc.name, head + hosts + tail)
+
+
+def route_config(rc: ir.RouteConfig) -> route_pb2.RouteConfiguration:
+    """The route table as a message (static bootstraps, tools): ``packed_route_config``'s, parsed."""
+    packed = packed_route_config(rc, lambda v: virtual_host(v).SerializeToString(deterministic=True))
+    out = route_pb2.RouteConfiguration()
+    out.ParseFromString(packed.blob)
     return out

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -16,7 +16,7 @@ from exitgate import ir, names
 from exitgate.envoy import capture
 from exitgate.envoy import resources as res
 from exitgate.envoy import routes
-from exitgate.xds.cache import CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE
+from exitgate.xds.cache import CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE, Packed, Resource
 
 
 # The control plane's own secrets: rotating them must not churn clusters (SDS alone updates them,
@@ -40,32 +40,35 @@ def credential_version(c: ir.Cluster, secrets: Mapping[str, ir.SecretData]) -> s
 
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class ProtoMemo:
-    """IR value -> the Envoy message built from it, carried from one push to the next: an
-    unchanged cluster, listener or route table is not converted again (turning IR into protos
-    was most of a push at 10,000 services). IR nodes are frozen dataclasses, so equal values
-    hash alike; the memo keeps what the last two pushes used, nothing older.
+    """IR value -> the Envoy resource built from it, serialized (``Packed``, or a virtual host's
+    bytes), carried from one push to the next: an unchanged cluster, listener or route table is
+    not converted again (turning IR into protos was most of a push at 10,000 services), and what
+    is kept is the bytes, not message objects five times their size. IR nodes are frozen
+    dataclasses, so equal values hash alike; the memo keeps what the last two pushes used,
+    nothing older.
 
     The same IR object again (the translation memo hands out the ones of the last push) is
     found by identity first: hashing a frozen dataclass walks all of it, every time."""
 
     def __init__(self) -> None:
-        self._previous: dict[object, Message] = {}
-        self._current: dict[object, Message] = {}
-        # id -> (the object, kept alive so its id is not reused; its message).
-        self._previous_ids: dict[int, tuple[object, Message]] = {}
-        self._current_ids: dict[int, tuple[object, Message]] = {}
+        self._previous: dict[object, object] = {}
+        self._current: dict[object, object] = {}
+        # id -> (the object, kept alive so its id is not reused; what was built from it).
+        self._previous_ids: dict[int, tuple[object, object]] = {}
+        self._current_ids: dict[int, tuple[object, object]] = {}
 
-    def get(self, item: T, build: Callable[[T], Message], parts: Callable[[T], Iterable[object]] | None = None) -> Message:
+    def get(self, item: T, build: Callable[[T], R], parts: Callable[[T], Iterable[object]] | None = None) -> R:
         """``parts``: the nodes inside ``item`` that ``build`` memoizes on their own. When
         ``item`` itself is found they are not visited, so they are carried to this push here;
         else one service more would find a route table changed and none of its virtual hosts."""
         key = id(item)
         known = self._current_ids.get(key) or self._previous_ids.get(key)
         if known is not None and known[0] is item:
-            hit: Message | None = known[1]
+            hit: object | None = known[1]
         else:
             try:
                 hit = self._current.get(item)
@@ -81,7 +84,8 @@ class ProtoMemo:
         if parts is not None:
             self._keep(parts(item))
         self._current_ids[key] = (item, hit)
-        return hit
+        # One builder per IR type (a cluster's, a virtual host's...): what it built, it gets back.
+        return cast(R, hit)
 
     def _keep(self, items: Iterable[object]) -> None:
         for part in items:
@@ -102,7 +106,7 @@ class ProtoMemo:
 
 
 def xds_resources(pc: ir.ProxyConfig, secrets: Mapping[str, ir.SecretData],
-                  memo: ProtoMemo | None = None) -> dict[str, dict[str, Message]]:
+                  memo: ProtoMemo | None = None) -> dict[str, dict[str, Resource]]:
     """Secrets named by the IR but missing from ``secrets`` are left out: Envoy then keeps the
     listener or cluster that needs them warming, and no traffic flows without its TLS.
 
@@ -113,14 +117,23 @@ def xds_resources(pc: ir.ProxyConfig, secrets: Mapping[str, ir.SecretData],
     clusters = [c if (v := credential_version(c, secrets)) == c.credential_version else replace(c, credential_version=v)
                 for c in pc.clusters]
     m = memo or ProtoMemo()
+
+    def serialized_vhost(v: ir.VirtualHost) -> bytes:
+        blob: bytes = routes.virtual_host(v).SerializeToString(deterministic=True)
+        return blob
+
+    def vhost(v: ir.VirtualHost) -> bytes:
+        return m.get(v, serialized_vhost)
+
     return {
-        LISTENER_TYPE: {**{x.name: m.get(x, res.listener) for x in pc.listeners},
-                        **{x.name: m.get(x, res.tls_passthrough_listener) for x in pc.tls_passthrough_listeners},
-                        **{x.name: m.get(x, capture.listener) for x in pc.capture_listeners}},
-        ROUTE_TYPE: {x.name: m.get(x, lambda rc: routes.route_config(rc, lambda v: m.get(v, routes.virtual_host)),
-                                   lambda rc: rc.virtual_hosts)
+        LISTENER_TYPE: {**{x.name: m.get(x, lambda x: Packed.of(res.listener(x))) for x in pc.listeners},
+                        **{x.name: m.get(x, lambda x: Packed.of(res.tls_passthrough_listener(x)))
+                           for x in pc.tls_passthrough_listeners},
+                        **{x.name: m.get(x, lambda x: Packed.of(capture.listener(x))) for x in pc.capture_listeners}},
+        ROUTE_TYPE: {x.name: m.get(x, lambda rc: routes.packed_route_config(rc, vhost), lambda rc: rc.virtual_hosts)
                      for x in pc.route_configs},
-        CLUSTER_TYPE: {x.name: m.get(x, res.cluster) for x in clusters},
+        CLUSTER_TYPE: {x.name: m.get(x, lambda x: Packed.of(res.cluster(x))) for x in clusters},
+        # Secrets stay messages: few, and never memoized (their keys are not kept for a next push).
         SECRET_TYPE: {n: res.secret(secrets[n]) for n in pc.secret_names if n in secrets},
     }
 

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import TypeAlias
 
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
@@ -94,7 +95,38 @@ def _type_version(blobs: Mapping[str, bytes]) -> str:
     return digest.hexdigest()[:_VERSION_HEX_CHARS]
 
 
-def _check_resource(type_url: str, name: str, message: Message) -> None:
+@dataclass(frozen=True)
+class Packed:
+    """A resource already serialized (deterministically), as the cache keeps it: the proto memo
+    holds these between pushes instead of message objects (five times their size in memory:
+    ~140 MiB for two proxies at 10,000 services), and the cache takes the bytes as they are."""
+
+    message_class: type[Message]
+    name: str
+    blob: bytes
+
+    @classmethod
+    def of(cls, message: Message, name_field: str = "name") -> Packed:
+        return cls(type(message), getattr(message, name_field), message.SerializeToString(deterministic=True))
+
+    def message(self) -> Message:
+        """A parsed copy (for tests and tools that read fields)."""
+        out = self.message_class()
+        out.ParseFromString(self.blob)
+        return out
+
+
+Resource: TypeAlias = "Message | Packed"
+
+
+def _check_resource(type_url: str, name: str, message: Resource) -> None:
+    if isinstance(message, Packed):
+        cls = message.message_class
+        if cls.DESCRIPTOR.full_name != type_url.rsplit("/", 1)[-1]:
+            raise ValueError(f"resource {name!r} is a {cls.DESCRIPTOR.full_name}, not a {type_url}")
+        if message.name != name:
+            raise ValueError(f"resource keyed {name!r} names itself {message.name!r}")
+        return
     expected = type_url.rsplit("/", 1)[-1]
     if message.DESCRIPTOR.full_name != expected:
         raise ValueError(
@@ -108,11 +140,14 @@ def _check_resource(type_url: str, name: str, message: Message) -> None:
             break
 
 
-def _freeze(type_url: str, resources: Mapping[str, Message]) -> _TypeEntry:
+def _freeze(type_url: str, resources: Mapping[str, Resource]) -> _TypeEntry:
     blobs: dict[str, bytes] = {}
     message_class: type[Message] | None = None
     for name, message in resources.items():
         _check_resource(type_url, name, message)
+        if isinstance(message, Packed):
+            blobs[name], message_class = message.blob, message.message_class
+            continue
         # The bytes are the cache's own: the caller may go on mutating its message objects.
         blobs[name] = message.SerializeToString(deterministic=True)
         message_class = type(message)
@@ -136,7 +171,7 @@ class SnapshotCache:
         self._watchers: dict[str, dict[int, Callable[[], None]]] = {}
         self._next_watch_id = 0
 
-    def set_snapshot(self, node_id: str, resources: Mapping[str, Mapping[str, Message]]) -> str:
+    def set_snapshot(self, node_id: str, resources: Mapping[str, Mapping[str, Resource]]) -> str:
         """Replace the node's resources; return a summary of its versions, ``CDS=... LDS=...``.
 
         Raises ValueError if a resource's message type does not match its type URL or its own
