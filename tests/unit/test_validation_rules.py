@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from exitgate.api.base import duration_problem, export_to_issues, host_problem, ip_or_cidr_problem
+from exitgate.api.base import (
+    duration_or_off_problem,
+    duration_problem,
+    export_to_issues,
+    host_problem,
+    ip_or_cidr_problem,
+)
 from exitgate.api.networking import gateway_host_problem, host_matches, sidecar_host_problem
 from exitgate.api.security import attribute_key_problem, path_template_problem
 from exitgate.cli.main import app
@@ -16,14 +22,17 @@ from exitgate.store import SNAPSHOT_FILE
 
 
 @pytest.mark.parametrize("host", ["api.example.com", "reviews", "*.example.com", "*", "istio.io.", "a-1.b-2.io",
-                                  "xn--bcher-kva.example", "API.Example.COM"])
+                                  "xn--bcher-kva.example", "API.Example.COM", "*washingtonpost.com",
+                                  "*-api.example.com"])
 def test_hosts_istio_accepts(host: str) -> None:
+    # Istio's ValidateWildcardDomain: '*' may begin the first label ("*washingtonpost.com").
     assert host_problem(host) is None
 
 
 @pytest.mark.parametrize(("host", "why"), [
-    ("", "must not be empty"), ("a" * 256, "longer than 255"), ("*foo.example.com", "partial wildcard"),
-    ("foo.*.com", "partial wildcard"), ("api.*", "partial wildcard"), ("-api.example.com", "label '-api'"),
+    ("", "must not be empty"), ("a" * 256, "longer than 255"), ("f*o.example.com", "label 'f*o'"),
+    ("foo.*.com", "only begin the first label"), ("api.*", "only begin the first label"),
+    ("*.*.com", "only begin the first label"), ("-api.example.com", "label '-api'"),
     ("api..example.com", "label ''"), ("api_x.example.com", "label 'api_x'"), ("10.0.0.1", "all digits"),
     ("a" * 64 + ".com", "label"),
 ])
@@ -37,10 +46,17 @@ def test_fqdn_takes_no_wildcard() -> None:
     assert host_problem("api.example.com", wildcard=False) is None
 
 
+def test_gateway_and_sidecar_hosts_take_no_partial_wildcard() -> None:
+    # Istio's ValidatePartialWildCard, for Gateway and Sidecar hosts only.
+    assert "partial wildcard" in (host_problem("*foo.example.com", partial=False) or "")
+    assert host_problem("*.example.com", partial=False) is None and host_problem("*", partial=False) is None
+
+
 @pytest.mark.parametrize(("host", "ok"), [
     ("api.example.com", True), ("*", True), ("./api.example.com", True), ("*/api.example.com", True),
     ("istio-system/*", True), ("192.0.2.1", True), ("reviews", False), ("~/api.example.com", False),
     ("ns/", False), ("/api.example.com", False), ("Bad_NS/a.b", False), ("./*.*.com", False),
+    ("*bar.com", False), ("ns1/*bar.com", False),
 ])
 def test_gateway_hosts(host: str, ok: bool) -> None:
     assert (gateway_host_problem(host) is None) is ok, gateway_host_problem(host)
@@ -49,7 +65,8 @@ def test_gateway_hosts(host: str, ok: bool) -> None:
 @pytest.mark.parametrize(("host", "ok"), [
     ("./*", True), ("*/*", True), ("~/*", True), ("istio-system/*", True), ("./api.example.com", True),
     ("*/*.example.com", True), ("api.example.com", False), ("./reviews", False), ("./192.0.2.1", False),
-    ("x/api.*.com", False),
+    ("x/api.*.com", False), ("~ns1/*", True), ("~/foo.com", True), ("~./*", True), ("~*/foo.com", True),
+    ("~Invalid_NS/*", False), ("test/*a.com", False), ("/", False),
 ])
 def test_sidecar_egress_hosts(host: str, ok: bool) -> None:
     assert (sidecar_host_problem(host) is None) is ok, sidecar_host_problem(host)
@@ -78,6 +95,14 @@ def test_addresses(value: str, ok: bool) -> None:
 ])
 def test_durations(value: str, ok: bool) -> None:
     assert (duration_problem(value) is None) is ok, duration_problem(value)
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ("0s", True), ("500us", True), ("1s", True), ("1.5ms", False), ("1.0005s", False), ("x", False),
+])
+def test_tcp_idle_timeout_zero_turns_it_off(value: str, ok: bool) -> None:
+    # Istio skips ValidateDuration for a tcp idleTimeout of 0 whole milliseconds.
+    assert (duration_or_off_problem(value) is None) is ok, duration_or_off_problem(value)
 
 
 @pytest.mark.parametrize(("values", "service_entry", "problems"), [

@@ -97,8 +97,20 @@ def _children(model: BaseModel, path: Path) -> Iterable[tuple[Path, BaseModel]]:
                     yield sub + (str(key),), item
 
 
-def find_unsupported(model: BaseModel, path: Path = ()) -> list[tuple[Path, str]]:
-    """Every (field path, message) in ``model`` that exitgate does not support yet."""
+def find_unsupported(model: BaseModel, path: Path = (), where: Where | None = None) -> list[tuple[Path, str]]:
+    """Every (field path, message) in ``model`` that exitgate does not support yet, among the
+    valid values only: a field whose own value, or anything inside it, breaks one of Istio's rules
+    is reported as invalid (``find_issues``, EG0005), not as unsupported, so a mistake is never
+    hidden behind "not supported yet"."""
+    found = _unsupported(model, path)
+    if not found:
+        return found
+    # Only a resource with something unsupported pays for the rules a second time.
+    broken = [i.path for i in find_issues(model, where or Where(), path) if i.severity is Severity.ERROR]
+    return [(p, m) for p, m in found if not any(b[:len(p)] == p for b in broken)]
+
+
+def _unsupported(model: BaseModel, path: Path) -> list[tuple[Path, str]]:
     found: list[tuple[Path, str]] = []
     skip: set[str] = set()
     if isinstance(model, Spec):
@@ -109,7 +121,7 @@ def find_unsupported(model: BaseModel, path: Path = ()) -> list[tuple[Path, str]
             found.append((path + ((where,) if isinstance(where, str) else where), message))
     for sub, child in _children(model, path):
         if sub[len(path)] not in skip:
-            found.extend(find_unsupported(child, sub))
+            found.extend(_unsupported(child, sub))
     return found
 
 
@@ -135,8 +147,15 @@ _WILDCARD_LABEL = re.compile(r"^(\*|(\*|\*-)?[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0
 _QUALIFIED_NAME = re.compile(r"^(?:[A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?)*$")
 
-HOST_RULE = ("a host must be a fully qualified domain name (like api.example.com) or a short name; "
-             "wildcards only as a leading '*.'")
+HOST_RULE = ("a host must be a fully qualified domain name (like api.example.com) or a short name, "
+             "a wildcard '*' beginning at most its first label (like *.example.com)")
+
+
+def is_partial_wildcard(host: str) -> bool:
+    """Istio's ``ValidatePartialWildCard``: a '*' that is not the whole host nor a leading ``*.``
+    (``*example.com``, ``*-api.example.com``). ServiceEntry, VirtualService and DestinationRule
+    hosts may be such; Gateway and Sidecar hosts may not."""
+    return "*" in host and host != "*" and not host.startswith("*.")
 
 
 def is_dns_label(value: str) -> bool:
@@ -153,21 +172,26 @@ def label_problem(value: str, what: str) -> str | None:
     return None
 
 
-def host_problem(host: str, *, wildcard: bool = True, rule: str = HOST_RULE) -> str | None:
-    """Istio's ``ValidateWildcardDomain`` (``wildcard``) or ``ValidateFQDN``. Istio's label rule
-    admits ``*foo.example.com``; exitgate takes '*' only as a whole first label, as Istio's
-    documentation says and its Gateway and Sidecar validation enforce."""
+def host_problem(host: str, *, wildcard: bool = True, partial: bool = True, rule: str = HOST_RULE) -> str | None:
+    """Istio's ``ValidateWildcardDomain`` (``wildcard``) or ``ValidateFQDN``. The first label may
+    be '*', or begin with '*' (``*example.com``, ``*-api.example.com``), as Istio's label rule
+    admits; ``partial=False`` adds Istio's ``ValidatePartialWildCard`` (Gateway and Sidecar hosts:
+    '*' alone or a leading ``*.`` only)."""
     if not host:
         return "host must not be empty"
     if len(host) > 255:
         return f"host {host[:40]!r}... is longer than 255 characters"
+    first, dot, rest = host.partition(".")
     if "*" in host:
         if not wildcard:
             return f"{host!r}: no wildcard here; name one host, like api.example.com"
-        if host != "*" and (not host.startswith("*.") or "*" in host[1:]):
-            return f"partial wildcard {host!r} is not allowed; {rule}"
+        if not partial and is_partial_wildcard(host):
+            return (f"partial wildcard {host!r} is not allowed here: '*' must be the whole host or the whole "
+                    f"first label, like *.example.com")
+        if "*" in rest:
+            return (f"{host!r} is not a valid host name: a wildcard '*' may only begin the first label, like "
+                    f"*.example.com")
     if wildcard:
-        first, dot, rest = host.partition(".")
         if len(first) > 63 or not _WILDCARD_LABEL.match(first):
             return f"{host!r} is not a valid host name (label {first!r}); {rule}"
         if not dot:
@@ -308,19 +332,37 @@ SubsetName = Annotated[str, checked(lambda v: label_problem(v, "subset name"))]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _DURATION_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+_DURATION_SYNTAX = "write it like 5s, 100ms or 1m30s"
 
 
-def duration_problem(value: str) -> str | None:
-    """A duration as Istio's CRDs take it ("5s", "1m30s", "100ms"), at least 1ms, in whole ms."""
+def duration_ns(value: str) -> float | None:
+    """A duration as Istio's CRDs take it ("5s", "1m30s", "100ms"), in nanoseconds; None if it
+    is not one."""
     pos, total = 0, 0.0
     while pos < len(value):
         m = _DURATION_PART.match(value, pos)
         if m is None:
-            return f"{value!r} is not a duration: write it like 5s, 100ms or 1m30s"
+            return None
         total += float(m.group(1)) * _DURATION_NS[m.group(2)]
         pos = m.end()
+    return total if value else None
+
+
+def duration_syntax_problem(value: str) -> str | None:
+    """Any duration, 0 included: the fields Istio's CRDs mark ``duration-validation:none``."""
     if not value:
-        return "a duration must not be empty: write it like 5s, 100ms or 1m30s"
+        return f"a duration must not be empty: {_DURATION_SYNTAX}"
+    if duration_ns(value) is None:
+        return f"{value!r} is not a duration: {_DURATION_SYNTAX}"
+    return None
+
+
+def duration_problem(value: str) -> str | None:
+    """Istio's ``ValidateDuration``: at least 1ms, in whole ms."""
+    problem = duration_syntax_problem(value)
+    if problem:
+        return problem
+    total = duration_ns(value) or 0.0
     if total < 1_000_000:
         return f"duration {value!r} must be at least 1ms"
     if total % 1_000_000:
@@ -328,4 +370,17 @@ def duration_problem(value: str) -> str | None:
     return None
 
 
+def duration_or_off_problem(value: str) -> str | None:
+    """A connection pool's tcp ``idleTimeout``: Istio skips ``ValidateDuration`` when the value
+    is 0 in whole milliseconds, which turns the timeout off."""
+    problem = duration_syntax_problem(value)
+    if problem:
+        return problem
+    if (duration_ns(value) or 0.0) < 1_000_000:
+        return None
+    return duration_problem(value)
+
+
 Duration = Annotated[str, checked(duration_problem)]
+AnyDuration = Annotated[str, checked(duration_syntax_problem)]
+DurationOrOff = Annotated[str, checked(duration_or_off_problem)]

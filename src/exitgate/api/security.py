@@ -40,8 +40,9 @@ class TargetRef(Spec):
 
 
 class Source(Spec):
-    # JWT identities need RequestAuthentication (Envoy's jwt_authn filter), which exitgate lacks.
-    UNSUPPORTED = frozenset({"request_principals", "not_request_principals"})
+    # JWT identities need RequestAuthentication (Envoy's jwt_authn filter), which exitgate lacks;
+    # trust domains are matched on the peer certificate's trust domain, which it does not read yet.
+    UNSUPPORTED = frozenset({"request_principals", "not_request_principals", "trust_domains", "not_trust_domains"})
 
     principals: list[str] | None = None
     not_principals: list[str] | None = None
@@ -55,12 +56,14 @@ class Source(Spec):
     not_ip_blocks: list[str] | None = None
     remote_ip_blocks: list[str] | None = None
     not_remote_ip_blocks: list[str] | None = None
+    trust_domains: list[str] | None = None
+    not_trust_domains: list[str] | None = None
 
     def issues(self, where: Where) -> Iterable[Issue]:
         out: list[Issue] = []
         if not any(getattr(self, f) for f in type(self).model_fields):
             out.append(Issue((), "source must not be empty: set principals, namespaces, serviceAccounts, ipBlocks, "
-                                 "requestPrincipals, remoteIpBlocks or their not* forms"))
+                                 "requestPrincipals, remoteIpBlocks, trustDomains or their not* forms"))
         if (self.principals or self.not_principals or self.namespaces or self.not_namespaces) and \
                 (self.service_accounts or self.not_service_accounts):
             out.append(Issue(("serviceAccounts" if self.service_accounts else "notServiceAccounts",),
@@ -79,6 +82,11 @@ class Source(Spec):
                         out.append(Issue(at, problem))
                 elif name.endswith("service_accounts"):
                     problem = service_account_problem(value)
+                    if problem:
+                        out.append(Issue(at, problem))
+                elif name.endswith("trust_domains"):
+                    problem = wildcard_value_problem(value) or \
+                        (f"trust domain {value!r} must not contain '/' (like cluster.local)" if "/" in value else None)
                     if problem:
                         out.append(Issue(at, problem))
                 elif name.endswith("principals"):
@@ -153,6 +161,8 @@ class Condition(Spec):
     not_values: list[str] | None = None
 
     def unsupported_values(self) -> list[tuple[str | Path, str]]:
+        if self.key == "source.trustDomain":
+            return [("key", "source.trustDomain is not supported by exitgate yet")]
         if self.key.startswith("request.auth."):
             return [("key", f"{self.key} is not supported by exitgate yet (it needs RequestAuthentication)")]
         if self.key.startswith("experimental."):
@@ -197,7 +207,8 @@ class Provider(Spec):
 
 Action = Literal["ALLOW", "DENY", "AUDIT", "CUSTOM"]
 CUSTOM_UNSUPPORTED_SOURCE = ("namespaces", "not_namespaces", "service_accounts", "not_service_accounts",
-                             "principals", "not_principals", "request_principals", "not_request_principals")
+                             "trust_domains", "not_trust_domains", "principals", "not_principals",
+                             "request_principals", "not_request_principals")
 
 
 class AuthorizationPolicySpec(Spec):
@@ -239,7 +250,8 @@ class AuthorizationPolicySpec(Spec):
                             out.append(Issue(("rules", i, "from", j, "source", alias),
                                              f"{alias} is not supported with action CUSTOM"))
                 for k, cond in enumerate(rule.when or []):
-                    if cond.key in ("source.namespace", "source.serviceAccount", "source.principal") or \
+                    if cond.key in ("source.namespace", "source.serviceAccount", "source.trustDomain",
+                                    "source.principal") or \
                             cond.key.startswith("request.auth."):
                         out.append(Issue(("rules", i, "when", k, "key"), f"{cond.key} is not supported with "
                                                                          f"action CUSTOM"))
@@ -271,12 +283,13 @@ def _http_only(rule: Rule) -> bool:
 # --- Istio's attribute rules (pkg/config/security) -----------------------------------------------
 
 ATTRIBUTES = ("request.headers[NAME]", "source.ip", "remote.ip", "source.namespace", "source.serviceAccount",
-              "source.principal", "request.auth.principal", "request.auth.audiences", "request.auth.presenter",
-              "request.auth.claims[NAME]", "destination.ip", "destination.port", "connection.sni",
-              "experimental.envoy.filters.*[NAME]")
+              "source.principal", "source.trustDomain", "request.auth.principal", "request.auth.audiences",
+              "request.auth.presenter", "request.auth.claims[NAME]", "destination.ip", "destination.port",
+              "connection.sni", "experimental.envoy.filters.*[NAME]")
 _MAP_KEY_PREFIXES = ("request.headers", "request.experimental.inline.headers", "request.auth.claims",
                      "experimental.envoy.filters.")
 _PLAIN_KEYS = ("source.ip", "remote.ip", "source.namespace", "source.serviceAccount", "source.principal",
+               "source.trustDomain",
                "request.auth.principal", "request.auth.audiences", "request.auth.presenter", "destination.ip",
                "destination.port", "connection.sni")
 
@@ -306,6 +319,17 @@ def attribute_value_problem(key: str, value: str) -> str | None:
         return port_value_problem(value)
     if key == "source.serviceAccount":
         return service_account_problem(value)
+    if key == "source.trustDomain":
+        return wildcard_value_problem(value)
+    return None
+
+
+def wildcard_value_problem(value: str) -> str | None:
+    """Istio's ``CheckWildcardValues``: exact, prefix ``abc*``, suffix ``*abc`` or presence ``*``."""
+    if value.count("*") > 1:
+        return f"{value!r}: at most one wildcard '*' is allowed"
+    if "*" in value[1:-1]:
+        return f"{value!r}: a wildcard '*' is allowed only at the start or the end"
     return None
 
 

@@ -25,6 +25,7 @@ from exitgate.api.base import (
 )
 from exitgate.api.networking import (
     ISTIO_HTTP,
+    TLS_PROTOCOLS,
     ConnectionPoolSettings,
     Destination,
     Protocol,
@@ -87,13 +88,16 @@ class IstioIngressListener(Spec):
                                                            "[::1]:PORT, [::]:PORT or unix:///path"))
         tls = self.tls
         if tls is not None:
-            for field, present, what in (("subjectAltNames", tls.subject_alt_names, "subjectAltNames"),
-                                         ("httpsRedirect", tls.https_redirect, "httpsRedirect"),
-                                         ("credentialName", tls.credential_name, "credentialName")):
+            for field, present in (("subjectAltNames", tls.subject_alt_names), ("httpsRedirect", tls.https_redirect),
+                                   ("credentialName", tls.credential_name), ("credentialNames", tls.credential_names),
+                                   ("tlsCertificates", tls.tls_certificates)):
                 if present:
-                    out.append(Issue(("tls", field), f"{what} is not supported in a Sidecar's ingress tls"))
+                    out.append(Issue(("tls", field), f"{field} is not supported in a Sidecar's ingress tls"))
             if tls.mode in ("ISTIO_MUTUAL", "AUTO_PASSTHROUGH"):
                 out.append(Issue(("tls", "mode"), f"tls mode {tls.mode} cannot be used in a Sidecar's ingress tls"))
+            if self.port.protocol not in TLS_PROTOCOLS:
+                out.append(Issue(("tls",), f"an ingress listener on a {self.port.protocol or 'plain'} port cannot "
+                                           f"have tls settings; use protocol HTTPS or TLS"))
         if self.connection_pool is not None and self.connection_pool.http is not None and \
                 self.port.protocol not in ISTIO_HTTP:
             out.append(warning(("connectionPool", "http"), f"HTTP connection pool settings on port {self.port.number}, "
@@ -126,6 +130,8 @@ class IstioEgressListener(Spec):
         seen: dict[str, set[str]] = {}
         for i, host in enumerate(self.hosts):
             ns, _, name = host.partition("/")
+            if ns.startswith("~"):
+                continue  # an exclusion: it imports nothing, so it duplicates nothing
             ns = where.namespace if ns == "." else ns
             names = seen.setdefault(ns, set())
             if (name != "*" and (name in names or "*" in names)) or (name == "*" and names):

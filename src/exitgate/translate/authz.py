@@ -208,6 +208,9 @@ class _Builder:
                     ("namespaces", "notNamespaces", m.namespace, s.namespaces, s.not_namespaces),
                     ("remoteIpBlocks", "notRemoteIpBlocks", m.remote_ip, s.remote_ip_blocks, s.not_remote_ip_blocks),
                     ("ipBlocks", "notIpBlocks", m.source_ip, s.ip_blocks, s.not_ip_blocks),
+                    # The loader refuses them (EG0006); should one get here, it fails closed.
+                    ("trustDomains", "notTrustDomains", m.unsupported("trustDomains"), s.trust_domains,
+                     s.not_trust_domains),
                 ]
                 for key, not_key, gen, vals, not_vals in fields:
                     if vals or not_vals:

@@ -88,10 +88,11 @@ def _entry_services(r: Resource[ServiceEntrySpec], mesh: MeshConfig) -> list[Ser
             target = p.target_port or p.number
             if discovery is DiscoveryType.DYNAMIC_FORWARD_PROXY:
                 eps: tuple[Endpoint, ...] = ()
-            elif se.endpoints:
+            elif se.endpoints or discovery is DiscoveryType.STATIC:
+                # STATIC without endpoints: a service with none, as in Istio (requests fail).
                 eps = tuple(
                     Endpoint(e.address or host, mesh.external_port((e.ports or {}).get(p.name, target), host))
-                    for e in se.endpoints
+                    for e in se.endpoints or ()
                 )
             else:
                 eps = (Endpoint(host, mesh.external_port(target, host)),)

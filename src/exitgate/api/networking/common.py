@@ -19,6 +19,7 @@ from exitgate.api.base import (
     checked,
     host_problem,
     is_dns_label,
+    is_partial_wildcard,
     is_ip,
     selector_issues,
     warning,
@@ -69,11 +70,12 @@ def _destination_host(host: str) -> str | None:
 
 
 def _gateway_host_part(host: str, *, gateway: bool) -> str | None:
-    """Istio's ``validateSidecarOrGatewayHostnamePart``."""
+    """Istio's ``validateSidecarOrGatewayHostnamePart``: no short names, no partial wildcards
+    (``ValidatePartialWildCard``), and, in a Gateway, an IP address is a host too."""
     if host != "*" and "." not in host:
         return (f"short name {host!r} is not allowed here: use the fully qualified name "
                 f"(like reviews.default.svc.cluster.local), a wildcard like *.example.com, or '*'")
-    problem = host_problem(host)
+    problem = host_problem(host, partial=False)
     if problem and not (gateway and is_ip(host)):
         return problem
     return None
@@ -92,15 +94,17 @@ def gateway_host_problem(value: str) -> str | None:
 
 
 def sidecar_host_problem(value: str) -> str | None:
-    """A Sidecar egress host: ``namespace/host`` with namespace '*', '.', '~' or a name."""
+    """A Sidecar egress host: ``namespace/host`` with namespace '*', '.' or a name, each of them
+    ``~``-prefixed to exclude it (``~/host``: the host in no namespace; ``~ns/*``: not ns)."""
     ns, slash, host = value.partition("/")
     if not slash:
         return (f"{value!r} must be of the form namespace/host: './{value}' (this namespace), '*/{value}' (any "
                 f"namespace) or 'ns/{value}'")
     if not ns or not host:
         return f"{value!r}: the namespace and the host of 'namespace/host' must not be empty"
-    if ns not in ("*", ".", "~") and not is_dns_label(ns):
-        return f"invalid namespace {ns!r} in {value!r}: use '*', '.', '~' or a namespace name"
+    bare = ns.removeprefix("~")
+    if bare not in ("", "*", ".") and not is_dns_label(bare):
+        return f"invalid namespace {ns!r} in {value!r}: use '*', '.', a namespace name, or one of them after '~'"
     return _gateway_host_part(host, gateway=False)
 
 
@@ -185,3 +189,15 @@ class Destination(Spec):
     host: DestinationHost
     subset: SubsetName | None = None
     port: PortSelector | None = None
+
+    def unsupported_values(self) -> list[tuple[str | Path, str]]:
+        return partial_wildcard_unsupported(("host",), self.host)
+
+
+def partial_wildcard_unsupported(at: Path, host: str) -> list[tuple[str | Path, str]]:
+    """EG0006 for a partial wildcard host (``*example.com``), which Istio accepts where exitgate
+    matches hosts by whole labels only (``*.example.com``)."""
+    if not is_partial_wildcard(host):
+        return []
+    return [(at, f"partial wildcard host {host!r} is not supported by exitgate yet (it matches a wildcard only "
+                 f"as the whole first label, like *.example.com)")]

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from exitgate.api.base import (
+    AnyDuration,
     Duration,
+    DurationOrOff,
     Issue,
     Path,
     Spec,
@@ -24,13 +26,37 @@ from exitgate.api.base import (
     labels_issues,
     warning,
 )
-from exitgate.api.networking.common import PolicySelector, PortSelector, WildcardHost, _port_problem
+from exitgate.api.networking.common import (
+    PolicySelector,
+    PortSelector,
+    WildcardHost,
+    _port_problem,
+    partial_wildcard_unsupported,
+)
+
+
+class CookieAttribute(Spec):
+    name: str
+    value: str | None = None
 
 
 class HTTPCookie(Spec):
     name: str = Field(min_length=1)
     path: str | None = None
-    ttl: Duration | None = None
+    ttl: AnyDuration | None = None  # 0s is a session cookie; Istio's CRD checks no minimum here
+    attributes: list[CookieAttribute] | None = None
+
+    def issues(self, where: Where) -> Iterable[Issue]:
+        out = []
+        seen: dict[str, int] = {}
+        for i, attribute in enumerate(self.attributes or []):
+            if not attribute.name:
+                out.append(Issue(("attributes", i, "name"), "a cookie attribute needs a name, like SameSite"))
+            elif attribute.name in seen:
+                out.append(Issue(("attributes", i, "name"), f"duplicate cookie attribute {attribute.name!r} "
+                                                            f"(attributes[{seen[attribute.name]}] has it)"))
+            seen.setdefault(attribute.name, i)
+        return out
 
 
 class RingHash(Spec):
@@ -70,10 +96,10 @@ class ConsistentHashLB(Spec):
         if self.ring_hash is not None and self.maglev is not None:
             out.append(Issue((), "consistentHash takes ringHash or maglev, not both"))
         if self.minimum_ring_size:
+            out.append(warning(("minimumRingSize",), "minimumRingSize is deprecated; use ringHash.minimumRingSize"))
             if self.ring_hash is not None or self.maglev is not None:
-                out.append(Issue(("minimumRingSize",), "set the ring size in ringHash, not both"))
-            else:
-                out.append(warning(("minimumRingSize",), "minimumRingSize is deprecated; use ringHash.minimumRingSize"))
+                out.append(Issue(("minimumRingSize",), "minimumRingSize cannot be combined with ringHash or maglev; "
+                                                       "set the ring size in ringHash"))
         return out
 
 
@@ -87,6 +113,19 @@ class LocalityFailover(Spec):
     to: str | None = None
 
 
+TOPOLOGY_LABELS = ("topology.kubernetes.io/region", "topology.kubernetes.io/zone", "topology.istio.io/subzone")
+
+
+def _failover_issues(failover: list[LocalityFailover] | None) -> list[Issue]:
+    out = []
+    for i, f in enumerate(failover or []):
+        if f.from_ == f.to:
+            out.append(Issue(("failover", i), "a failover must go to a different region"))
+        elif "/" in (f.from_ or "") + (f.to or "") or "*" in (f.from_ or "") + (f.to or ""):
+            out.append(Issue(("failover", i), "failover names regions only (no '/', no '*')"))
+    return out
+
+
 class LocalityLoadBalancerSetting(Spec):
     distribute: list[LocalityDistribute] | None = None
     failover: list[LocalityFailover] | None = None
@@ -94,31 +133,54 @@ class LocalityLoadBalancerSetting(Spec):
     enabled: bool | None = None
 
     def issues(self, where: Where) -> Iterable[Issue]:
+        """Istio's ``ValidateLocalityLbSetting`` (but its check that localities do not overlap)."""
         out = []
         if self.distribute and self.failover:
-            out.append(Issue(("failover",), "set distribute or failover, not both"))
+            return [Issue(("failover",), "set distribute or failover, not both")]
+        if self.failover:
+            for i, label in enumerate(self.failover_priority or []):
+                if label in TOPOLOGY_LABELS:
+                    return [Issue(("failoverPriority", i), f"failoverPriority cannot use the topology label {label} "
+                                                           f"together with failover")]
         for i, d in enumerate(self.distribute or []):
             weights = list((d.to or {}).values())
             if any(not 1 <= w <= 100 for w in weights):
                 out.append(Issue(("distribute", i, "to"), "locality weights must be 1-100"))
             elif sum(weights) != 100:
                 out.append(Issue(("distribute", i, "to"), f"locality weights must add up to 100, not {sum(weights)}"))
-        for i, f in enumerate(self.failover or []):
-            if f.from_ == f.to:
-                out.append(Issue(("failover", i), "a failover must go to a different region"))
-            elif "/" in (f.from_ or "") + (f.to or "") or "*" in (f.from_ or "") + (f.to or ""):
-                out.append(Issue(("failover", i), "failover names regions only (no '/', no '*')"))
-        return out
+        return out + _failover_issues(self.failover)
+
+
+class ZoneAwareLoadBalancerSetting(Spec):
+    enabled: bool | None = None
+    failover: list[LocalityFailover] | None = None
+    failover_priority: list[str] | None = None
+    min_cluster_size: int | None = Field(default=None, ge=1)
+
+    def issues(self, where: Where) -> Iterable[Issue]:
+        """Istio's ``ValidateZoneAwareLbSetting``."""
+        out = [Issue(("failoverPriority", i), f"failoverPriority of a zone aware load balancer cannot use the "
+                                              f"topology label {label}: Envoy orders regions and zones itself")
+               for i, label in enumerate(self.failover_priority or []) if label in TOPOLOGY_LABELS]
+        return out + _failover_issues(self.failover)
+
+
+class WarmupConfiguration(Spec):
+    duration: Duration
+    minimum_percent: float | None = Field(default=None, ge=0, le=100)
+    aggression: float | None = Field(default=None, gt=0)
 
 
 class LoadBalancerSettings(Spec):
     simple: Literal["UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST"] | None = None
     consistent_hash: ConsistentHashLB | None = None
     locality_lb_setting: LocalityLoadBalancerSetting | None = None
+    zone_aware_lb_setting: ZoneAwareLoadBalancerSetting | None = None
     warmup_duration_secs: Duration | None = None
-    warmup: dict[str, Any] | None = None
+    warmup: WarmupConfiguration | None = None
 
-    UNSUPPORTED = frozenset({"consistent_hash", "locality_lb_setting", "warmup_duration_secs", "warmup"})
+    UNSUPPORTED = frozenset({"consistent_hash", "locality_lb_setting", "zone_aware_lb_setting", "warmup_duration_secs",
+                             "warmup"})
 
     def unsupported_values(self) -> list[tuple[str | Path, str]]:
         if self.simple == "PASSTHROUGH":
@@ -126,9 +188,24 @@ class LoadBalancerSettings(Spec):
         return []
 
     def issues(self, where: Where) -> Iterable[Issue]:
+        out = []
         if self.simple is not None and self.consistent_hash is not None:
-            return [Issue(("consistentHash",), "a loadBalancer takes simple or consistentHash, not both")]
-        return []
+            out.append(Issue(("consistentHash",), "a loadBalancer takes simple or consistentHash, not both"))
+        if self.locality_lb_setting is not None and self.zone_aware_lb_setting is not None:
+            out.append(Issue(("zoneAwareLbSetting",), "set localityLbSetting or zoneAwareLbSetting, not both"))
+        if self.warmup_duration_secs is not None and self.warmup is not None:
+            out.append(Issue(("warmup",), "set warmup or warmupDurationSecs, not both"))
+        return out
+
+    def failover_issues(self, outlier: OutlierDetection | None) -> list[Issue]:
+        """Istio's warning that failover needs outlier detection (to notice the unhealthy)."""
+        if outlier is not None:
+            return []
+        return [warning((field,), "failover needs outlierDetection in the same traffic policy to eject unhealthy "
+                                  "endpoints; without it failover never happens")
+                for field, lb in (("localityLbSetting", self.locality_lb_setting),
+                                  ("zoneAwareLbSetting", self.zone_aware_lb_setting))
+                if lb is not None and (lb.failover or lb.failover_priority)]
 
 
 class TcpKeepalive(Spec):
@@ -142,7 +219,16 @@ class TCPSettings(Spec):
     connect_timeout: Duration | None = None
     tcp_keepalive: TcpKeepalive | None = None
     max_connection_duration: Duration | None = None
-    idle_timeout: Duration | None = None
+    idle_timeout: DurationOrOff | None = None  # 0s turns it off
+
+
+class ConnectionKeepalive(Spec):
+    interval: Duration | None = None
+    timeout: Duration | None = None
+
+    def issues(self, where: Where) -> Iterable[Issue]:
+        return [Issue((), f"http2KeepAlive needs {name} (a duration, like 10s)")
+                for name, value in (("interval", self.interval), ("timeout", self.timeout)) if value is None]
 
 
 class HTTPSettings(Spec):
@@ -154,6 +240,9 @@ class HTTPSettings(Spec):
     h2_upgrade_policy: Literal["DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"] | None = None
     use_client_protocol: bool | None = None
     max_concurrent_streams: int | None = Field(default=None, ge=0)
+    http2_keep_alive: ConnectionKeepalive | None = None
+
+    UNSUPPORTED = frozenset({"http2_keep_alive"})
 
     def issues(self, where: Where) -> Iterable[Issue]:
         if self.h2_upgrade_policy == "UPGRADE" and self.use_client_protocol:
@@ -181,6 +270,9 @@ class OutlierDetection(Spec):
     max_ejection_percent: int | None = Field(default=None, ge=0, le=100)
     min_health_percent: int | None = Field(default=None, ge=0, le=100)
     consecutive_errors: int | None = None
+    outlier_detection_http_error_codes: list[Annotated[int, Field(ge=100, le=599)]] | None = None
+
+    UNSUPPORTED = frozenset({"outlier_detection_http_error_codes"})
 
     def issues(self, where: Where) -> Iterable[Issue]:
         out = []
@@ -268,6 +360,12 @@ class ProxyProtocol(Spec):
     version: Literal["V1", "V2"] | None = None
 
 
+class RetryBudget(Spec):
+    percent: float | None = Field(default=None, ge=0, le=100)
+    min_retry_concurrency: int | None = Field(default=None, ge=0, le=4294967295)
+    budget_interval: AnyDuration | None = None
+
+
 class PortTrafficPolicy(Spec):
     port: PortSelector | None = None
     load_balancer: LoadBalancerSettings | None = None
@@ -282,6 +380,9 @@ class PortTrafficPolicy(Spec):
         if not (self.load_balancer or self.connection_pool or self.outlier_detection or self.tls):
             out.append(Issue((), "a portLevelSettings entry needs at least one of loadBalancer, connectionPool, "
                                  "outlierDetection or tls"))
+        if self.load_balancer is not None:
+            out += [Issue(("loadBalancer",) + i.path, i.message, i.severity)
+                    for i in self.load_balancer.failover_issues(self.outlier_detection)]
         return out
 
 
@@ -293,16 +394,19 @@ class TrafficPolicy(Spec):
     port_level_settings: list[PortTrafficPolicy] | None = None
     tunnel: TunnelSettings | None = None
     proxy_protocol: ProxyProtocol | None = None
-    retry_budget: dict[str, Any] | None = None
+    retry_budget: RetryBudget | None = None
 
     UNSUPPORTED = frozenset({"tunnel", "proxy_protocol", "retry_budget"})
 
     def issues(self, where: Where) -> Iterable[Issue]:
         if not self.model_fields_set:
             return [Issue((), "trafficPolicy is empty; set loadBalancer, connectionPool, outlierDetection, tls, "
-                              "portLevelSettings, tunnel or proxyProtocol, or remove it")]
+                              "portLevelSettings, tunnel, proxyProtocol or retryBudget, or remove it")]
         if self.tunnel is not None and self.proxy_protocol is not None:
             return [Issue(("proxyProtocol",), "tunnel and proxyProtocol cannot be set together")]
+        if self.load_balancer is not None:
+            return [Issue(("loadBalancer",) + i.path, i.message, i.severity)
+                    for i in self.load_balancer.failover_issues(self.outlier_detection)]
         return []
 
 
@@ -323,6 +427,9 @@ class DestinationRuleSpec(Spec):
     workload_selector: PolicySelector | None = None
 
     UNSUPPORTED = frozenset({"workload_selector"})
+
+    def unsupported_values(self) -> list[tuple[str | Path, str]]:
+        return partial_wildcard_unsupported(("host",), self.host)
 
     def issues(self, where: Where) -> Iterable[Issue]:
         out: list[Issue] = []

@@ -63,19 +63,24 @@ class ServerTLSSettings(Spec):
     ca_certificates: str | None = None
     ca_crl: str | None = None
     credential_name: str | None = None
-    credential_names: list[str] | None = Field(default=None, max_length=2)
-    tls_certificates: list[TLSCertificate] | None = Field(default=None, max_length=2)
+    # At most two (an RSA and an ECDSA certificate): Istio's CRD refuses more, before the
+    # validation webhook (which would only warn) sees them.
+    credential_names: list[str] | None = Field(default=None, min_length=1, max_length=2)
+    tls_certificates: list[TLSCertificate] | None = Field(default=None, min_length=1, max_length=2)
     subject_alt_names: list[str] | None = None
     verify_certificate_spki: list[str] | None = None
     verify_certificate_hash: list[str] | None = None
     min_protocol_version: TLSVersion | None = None
     max_protocol_version: TLSVersion | None = None
     cipher_suites: list[str] | None = None
+    ca_cert_credential_name: str | None = None
+    insecure_skip_verify: bool | None = None
 
     UNSUPPORTED = frozenset({
         "https_redirect", "server_certificate", "private_key", "ca_certificates", "ca_crl",
         "credential_name", "credential_names", "tls_certificates", "subject_alt_names", "verify_certificate_spki",
         "verify_certificate_hash", "min_protocol_version", "max_protocol_version", "cipher_suites",
+        "ca_cert_credential_name", "insecure_skip_verify",
     })
 
     def issues(self, where: Where) -> Iterable[Issue]:
@@ -92,43 +97,50 @@ class ServerTLSSettings(Spec):
             elif suite in seen:
                 out.append(warning(("cipherSuites", i), f"duplicate cipher suite {suite!r} will be ignored"))
             seen.add(suite)
-        if self.credential_name and self.credential_names:
-            out.append(Issue(("credentialNames",), "set credentialName or credentialNames, not both"))
-        if self.tls_certificates and (self.server_certificate or self.private_key):
-            out.append(Issue(("tlsCertificates",), "set tlsCertificates or serverCertificate and privateKey, not both"))
-        files = [("serverCertificate", self.server_certificate), ("privateKey", self.private_key),
-                 ("caCertificates", self.ca_certificates)]
         if mode == "ISTIO_MUTUAL":
-            for name, value in files + [("credentialName", self.credential_name)]:
+            for name, value in (("serverCertificate", self.server_certificate), ("privateKey", self.private_key),
+                                ("caCertificates", self.ca_certificates), ("tlsCertificates", self.tls_certificates),
+                                ("credentialName", self.credential_name), ("credentialNames", self.credential_names)):
                 if value:
                     out.append(Issue((name,), f"ISTIO_MUTUAL uses the mesh's own certificates; remove {name}"))
             return out
-        credential = bool(self.credential_name or self.credential_names)
-        certificate = bool(self.server_certificate or self.tls_certificates)
-        key = bool(self.private_key or self.tls_certificates)
-        if mode in ("PASSTHROUGH", "AUTO_PASSTHROUGH"):
-            if self.ca_crl or credential or any(v for _, v in files):
-                out.append(warning((), f"{mode} forwards the client's TLS untouched and uses no certificates; "
-                                       f"they will be ignored"))
-            return out
-        if credential:
-            for name, value in files + [("caCrl", self.ca_crl)]:
-                if value:
-                    out.append(warning((name,), f"{name} is ignored when credentialName is set: the certificates "
-                                                f"come from the Secret"))
-            return out
-        need = [("serverCertificate", certificate, "a server certificate"), ("privateKey", key, "a private key")]
-        if mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
-            need.append(("caCertificates", bool(self.ca_certificates or any(c.ca_certificates for c in
-                                                                             self.tls_certificates or [])),
-                         "a CA bundle to verify client certificates"))
-        for name, present, what in need:
-            if not present:
-                out.append(Issue((name,), f"{mode} TLS needs {what}: set credentialName (a Secret holding them) "
-                                          f"or {name}"))
-        if self.ca_crl and mode == "SIMPLE":
-            out.append(Issue(("caCrl",), "caCrl checks client certificates, which SIMPLE TLS does not ask for; "
-                                         "use MUTUAL or remove caCrl"))
+        if mode in ("PASSTHROUGH", "AUTO_PASSTHROUGH") and (
+                self.ca_crl or self.server_certificate or self.private_key or self.ca_certificates or
+                self.tls_certificates or self.credential_name or self.credential_names):
+            out.append(warning((), f"{mode} forwards the client's TLS untouched and uses no certificates; they will "
+                                   f"be ignored"))
+        sources = [(name, present) for name, present in (
+            ("serverCertificate", bool(self.server_certificate and self.private_key)),
+            ("credentialName", bool(self.credential_name)), ("credentialNames", bool(self.credential_names)),
+            ("tlsCertificates", bool(self.tls_certificates))) if present]
+        if len(sources) > 1:
+            first = "serverCertificate and privateKey" if sources[0][0] == "serverCertificate" else sources[0][0]
+            out.append(Issue((sources[1][0],), f"set one source of server certificates: credentialName, "
+                                               f"credentialNames, serverCertificate and privateKey, or tlsCertificates "
+                                               f"(this has {first} and {sources[1][0]})"))
+        terminates = mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL")
+        if terminates and (self.credential_name or self.credential_names):
+            return out  # the Secret supplies the certificates (and the CA bundle)
+        if terminates:
+            if mode != "SIMPLE" and not self.ca_certificates:
+                out.append(Issue(("caCertificates",), f"{mode} TLS needs a CA bundle to verify client certificates: "
+                                                      f"set credentialName (a Secret holding it) or caCertificates"))
+            certs: list[tuple[Path, TLSCertificate]] = \
+                [(("tlsCertificates", i), c) for i, c in enumerate(self.tls_certificates)] if self.tls_certificates \
+                else [((), TLSCertificate(server_certificate=self.server_certificate, private_key=self.private_key))]
+            for at, cert in certs:
+                for name, value, what in (("serverCertificate", cert.server_certificate, "a server certificate"),
+                                          ("privateKey", cert.private_key, "a private key")):
+                    if not value:
+                        out.append(Issue(at + (name,), f"{mode} TLS needs {what}: set credentialName (a Secret "
+                                                       f"holding them) or {name}"))
+        if self.ca_crl:
+            if self.credential_name:
+                out.append(Issue(("caCrl",), "caCrl cannot be combined with credentialName: put the CRL in the "
+                                             "Secret (ca.crl)"))
+            if mode == "SIMPLE":
+                out.append(Issue(("caCrl",), "caCrl checks client certificates, which SIMPLE TLS does not ask for; "
+                                             "use MUTUAL or remove caCrl"))
         return out
 
 

@@ -147,17 +147,21 @@ class Headers(Spec):
 
 class HTTPRouteDestination(Spec):
     destination: Destination
-    weight: int | None = Field(default=None, ge=0, le=100)
+    # Relative: Istio takes any weights but all zero (Envoy splits by their sum).
+    weight: int | None = Field(default=None, ge=0, le=2**31 - 1)
     headers: Headers | None = None
 
 
 class HTTPRedirect(Spec):
     uri: str | None = None
+    prefix_rewrite: str | None = None
     authority: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
     derive_port: Literal["FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT"] | None = None
     scheme: str | None = None
     redirect_code: int | None = None
+
+    UNSUPPORTED = frozenset({"prefix_rewrite"})
 
     def unsupported_values(self) -> list[tuple[str | Path, str]]:
         # Envoy's redirect action has only these codes; Istio drops the route's action otherwise.
@@ -168,8 +172,10 @@ class HTTPRedirect(Spec):
 
     def issues(self, where: Where) -> Iterable[Issue]:
         out = []
-        if not (self.uri or self.authority or self.port or self.derive_port or self.scheme):
-            out.append(Issue((), "a redirect must set uri, authority, scheme or port"))
+        if self.uri and self.prefix_rewrite:
+            out.append(Issue(("prefixRewrite",), "a redirect takes uri or prefixRewrite, not both"))
+        if not (self.uri or self.prefix_rewrite or self.authority or self.port or self.derive_port or self.scheme):
+            out.append(Issue((), "a redirect must set uri, prefixRewrite, authority, scheme or port"))
         if self.redirect_code is not None and not 300 <= self.redirect_code <= 399:
             out.append(Issue(("redirectCode",), f"redirect code {self.redirect_code} must be 3xx"))
         if self.scheme is not None and self.scheme not in ("http", "https"):
@@ -369,10 +375,9 @@ class HTTPRoute(Spec):
 
     @model_validator(mode="after")
     def _weights(self) -> HTTPRoute:
-        if self.route and len(self.route) > 1:
-            total = sum(d.weight or 0 for d in self.route)
-            if total != 100:
-                raise ValueError(f"route weights must sum to 100, they sum to {total}")
+        # Istio's validateHTTPRouteDestinations: weights are relative, only all zero is wrong.
+        if self.route and len(self.route) > 1 and sum(d.weight or 0 for d in self.route) == 0:
+            raise ValueError("the route weights add up to 0; give the destinations weights")
         if not self.route and self.redirect is None and self.direct_response is None and self.delegate is None:
             raise ValueError("an http route needs route, redirect, directResponse or delegate")
         return self
@@ -388,6 +393,26 @@ class HTTPRoute(Spec):
                                 ("direct_response", "directResponse")):
                 if getattr(self, name):
                     out.append(Issue((alias,), f"a route with redirect cannot also set {alias}"))
+            if self.redirect.prefix_rewrite and any(m.uri is not None and m.uri.prefix is None
+                                                    for m in self.match or []):
+                out.append(Issue(("redirect", "prefixRewrite"), "redirect prefixRewrite needs every uri match of "
+                                                                "the route to be a prefix match"))
         if self.mirror_percent is not None:
             out.append(warning(("mirrorPercent",), "mirrorPercent is deprecated; use mirrorPercentage"))
+        out.extend(self._authority_issues())
         return out
+
+    def _authority_issues(self) -> list[Issue]:
+        """Istio's ``validateAuthorityRewrite``: the authority is rewritten once, by
+        ``rewrite.authority`` or one ``:authority``/``Host`` request header operation."""
+        request = self.headers.request if self.headers is not None else None
+        setters: list[tuple[Path, str]] = [(("rewrite", "authority"), "rewrite.authority")] \
+            if self.rewrite is not None and self.rewrite.authority else []
+        for op in ("set", "add"):
+            for name in (getattr(request, op) or {}) if request is not None else {}:
+                if name.lower() in (":authority", "host"):
+                    setters.append((("headers", "request", op, name), f"headers.request.{op}[{name}]"))
+        if len(setters) < 2:
+            return []
+        return [Issue(setters[1][0], f"the authority is rewritten twice, by {setters[0][1]} and {setters[1][1]}; "
+                                     f"keep one")]

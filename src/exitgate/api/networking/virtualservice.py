@@ -25,6 +25,7 @@ from exitgate.api.networking.common import (
     gateway_name_issues,
     host_matches,
     host_subset_of,
+    partial_wildcard_unsupported,
 )
 from exitgate.api.networking.httproute import HTTPRoute
 
@@ -88,18 +89,46 @@ MESH = "mesh"
 
 
 class VirtualServiceSpec(Spec):
-    # Required (delegate VirtualServices, which have none, are not supported): a missing list is
-    # reported as a missing field at spec.hosts, not as a bad value of spec.
-    hosts: list[str] = Field(min_length=1)
+    # None (or []) makes a delegate: the HTTP routes another VirtualService hands a request to
+    # with ``http[].delegate``. Istio validates them; exitgate does not route by them yet.
+    hosts: list[str] = Field(default_factory=list)
     gateways: list[str] | None = None
     http: list[HTTPRoute] | None = None
     tls: list[TLSRoute] | None = None
     tcp: list[TCPRoute] | None = None
     export_to: list[str] | None = None
 
+    @property
+    def is_delegate(self) -> bool:
+        return not self.hosts
+
+    def unsupported_values(self) -> list[tuple[str | Path, str]]:
+        out: list[tuple[str | Path, str]] = []
+        if self.is_delegate:
+            out.append(((), "a VirtualService without hosts is a delegate (the routes another VirtualService hands "
+                            "over with http[].delegate), which exitgate does not support yet"))
+        out += [u for i, h in enumerate(self.hosts) for u in partial_wildcard_unsupported(("hosts", i), h)]
+        out += [u for i, route in enumerate(self.tls or []) for j, m in enumerate(route.match)
+                for k, sni in enumerate(m.sni_hosts)
+                for u in partial_wildcard_unsupported(("tls", i, "match", j, "sniHosts", k), sni)]
+        return out
+
+    def _delegate_issues(self) -> list[Issue]:
+        """Istio's rules for a delegate: HTTP routes only, no gateways, no delegating again."""
+        out = []
+        for field, value in (("gateways", self.gateways), ("tls", self.tls), ("tcp", self.tcp)):
+            if value:
+                what = "gateways (the VirtualService delegating to it decides those)" if field == "gateways" else \
+                    f"{field} routes (only HTTP routes can be delegated)"
+                out.append(Issue((field,), f"a delegate VirtualService (one without hosts) takes no {what}"))
+        for i, http in enumerate(self.http or []):
+            if http.delegate is not None:
+                out.append(Issue(("http", i, "delegate"), "a delegate VirtualService's route cannot delegate again"))
+        return out
 
     def issues(self, where: Where) -> Iterable[Issue]:
-        out = gateway_name_issues(self.gateways, ("gateways",))
+        out = self._delegate_issues() if self.is_delegate else []
+        out += gateway_name_issues(self.gateways, ("gateways",))
         bound_to_gateway = bool(self.gateways) and MESH not in (self.gateways or [])
         valid = True
         for i, host in enumerate(self.hosts):
