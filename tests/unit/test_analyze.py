@@ -353,11 +353,18 @@ CASE_TABLE: list[Case] = [
           "spec.trafficPolicy.portLevelSettings[0].tls.insecureSkipVerify"), Severity.WARNING),
     Case("skip-verify/ok", A.skip_verify_any.ANALYZER, nothing, None),
     # IST0132
+    # (as Istio's: only when the Gateway accepts none of the VirtualService's hosts)
     Case("vs-host-in-gateway", A.vs_host_in_gateway.ANALYZER,
-         set_in(["spec", "hosts"], ["edition.cnn.com", "www.cnn.com"], "VirtualService"),
+         set_in(["spec", "hosts"], ["www.cnn.com"], "VirtualService"),
          ("IST0132", VSR, "spec.gateways[0]"), Severity.WARNING),
     Case("vs-host-in-gateway/ok", A.vs_host_in_gateway.ANALYZER,
          set_in(["spec", "servers", 0, "hosts"], ["*.cnn.com"], "Gateway"), None),
+    # ... and, as Istio's, for a Gateway that does not exist (IST0101 as well)
+    Case("vs-host-in-gateway/missing-gateway", A.vs_host_in_gateway.ANALYZER,
+         set_in(["spec", "gateways", 0], "egress-typo", "VirtualService"),
+         ("IST0132", VSR, "spec.gateways[0]"), Severity.WARNING),
+    Case("vs-host-in-gateway/one-host-accepted", A.vs_host_in_gateway.ANALYZER,
+         set_in(["spec", "hosts"], ["edition.cnn.com", "www.cnn.com"], "VirtualService"), None),
     # IST0145
     Case("conflicting-gateways", A.conflicting_gateways.ANALYZER,
          add(gateway("other", 80, "edition.cnn.com", {"mode": "ISTIO_MUTUAL"})), ("IST0145", GWR, "spec.servers[0]")),

@@ -55,6 +55,18 @@ def policy(name: str, namespace: str = "default", match_labels: dict[str, str] |
             f"  rules:\n  - from:\n    - source:\n        namespaces: [default]\n")
 
 
+def policy_from(name: str, namespaces: list[str], not_namespaces: list[str] | None = None) -> str:
+    """An ALLOW policy of default whose one source lists ``namespaces`` (and ``notNamespaces``)."""
+    nots = f"\n        notNamespaces: {not_namespaces}" if not_namespaces else ""
+    return (f"apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: {name}\n"
+            f"  namespace: default\nspec:\n  action: ALLOW\n"
+            f"  rules:\n  - from:\n    - source:\n        namespaces: {namespaces}{nots}\n")
+
+
+def namespace(name: str) -> str:
+    return f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"
+
+
 def load(*docs: str) -> list[Resource]:
     loaded = load_text("---\n".join(docs), "case.yaml", keep_unsupported=True)
     assert loaded.ok, loaded.diagnostics
@@ -145,6 +157,16 @@ CASES: list[Case] = [
     Case("authz-peer-identity/ok", A.authz_peer_identity.ANALYZER,
          (gateway("ISTIO_MUTUAL"), policy("from-default", namespace="istio-system", match_labels=GW_LABELS),
           policy("sleep-only", match_labels={"app": "sleep"}))),
+    # IST0101: source namespaces that no Namespace object declares and no proxy is in
+    Case("authz-namespaces", A.authz_namespaces.ANALYZER,
+         (policy_from("from-typo", ["defualt", "prod-*"], ["*-test"]),),
+         (("AuthorizationPolicy default/from-typo", "spec.rules[0].from[0].source.namespaces[0]"),
+          ("AuthorizationPolicy default/from-typo", "spec.rules[0].from[0].source.namespaces[1]"),
+          ("AuthorizationPolicy default/from-typo", "spec.rules[0].from[0].source.notNamespaces[0]"))),
+    # ... namespaces with a proxy (default, foo, istio-system; names compare without case), one a
+    # Namespace object declares (bar), '*', a prefix and a suffix
+    Case("authz-namespaces/ok", A.authz_namespaces.ANALYZER,
+         (namespace("bar"), policy_from("known", ["default", "FOO", "*", "istio-*", "*-system"], ["bar"]))),
     # EG0111: a policy selecting a workload's sidecar (which has no inbound traffic here)
     Case("authz-on-sidecar", A.authz_on_sidecar.ANALYZER,
          (policy("sleep", match_labels={"app": "sleep"}), policy("default-wide")),

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from exitgate.analyze import (
+    authz_namespaces,
     authz_on_sidecar,
     authz_peer_identity,
     authz_workloads,
@@ -69,6 +70,7 @@ ANALYZERS: tuple[Analyzer, ...] = (
     sidecar_selector_conflict.ANALYZER,
     sidecar_default_selector.ANALYZER,
     authz_workloads.ANALYZER,
+    authz_namespaces.ANALYZER,
     port_selector.ANALYZER,
     skip_verify_destination.ANALYZER,
     skip_verify_port.ANALYZER,

@@ -1,5 +1,11 @@
-"""IST0101 ReferencedResourceNotFound: a VirtualService route names a subset that no
-DestinationRule for its host defines (Envoy would have no such cluster: 503 NC)."""
+"""IST0101 ReferencedResourceNotFound: a VirtualService route (tcp, tls or http) or http mirror
+names a subset that no DestinationRule for its host defines (Envoy would have no such cluster:
+503 NC).
+
+Istio's ``virtualservice.DestinationRuleAnalyzer`` looks for a DestinationRule of the
+VirtualService's namespace unless the host is a ``NAME.NAMESPACE.svc.cluster.local`` name;
+exitgate takes a DestinationRule of any namespace whose host covers the route's (wildcards
+included) and leaves whether the sending proxy sees that rule to EG0102."""
 
 from __future__ import annotations
 
@@ -23,8 +29,9 @@ def subset_defined(ctx: Context, host: str, subset: str) -> bool:
 def check(ctx: Context) -> Iterator[Finding]:
     for vs, path, d in route_destinations(ctx):
         if d.subset and not subset_defined(ctx, fqdn(d.host, vs.namespace), d.subset):
+            what = "mirror+subset" if {"mirror", "mirrors"} & set(path) else "host+subset"
             yield Finding(CODE, Severity.ERROR,
-                          f"Referenced host+subset in destinationrule not found: {quoted(f'{d.host}+{d.subset}')}",
+                          f"Referenced {what} in destinationrule not found: {quoted(f'{d.host}+{d.subset}')}",
                           vs, path + ("subset",))
 
 

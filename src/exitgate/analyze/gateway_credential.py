@@ -1,5 +1,6 @@
 """IST0161 InvalidGatewayCredential: a Gateway server's ``credentialName`` Secret, found in the
-gateway's namespace, holds no usable certificate (missing, not PEM, expired or not yet valid)."""
+gateway's namespace, holds no usable certificate and key (as Istio's ``gateway.SecretAnalyzer``:
+no certificate or no key, a certificate that is not PEM, expired or not yet valid)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,13 @@ def check(ctx: Context) -> Iterator[Finding]:
             secret = ctx.secret(ns, use.secret)
             if secret is None:
                 continue  # IST0101 / EG0103
-            cert = credential(secret.spec).cert
-            problem = "the Secret has no certificate (tls.crt or cert)" if not cert else validity_problem(cert, ctx.now)
+            cred = credential(secret.spec)
+            if not cred.cert:
+                problem: str | None = "the Secret has no certificate (tls.crt or cert)"
+            elif not cred.key:
+                problem = "the Secret has no private key (tls.key or key)"
+            else:
+                problem = validity_problem(cred.cert, ctx.now)
             if problem:
                 yield Finding(CODE, Severity.ERROR,
                               f"The credential referenced by the Gateway {use.resource.name} in namespace {ns} is "
@@ -31,4 +37,4 @@ def check(ctx: Context) -> Iterator[Finding]:
                               use.resource, use.path)
 
 
-ANALYZER = Analyzer(CODE, "InvalidGatewayCredential", "Gateway server credentials hold a valid certificate", check)
+ANALYZER = Analyzer(CODE, "InvalidGatewayCredential", "Gateway server credentials hold a valid certificate and key", check)

@@ -1,6 +1,8 @@
-"""IST0162 GatewayPortNotDefinedOnService: a Gateway server listens on a port that the selected
-gateway proxy's service declares neither as a port nor as a target port (exitgate then listens
-on that number directly, which the gateway's clients do not reach through its service)."""
+"""IST0162 GatewayPortNotDefinedOnService: a Gateway server listens on a port that no Service of
+the pods its selector matches declares, as a port or as a numeric target port (Istio's
+``gateway.IngressGatewayPortAnalyzer``: the ports of all those pods' TCP Service ports together;
+a mesh-file gateway's ports are its service's). exitgate then listens on that number directly,
+which the gateway's clients do not reach through its service."""
 
 from __future__ import annotations
 
@@ -15,10 +17,13 @@ CODE = "IST0162"
 
 def check(ctx: Context) -> Iterator[Finding]:
     for gw in ctx.gateways:
-        proxies = ctx.selected_proxies(gw)
+        pods = ctx.pods_selected(gw.spec.selector)
+        if not pods:
+            continue  # IST0101
+        ports = frozenset().union(*(p.ports for p in pods))
         for i, server in enumerate(gw.spec.servers):
             n = server.port.number
-            if any(not any(n in (p.port, p.target_port) for p in proxy.ports) for proxy in proxies):
+            if n not in ports:
                 yield Finding(CODE, Severity.WARNING,
                               f"The gateway is listening on a target port (port {n}) that is not defined in the "
                               f"Service associated with its workload instances (Pod selector "

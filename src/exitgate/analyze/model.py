@@ -5,12 +5,14 @@ DestinationRule and TLS settings that proxy will use for it.
 
 Built once per ``analyze`` call from resources, the mesh inventory and a clock; pure (no I/O).
 The resolution rules are the translator's (``translate.registry``, ``translate.routing``,
-``translate.tls``), so an analyzer judges what exitgate will actually configure.
+``translate.tls``), so an analyzer judges what exitgate will actually configure; where an Istio
+code is defined by what Istio's analyzer reads, the context also has that analyzer's view of the
+cluster (``pods``, ``istio_destination``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -19,12 +21,15 @@ from typing import cast
 from exitgate import names
 from exitgate.api.core import SecretSpec
 from exitgate.api.diagnostics import Severity
+from exitgate.api.kube import ServiceBody
 from exitgate.api.networking import (
     ClientTLSSettings,
     Destination,
     DestinationRuleSpec,
     GatewaySpec,
     HTTPRoute,
+    HTTPRouteDestination,
+    RouteDestination,
     Server,
     ServiceEntrySpec,
     VirtualServiceSpec,
@@ -32,11 +37,12 @@ from exitgate.api.networking import (
 from exitgate.api.resources import Resource
 from exitgate.api.security import AuthorizationPolicySpec
 from exitgate.api.sidecar import SidecarSpec
+from exitgate.inventory import pods_of
 from exitgate.mesh import GatewayProxy, MeshConfig, WorkloadProxy
 from exitgate.translate.registry import Service, fqdn, host_matches
 from exitgate.translate.routing import match_contexts
 from exitgate.translate.scope import SidecarScope, sidecar_scope
-from exitgate.translate.snapshot import MESH, Snapshot
+from exitgate.translate.snapshot import MESH, Snapshot, labels_match
 from exitgate.translate.tls import cluster_policy
 
 Path = tuple[str | int, ...]
@@ -104,6 +110,63 @@ def server_host_parts(host: str) -> tuple[str | None, str]:
 
 def hosts_overlap(a: str, b: str) -> bool:
     return host_matches(a, b) or host_matches(b, a)
+
+
+def istio_hosts_match(a: str, b: str) -> bool:
+    """Istio's ``host.Name.Matches``: equal names, or a wildcard (``*...``) covering the other,
+    or of two wildcards the longer ending with the shorter."""
+    if a.startswith("*") and b.startswith("*"):
+        return b[1:].endswith(a[1:]) if len(a) < len(b) else a[1:].endswith(b[1:])
+    if a.startswith("*"):
+        return b.endswith(a[1:])
+    if b.startswith("*"):
+        return a.endswith(b[1:])
+    return a == b
+
+
+EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"
+AMBIENT_REDIRECTION = "ambient.istio.io/redirection"
+
+
+@dataclass(frozen=True)
+class Pod:
+    """A pod as Istio's analyzers see the cluster: each Deployment's and Pod's of the resources
+    (injected or not, gateway or not) and each proxy of the mesh file no object declares, with
+    its labels and the ports a Gateway server may listen on for it (Istio's
+    IngressGatewayPortAnalyzer): the port and numeric targetPort of every TCP port of the
+    Services of its namespace that select it; a mesh-file gateway's own ports."""
+
+    name: str
+    namespace: str
+    labels: Mapping[str, str] = field(compare=False)
+    annotations: Mapping[str, str] = field(compare=False)
+    ports: frozenset[int] = field(compare=False)
+
+    @property
+    def ambient(self) -> bool:
+        return self.annotations.get(AMBIENT_REDIRECTION) == "enabled"
+
+
+@dataclass(frozen=True)
+class HostEntry:
+    """What Istio's analyzers know of a host (``util.InitServiceEntryHostMap``): the ports of the
+    ServiceEntry or Kubernetes Service that declares it."""
+
+    ports: tuple[int, ...]
+
+
+def service_selects(service: Resource, namespace: str, labels: Mapping[str, str]) -> bool:
+    """A Kubernetes Service of ``namespace`` whose (non-empty) selector matches ``labels``."""
+    selector = cast(ServiceBody, service.spec).spec.selector
+    return service.namespace == namespace and bool(selector) and labels_match(selector or {}, labels)
+
+
+def export_scopes(export_to: Sequence[str] | None, namespace: str) -> list[str]:
+    """exportTo as Istio's analyzers index it: ``["*"]`` when empty or containing ``*``, else the
+    namespaces (``.`` is the resource's own)."""
+    if not export_to or "*" in export_to:
+        return ["*"]
+    return sorted({namespace if e == "." else e for e in export_to})
 
 
 def originates_tls(tls: ClientTLSSettings | None) -> bool:
@@ -175,6 +238,101 @@ class Context:
     def proxies(self) -> list[Proxy]:
         """Every proxy of the mesh (Istio's in-mesh pods): gateways, then workload sidecars."""
         return [*self.mesh.gateways, *self.mesh.workloads]
+
+    @cached_property
+    def pods(self) -> list[Pod]:
+        """Every pod of the cluster Istio's analyzers would see (see ``Pod``)."""
+        services = [r for r in self.resources if r.kind == "Service"]
+        out: list[Pod] = []
+        for p in pods_of(self.resources):
+            r = p.resource
+            ports: set[int] = set()
+            for svc in services:
+                if not service_selects(svc, r.namespace, p.labels):
+                    continue
+                for sp in cast(ServiceBody, svc.spec).spec.ports or []:
+                    if sp.protocol == "TCP":
+                        ports.add(sp.port)
+                        if isinstance(sp.target_port, int):
+                            ports.add(sp.target_port)
+            out.append(Pod(r.name, r.namespace, p.labels, p.annotations, frozenset(ports)))
+        declared = {(p.name, p.namespace) for p in out}
+        for proxy in self.proxies:
+            if (proxy.name, proxy.namespace) in declared:
+                continue
+            gw_ports = (frozenset(n for sp in proxy.ports for n in (sp.port, sp.target_port))
+                        if isinstance(proxy, GatewayProxy) else frozenset())
+            out.append(Pod(proxy.name, proxy.namespace, proxy.labels, {}, gw_ports))
+        return out
+
+    def pods_selected(self, selector: Mapping[str, str], namespace: str | None = None) -> list[Pod]:
+        """The pods whose labels ``selector`` matches (an empty one matches all), optionally of
+        one namespace."""
+        return [p for p in self.pods if (namespace is None or p.namespace == namespace)
+                and labels_match(selector, p.labels)]
+
+    @cached_property
+    def namespace_labels(self) -> dict[str, dict[str, str]]:
+        """The Namespace objects of the resources: name -> labels."""
+        return {r.name: dict((r.raw.get("metadata") or {}).get("labels") or {})
+                for r in self.resources if r.kind == "Namespace"}
+
+    @cached_property
+    def host_entries(self) -> dict[tuple[str, str], HostEntry]:
+        """Istio's analyzers' host index (``util.InitServiceEntryHostMap``): (scope, host) ->
+        entry, scope ``*`` or a namespace the host is exported to. ServiceEntries by their
+        exportTo, Kubernetes Services by their ``networking.istio.io/exportTo`` annotation; then
+        what only exitgate's mesh has (the mesh file's gateways and services), exported to all."""
+        out: dict[tuple[str, str], HostEntry] = {}
+        for se in self.service_entries:
+            entry = HostEntry(tuple(p.number for p in se.spec.ports or []))
+            for h in se.spec.hosts:
+                for scope in export_scopes(se.spec.export_to, se.namespace):
+                    out[(scope, fqdn(h, se.namespace))] = entry
+        known: set[str] = {h for _, h in out}
+        for svc in (r for r in self.resources if r.kind == "Service"):
+            body = cast(ServiceBody, svc.spec).spec
+            entry = HostEntry(tuple(p.port for p in body.ports or []))
+            host = names.service_fqdn(svc.name, svc.namespace)
+            annotation = ((svc.raw.get("metadata") or {}).get("annotations") or {}).get(EXPORT_TO_ANNOTATION, "")
+            scopes = ([svc.namespace if s.strip() == "." else s.strip() for s in annotation.split(",")]
+                      if annotation else ["*"])
+            for scope in scopes:
+                out[(scope, host)] = entry
+            known.add(host)
+        for g in self.mesh.gateways:
+            if g.service_host not in known:
+                out[("*", g.service_host)] = HostEntry(tuple(p.port for p in g.ports))
+                known.add(g.service_host)
+        for s in self.mesh.services:
+            if s.host not in known:
+                out[("*", s.host)] = HostEntry(tuple(p.port for p in s.ports))
+                known.add(s.host)
+        return out
+
+    def istio_destination(self, source_ns: str, export_to: Sequence[str] | None, host: str) -> HostEntry | None:
+        """Istio's ``util.GetDestinationHost``: the entry for ``host`` as a resource of
+        ``source_ns`` exported to ``export_to`` sees it — exported to all, else to its own
+        namespace (or, with exportTo, to one of those namespaces); then a wildcard host exported
+        to all or to ``source_ns`` whose suffix ``host`` ends with."""
+        entries = self.host_entries
+        h = fqdn(host, source_ns)
+        found = entries.get(("*", h))
+        if found is not None:
+            return found
+        for scope in ([source_ns] if not export_to else [source_ns if e == "." else e for e in export_to]):
+            found = entries.get((scope, h))
+            if found is not None:
+                return found
+        bare = host.removeprefix("*")
+        for scope, se_host, entry in self._wildcard_entries:
+            if scope in ("*", source_ns) and bare.endswith(se_host[1:]):
+                return entry
+        return None
+
+    @cached_property
+    def _wildcard_entries(self) -> list[tuple[str, str, HostEntry]]:
+        return [(scope, h, entry) for (scope, h), entry in self.host_entries.items() if h.startswith("*")]
 
     @property
     def services(self) -> tuple[Service, ...]:
@@ -348,9 +506,19 @@ def credential_uses(ctx: Context) -> list[CredentialUse]:
     return out
 
 
-def route_destinations(ctx: Context) -> Iterator[tuple[Resource, Path, Destination]]:
-    """Every http route destination of every VirtualService, with its field path."""
+def route_destinations(ctx: Context) -> Iterator[tuple[Resource[VirtualServiceSpec], Path, Destination]]:
+    """Every route destination of every VirtualService (tcp, tls, then http routes, as Istio's
+    analyzers list them), then its http mirrors; with the field path."""
     for vs in ctx.virtual_services:
+        routes: list[tuple[str, Sequence[Sequence[RouteDestination | HTTPRouteDestination] | None]]] = [
+            ("tcp", [r.route for r in vs.spec.tcp or []]), ("tls", [r.route for r in vs.spec.tls or []]),
+            ("http", [r.route for r in vs.spec.http or []])]
+        for kind, rules in routes:
+            for i, route in enumerate(rules):
+                for j, rd in enumerate(route or []):
+                    yield vs, ("spec", kind, i, "route", j, "destination"), rd.destination
         for i, http in enumerate(vs.spec.http or []):
-            for j, rd in enumerate(http.route or []):
-                yield vs, ("spec", "http", i, "route", j, "destination"), rd.destination
+            if http.mirror is not None:
+                yield vs, ("spec", "http", i, "mirror"), http.mirror
+            for j, m in enumerate(http.mirrors or []):
+                yield vs, ("spec", "http", i, "mirrors", j, "destination"), m.destination

@@ -1,15 +1,23 @@
 """IST0173 DestinationRuleSubsetNotSelectPods: a DestinationRule subset's labels select none of
-the proxies or endpoints behind its host (a gateway proxy's labels, a ServiceEntry's endpoint
-labels). Hosts whose endpoints carry no labels in exitgate (DNS ServiceEntries, services of the
-mesh file) are not judged."""
+the proxies or endpoints behind its host: a gateway proxy's labels, the pods a Kubernetes
+Service of the resources selects (none when no pod is declared), a ServiceEntry's endpoint
+labels. Hosts whose endpoints carry no labels in exitgate (DNS ServiceEntries, services of the
+mesh file, a Service without a selector) are not judged.
+
+Istio's ``destinationrule.PodNotSelectedAnalyzer`` matches the subset's labels against every pod
+of the cluster, whatever service the pod is behind, and with the node's topology labels added;
+exitgate only against the endpoints of the rule's own host, and knows no nodes."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
+from exitgate import names
 from exitgate.analyze.analyzer import Analyzer
 from exitgate.analyze.model import Context, Finding
 from exitgate.api.diagnostics import Severity
+from exitgate.api.kube import ServiceBody
 from exitgate.translate.registry import fqdn, host_matches
 
 CODE = "IST0173"
@@ -20,6 +28,12 @@ def endpoint_labels(ctx: Context, host: str) -> list[dict[str, str]] | None:
     gateway = ctx.gateway_by_host.get(host)
     if gateway is not None:
         return [gateway.labels]
+    for svc in ctx.of_kind("Service"):
+        if names.service_fqdn(svc.name, svc.namespace) == host:
+            selector = cast(ServiceBody, svc.spec).spec.selector
+            if not selector:
+                return None
+            return [dict(p.labels) for p in ctx.pods_selected(selector, svc.namespace)]
     for se in ctx.service_entries:
         if any(host_matches(h, host) for h in se.spec.hosts) and se.spec.endpoints:
             return [e.labels or {} for e in se.spec.endpoints]

@@ -1,6 +1,9 @@
-"""IST0132 VirtualServiceHostNotFoundInGateway: a VirtualService bound to a Gateway has hosts
-that no server of that Gateway accepts (taking the ``namespace/host`` form of server hosts into
-account), so those hosts get no route on the gateway."""
+"""IST0132 VirtualServiceHostNotFoundInGateway: a VirtualService bound to a Gateway none of
+whose hosts a server of that Gateway accepts (taking the ``namespace/host`` form of server hosts
+into account), so the binding routes nothing on that gateway. As Istio's
+``virtualservice.GatewayAnalyzer``: one accepted host is enough (a VirtualService bound to two
+Gateways, or to a Gateway and the mesh, often has hosts for each), and a Gateway that does not
+exist accepts no host (it gets IST0101 too)."""
 
 from __future__ import annotations
 
@@ -28,16 +31,14 @@ def check(ctx: Context) -> Iterator[Finding]:
         for i, ref in enumerate(vs.spec.gateways or []):
             if ref == MESH:
                 continue
-            gw = ctx.gateway_resource(normalize_gateway(ref, vs.namespace))
-            if gw is None:
-                continue  # IST0101
-            missing = [h for h in vs.spec.hosts if not server_accepts(gw, vs, fqdn(h, vs.namespace))]
-            if missing:
+            context = normalize_gateway(ref, vs.namespace)
+            gw = ctx.gateway_resource(context)
+            if gw is None or not any(server_accepts(gw, vs, fqdn(h, vs.namespace)) for h in vs.spec.hosts):
                 yield Finding(CODE, Severity.WARNING,
-                              f"one or more host [{' '.join(missing)}] defined in VirtualService "
-                              f"{vs.namespace}/{vs.name} not found in Gateway {gw.namespace}/{gw.name}.",
+                              f"one or more host [{' '.join(vs.spec.hosts)}] defined in VirtualService "
+                              f"{vs.namespace}/{vs.name} not found in Gateway {context}.",
                               vs, ("spec", "gateways", i))
 
 
 ANALYZER = Analyzer(CODE, "VirtualServiceHostNotFoundInGateway",
-                    "VirtualService hosts are accepted by the Gateways they bind to", check)
+                    "each Gateway a VirtualService binds to accepts one of its hosts", check)
