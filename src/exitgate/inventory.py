@@ -38,6 +38,7 @@ from exitgate.api.kube import (
     INJECT,
     INJECTION_LABEL,
     REVISION_LABEL,
+    SIDECAR_STATUS,
     TEMPLATES_ANNOTATION,
     DeploymentBody,
     PodBody,
@@ -87,14 +88,20 @@ def pods_of(resources: Iterable[Resource]) -> list[Pods]:
         owned = any(d.namespace == r.namespace and cast(DeploymentBody, d.spec).spec.selector.matches(labels)
                     for d in deployments)
         if not owned:
-            out.append(Pods(r, labels, dict(metadata.get("annotations") or {}), cast(PodBody, r.spec).spec, 1))
+            out.append(Pods(r, labels, dict(metadata.get("annotations") or {}), cast(PodBody, r.spec).pod, 1))
     return out
 
 
 def is_gateway(p: Pods) -> bool:
+    """Istio's gateway pods: the gateway injection template, Istio's gateway labels, or a proxy
+    running as ``router``, or a pod whose one container is the proxy (not injected: a sidecar
+    pod has its application's containers too)."""
     if p.annotations.get(TEMPLATES_ANNOTATION) == "gateway" or p.labels.get("istio") in GATEWAY_LABELS:
         return True
-    return any(c.name == "istio-proxy" and "router" in (c.args or []) for c in p.spec.containers)
+    containers = p.spec.containers
+    if any(c.name == "istio-proxy" and "router" in (c.args or []) for c in containers):
+        return True
+    return [c.name for c in containers] == ["istio-proxy"] and SIDECAR_STATUS not in p.annotations
 
 
 def injected(p: Pods, namespaces: dict[str, dict[str, str]]) -> bool:

@@ -247,3 +247,48 @@ def test_kubectl_verbs_on_cluster_scoped_namespaces(tmp_path: Path) -> None:
     assert "curl-test" in run("get", "deploy", "-A")[1]
     code, out = run("delete", "ns", "nope")
     assert code == 1 and 'namespace "nope" not found' in out
+
+
+def test_analysis_keeps_what_validation_refuses_once_typed_and_apply_refuses_it() -> None:
+    text = textwrap.dedent("""\
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: bare, labels: {app: bare}}
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {name: web}
+        spec:
+          ports: [{port: 80, protocol: HTTP}]
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: Gateway
+        metadata: {name: gw}
+        spec:
+          selector: {istio: egressgateway}
+        """)
+    strict = load_text(text, "k.yaml")
+    assert strict.resources == []
+    assert {(d.resource, d.field) for d in strict.diagnostics if d.is_error} == {
+        ("Pod default/bare", "spec"), ("Service default/web", "spec.ports[0].protocol"),
+        ("Gateway default/gw", "spec.servers")}
+    kept = load_text(text, "k.yaml", keep_unsupported=True, keep_invalid=True)
+    # The errors stay errors; the resources are analyzed anyway, as istioctl reads them.
+    assert [r.ref for r in kept.resources] == ["Pod default/bare", "Service default/web", "Gateway default/gw"]
+    assert [d for d in kept.diagnostics if d.is_error] == [d for d in strict.diagnostics if d.is_error]
+
+
+def test_a_pod_whose_one_container_is_the_proxy_is_a_gateway() -> None:
+    res = _pods("""\
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: custom-gateway, namespace: gw, labels: {istio: custom}}
+        spec: {containers: [{name: istio-proxy, image: proxyv2}]}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: app, namespace: gw, labels: {app: a}, annotations: {sidecar.istio.io/status: "{}"}}
+        spec: {containers: [{name: app}, {name: istio-proxy}]}
+        """)
+    found = inventory(MeshConfig(gateways=[], workloads=[]), res).mesh
+    assert [g.name for g in found.gateways] == ["custom-gateway"] and [w.name for w in found.workloads] == ["app"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from exitgate import names
 from exitgate.analyze.analyzer import Analyzer
 from exitgate.analyze.model import Context, Finding, quoted
 from exitgate.api.diagnostics import Severity
@@ -16,7 +17,9 @@ CODE = "IST0101"
 def check(ctx: Context) -> Iterator[Finding]:
     for vs in ctx.virtual_services:
         for i, ref in enumerate(vs.spec.gateways or []):
-            if ref != MESH and ctx.gateway_resource(normalize_gateway(ref, vs.namespace)) is None:
+            if ref == MESH or names.is_internal_gateway_ref(ref):
+                continue
+            if ctx.gateway_resource(normalize_gateway(ref, vs.namespace)) is None:
                 yield Finding(CODE, Severity.ERROR, f"Referenced gateway not found: {quoted(ref)}",
                               vs, ("spec", "gateways", i))
 

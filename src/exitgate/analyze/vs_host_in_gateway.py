@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from exitgate import names
 from exitgate.analyze.analyzer import Analyzer
 from exitgate.analyze.model import Context, Finding
 from exitgate.api.diagnostics import Severity
@@ -29,7 +30,7 @@ def server_accepts(gw: Resource[GatewaySpec], vs: Resource, host: str) -> bool:
 def check(ctx: Context) -> Iterator[Finding]:
     for vs in ctx.virtual_services:
         for i, ref in enumerate(vs.spec.gateways or []):
-            if ref == MESH:
+            if ref == MESH or names.is_internal_gateway_ref(ref):
                 continue
             context = normalize_gateway(ref, vs.namespace)
             gw = ctx.gateway_resource(context)

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from exitgate.api import diagnostics as dx
 from exitgate.api.base import Issue, Spec, Where, is_dns_label, labels_issues
 
 # Kubernetes' IANA_SVC_NAME (a named port): 1-15 lower case letters, digits and '-', a letter in it.
@@ -95,24 +96,39 @@ class LabelSelector(KubeModel):
         return not self.match_labels and not self.match_expressions
 
 
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+
+def _protocol_issues(protocol: str) -> list[Issue]:
+    if protocol in PROTOCOLS:
+        return []
+    return [Issue(("protocol",), f"protocol {protocol!r} is not one of TCP, UDP, SCTP (an application protocol goes "
+                                 f"in appProtocol or the port's name, like http-web)")]
+
+
+# Kubernetes' required fields below are checked as rules, not as the structure (a Pod without
+# containers still parses): ``analyze`` then reads such an object as Istio's analysis does
+# (Istio's own analyzer inputs have Pods without a spec), while ``apply`` refuses it.
 class ContainerPort(KubeModel):
     container_port: int = Field(ge=1, le=65535)
     name: str | None = None
-    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+    protocol: str = "TCP"
 
     def issues(self, where: Where) -> Iterable[Issue]:
         problem = port_name_problem(self.name) if self.name else None
-        return [Issue(("name",), problem)] if problem else []
+        return ([Issue(("name",), problem)] if problem else []) + _protocol_issues(self.protocol)
 
 
 class Container(KubeModel):
-    name: str
+    name: str = ""
     image: str | None = None
     command: list[str] | None = None
     args: list[str] | None = None
     ports: list[ContainerPort] | None = None
 
     def issues(self, where: Where) -> Iterable[Issue]:
+        if not self.name:
+            return [Issue(("name",), "a container needs a name", code=dx.MISSING_FIELD)]
         if not is_dns_label(self.name) or self.name != self.name.lower():
             return [Issue(("name",), f"container name {self.name!r} is not a valid DNS label (lower case letters, "
                                      f"digits and '-')")]
@@ -120,7 +136,7 @@ class Container(KubeModel):
 
 
 class PodSpec(KubeModel):
-    containers: list[Container] = Field(min_length=1)
+    containers: list[Container] = Field(default_factory=list)
     service_account_name: str | None = None
     # Deprecated by Kubernetes for serviceAccountName, still honored when that is unset.
     service_account: str | None = None
@@ -131,6 +147,8 @@ class PodSpec(KubeModel):
 
     def issues(self, where: Where) -> Iterable[Issue]:
         out: list[Issue] = []
+        if not self.containers:
+            out.append(Issue(("containers",), "a pod needs at least one container", code=dx.MISSING_FIELD))
         seen: set[str] = set()
         for i, c in enumerate(self.containers):
             if c.name in seen:
@@ -172,14 +190,23 @@ class DeploymentBody(KubeBody):
 
 
 class PodBody(KubeBody):
-    spec: PodSpec
+    spec: PodSpec | None = None
+
+    @property
+    def pod(self) -> PodSpec:
+        return self.spec or PodSpec()
+
+    def issues(self, where: Where) -> Iterable[Issue]:
+        if self.spec is None:
+            return [Issue(("spec",), "a Pod needs a spec with its containers", code=dx.MISSING_FIELD)]
+        return []
 
 
 class ServicePort(KubeModel):
     port: int = Field(ge=1, le=65535)
     target_port: int | str | None = None
     name: str | None = None
-    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+    protocol: str = "TCP"
     app_protocol: str | None = None
     node_port: int | None = Field(default=None, ge=0, le=65535)
 
@@ -188,6 +215,7 @@ class ServicePort(KubeModel):
         if self.name:
             if not is_dns_label(self.name) or self.name != self.name.lower():
                 out.append(Issue(("name",), f"port name {self.name!r} is not a valid DNS label"))
+        out += _protocol_issues(self.protocol)
         if isinstance(self.target_port, int) and not 1 <= self.target_port <= 65535:
             out.append(Issue(("targetPort",), f"targetPort {self.target_port} is not between 1 and 65535"))
         elif isinstance(self.target_port, str):

@@ -133,10 +133,14 @@ def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[Diagnost
     return files, problems
 
 
-def load_paths(paths: Iterable[str | Path], default_namespace: str = "default", keep_unsupported: bool = False) -> LoadResult:
+def load_paths(paths: Iterable[str | Path], default_namespace: str = "default", keep_unsupported: bool = False,
+               keep_invalid: bool = False) -> LoadResult:
     """``keep_unsupported``: keep resources whose only errors are fields exitgate does not
     support yet (EG0006, then reported as warnings), for ``analyze``, which judges YAML written
-    for Istio whatever exitgate can run."""
+    for Istio whatever exitgate can run. ``keep_invalid``: also keep a resource that breaks a
+    validation rule once its typed form is built (its errors are still reported, as errors), as
+    Istio's analysis still reads a resource its validation refuses; one whose structure does not
+    parse (a missing required field, a wrong type) is never kept."""
     files, problems = expand_paths(paths)
     result = LoadResult([], problems)
     for f in files:
@@ -145,19 +149,21 @@ def load_paths(paths: Iterable[str | Path], default_namespace: str = "default", 
         except (OSError, UnicodeDecodeError) as e:
             result.diagnostics.append(Diagnostic(dx.NOT_FOUND, Severity.ERROR, f"cannot read: {e}", file=str(f)))
             continue
-        sub = load_text(text, str(f), default_namespace, keep_unsupported)
+        sub = load_text(text, str(f), default_namespace, keep_unsupported, keep_invalid)
         result.resources.extend(sub.resources)
         result.diagnostics.extend(sub.diagnostics)
     return result
 
 
-def load_text(text: str, filename: str, default_namespace: str = "default", keep_unsupported: bool = False) -> LoadResult:
-    """Parse every YAML document of ``text``; see the module docstring."""
+def load_text(text: str, filename: str, default_namespace: str = "default", keep_unsupported: bool = False,
+              keep_invalid: bool = False) -> LoadResult:
+    """Parse every YAML document of ``text``; see the module docstring and ``load_paths``."""
     with gc_paused():
-        return _load_text(text, filename, default_namespace, keep_unsupported)
+        return _load_text(text, filename, default_namespace, keep_unsupported, keep_invalid)
 
 
-def _load_text(text: str, filename: str, default_namespace: str, keep_unsupported: bool) -> LoadResult:
+def _load_text(text: str, filename: str, default_namespace: str, keep_unsupported: bool,
+               keep_invalid: bool = False) -> LoadResult:
     result = LoadResult([], [])
     fast = fast_documents(text)
     try:
@@ -177,7 +183,7 @@ def _load_text(text: str, filename: str, default_namespace: str, keep_unsupporte
         result.diagnostics.append(Diagnostic(dx.YAML_SYNTAX, Severity.ERROR, f"invalid YAML: {e}", file=filename))
         return result
     for doc in _unpack_lists(docs, filename, result.diagnostics):
-        res, diags = load_document(doc, filename, default_namespace, keep_unsupported)
+        res, diags = load_document(doc, filename, default_namespace, keep_unsupported, keep_invalid=keep_invalid)
         result.diagnostics.extend(diags)
         if res is not None:
             result.resources.append(res)
@@ -384,7 +390,8 @@ def _dry_run_diags(kind: str, meta: ObjectMeta, doc: Any, filename: str, ref: st
 
 
 def load_document(doc: Any, filename: str, default_namespace: str = "default",
-                  keep_unsupported: bool = False, checked: bool = False) -> tuple[Resource | None, list[Diagnostic]]:
+                  keep_unsupported: bool = False, checked: bool = False,
+                  keep_invalid: bool = False) -> tuple[Resource | None, list[Diagnostic]]:
     """One document as a typed resource, or the diagnostics that refuse it. ``checked``: the
     document passed this function before (the store holds only such documents), so only the
     models are built, not the rules run again (a third of the time at 30,000 documents)."""
@@ -472,7 +479,7 @@ def load_document(doc: Any, filename: str, default_namespace: str = "default",
                                     field="metadata.name"))
         if keep_unsupported and all(d.code == dx.UNSUPPORTED for d in diags if d.is_error):
             diags = [replace(d, severity=Severity.WARNING) if d.code == dx.UNSUPPORTED else d for d in diags]
-        if dx.has_errors(diags):
+        if dx.has_errors(diags) and not keep_invalid:
             return None, diags
         raw = to_plain(doc)
         if namespace:
@@ -488,10 +495,12 @@ def load_document(doc: Any, filename: str, default_namespace: str = "default",
                                 line=locate(doc, (k,)), resource=ref, field=k))
     if "spec" not in doc:
         diags.append(Diagnostic(dx.MISSING_FIELD, Severity.ERROR, "required field 'spec' is missing", file=filename, line=line, resource=ref, field="spec"))
-        return None, diags
+        if not keep_invalid:
+            return None, diags
     model = SPEC_MODELS[kind][2]
     try:
-        spec = model.model_validate(doc["spec"])
+        # Analysis reads a resource without a spec as an empty one, as Istio's does.
+        spec = model.model_validate(doc["spec"] if "spec" in doc else {})
     except ValidationError as e:
         diags += pydantic_diagnostics(e, doc, ("spec",), filename, ref)
         return None, diags
@@ -501,7 +510,7 @@ def load_document(doc: Any, filename: str, default_namespace: str = "default",
                                 resource=ref, field=field_path(path)))
     if keep_unsupported and all(d.code == dx.UNSUPPORTED for d in diags if d.is_error):
         diags = [replace(d, severity=Severity.WARNING) if d.code == dx.UNSUPPORTED else d for d in diags]
-    if dx.has_errors(diags):
+    if dx.has_errors(diags) and not keep_invalid:
         return None, diags
     raw = to_plain(doc)
     raw.pop("status", None)

@@ -94,7 +94,7 @@ def analyze_command(
         what.append(f"the applied configuration (version {snap.version})")
     unparsed: set[str] = set()
     if files:
-        loaded = load_paths(files, default_namespace=namespace, keep_unsupported=True)
+        loaded = load_paths(files, default_namespace=namespace, keep_unsupported=True, keep_invalid=True)
         load_warnings = [d for d in loaded.diagnostics if not d.is_error]
         # As istioctl: what does not load is reported, everything else is analyzed, and the
         # exit status says some of it could not be read.

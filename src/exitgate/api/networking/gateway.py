@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from exitgate.api import diagnostics as dx
 from exitgate.api.base import (
     UNIX_PREFIX,
     Issue,
@@ -211,10 +212,14 @@ class Server(Spec):
 
 class GatewaySpec(Spec):
     selector: dict[str, str] = Field(default_factory=dict)
-    servers: list[Server] = Field(min_length=1)
+    # Istio's rule, not its schema (``ValidateGateway``): a Gateway without servers is refused
+    # by validation but still read by Istio's analysis, as by exitgate's ``analyze``.
+    servers: list[Server] = Field(default_factory=list)
 
     def issues(self, where: Where) -> Iterable[Issue]:
         out = []
+        if not self.servers:
+            out.append(Issue(("servers",), "gateway must have at least one server", code=dx.MISSING_FIELD))
         names: dict[str, int] = {}
         for i, server in enumerate(self.servers):
             name = server.port.name
