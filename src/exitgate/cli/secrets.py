@@ -15,11 +15,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from cryptography import x509
 from rich.console import Console
 
 from exitgate.api.loader import load_document
-from exitgate.ca.certs import cert_info
 from exitgate.cli.common import StateOpt, state
 from exitgate.proxyconfig import tabwrite
 from exitgate.runtime import StateDir
@@ -149,6 +147,11 @@ def secret_rows(dump: dict[str, Any], status: str, now: datetime) -> list[dict[s
         else:
             kind, pem_b64 = "CA", secret.get("validation_context", {}).get("trusted_ca", {}).get("inline_bytes", "")
         row = {"name": name, "type": kind, "status": status, "valid": "false", "serial": "", "not_after": "", "not_before": ""}
+        # Imported here, not at start: cryptography costs every other command a tenth of a second.
+        from cryptography import x509
+
+        from exitgate.ca.certs import cert_info
+
         try:
             pem = base64.b64decode(pem_b64)
             info = cert_info(pem)
