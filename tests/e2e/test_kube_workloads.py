@@ -63,6 +63,13 @@ def test_applying_istios_sleep_sample_runs_its_sidecar_and_deleting_it_stops_it(
                     lambda o: '"GET / HTTP/1.1" 200' in o)
         assert '"GET / HTTP/1.1" 200' in log and "PassthroughCluster" in log, log[-2000:]
         assert "deployment.apps/sleep" in eg.cli("get", "deployments", "-o", "name").stdout
+        # Istio's docs' way: the pod by its label, then exec into it with the app's container.
+        pod = eg.cli("get", "pod", "-l", "app=sleep", "-o", "jsonpath={.items..metadata.name}", check=True).stdout
+        assert pod == "sleep"
+        table = eg.cli("get", "pods", check=True).stdout
+        assert table.splitlines()[1].split()[:3] == ["sleep", "1/2", "Running"], table
+        got = eg.cli("exec", pod, "-c", "sleep", "--", "curl", "-sS", url).stdout
+        assert got.startswith(PLAIN_BODY_PREFIX), got
         pid = proxy.record.pid
         assert _alive(pid)
 

@@ -292,3 +292,34 @@ def test_a_pod_whose_one_container_is_the_proxy_is_a_gateway() -> None:
         """)
     found = inventory(MeshConfig(gateways=[], workloads=[]), res).mesh
     assert [g.name for g in found.gateways] == ["custom-gateway"] and [w.name for w in found.workloads] == ["app"]
+
+
+def test_get_pods_lists_a_pod_per_proxy_with_its_labels_and_selectors_filter(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from exitgate.cli.kubectl import jsonpath
+    from exitgate.cli.main import build_app, normalize_argv
+
+    def run(*argv: str) -> tuple[int, str]:
+        result = CliRunner().invoke(build_app(), normalize_argv([*argv, "--state-dir", str(tmp_path / "s")]))
+        return result.exit_code, result.output
+
+    assert run("apply", "-f", str(CASES / "sleep.yaml"))[0] == 0
+    code, out = run("get", "pod", "-l", "app=sleep", "-o", "jsonpath={.items..metadata.name}")
+    assert (code, out) == (0, "sleep")
+    code, out = run("get", "pods", "-A", "-o", "json")
+    pods = {p["metadata"]["name"]: p for p in __import__("json").loads(out)["items"]}
+    assert set(pods) == {"sleep", "istio-egressgateway"}
+    assert pods["sleep"]["spec"]["serviceAccountName"] == "sleep"
+    assert [c["name"] for c in pods["sleep"]["spec"]["containers"]] == ["sleep", "istio-proxy"]
+    assert pods["sleep"]["status"]["phase"] == "Pending"  # no `up` runs it
+    assert "sleep" not in run("get", "pods", "-A", "-l", "app!=sleep")[1]
+    assert "istio-egressgateway" in run("get", "pods", "-A", "-l", "istio")[1]
+    assert "istio-egressgateway" not in run("get", "pods", "-A", "-l", "!istio")[1]
+    code, out = run("get", "pods", "-l", "app in (sleep)")
+    assert code == 1 and "unable to parse requirement" in out
+    # JSONPath's recursive descent, as kubectl's.
+    data = {"items": [{"metadata": {"name": "a"}, "spec": {"template": {"metadata": {"name": "t"}}}},
+                      {"metadata": {"name": "b"}}]}
+    assert jsonpath("{.items..metadata.name}", data) == "a t b"
+    assert jsonpath("{..name}", {"x": [{"name": 1}, {"y": {"name": 2}}]}) == "1 2"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -15,8 +16,9 @@ import yaml
 
 from exitgate.api.loader import CLUSTER_SCOPED, SPEC_MODELS, TOP_LEVEL_MODELS, load_paths
 from exitgate.api.resources import Resource
-from exitgate.cli.common import StateOpt, fail, state
+from exitgate.cli.common import StateOpt, fail, mesh_inventory, selector_matches, selector_problem, state
 from exitgate.proxyconfig import tabwrite
+from exitgate.runtime import StateDir
 from exitgate.store import Store
 
 # kubectl's names for each kind: singular, plural, short names.
@@ -53,6 +55,39 @@ def kind_name(kind: str) -> str:
     return f"{kind.lower()}.{SPEC_MODELS[kind][0] if kind in SPEC_MODELS else GROUP}"
 
 
+def proxy_pods(st: StateDir, applied: Sequence[Resource]) -> list[Resource]:
+    """One pod for each proxy of the mesh (mesh file and applied Deployments and Pods), as
+    ``kubectl get pods`` lists a Deployment's: its labels, service account and containers (the
+    pod template's, and ``istio-proxy``), and ``Running`` while ``up`` runs its Envoy. Its name is
+    the proxy's (``sleep``, ``istio-egressgateway-1``), which ``exec`` and ``logs`` take."""
+    from exitgate.api.kube import PodBody
+
+    have = {(r.namespace, r.name) for r in applied if r.kind == "Pod"}
+    templates = {(r.namespace, r.name): r.raw.get("spec", {}).get("template", {}).get("spec", {})
+                 for r in applied if r.kind == "Deployment"}
+    info = st.read_runtime()
+    running = {(p.namespace, p.name) for p in (info.proxies if info else []) if p.pid is not None}
+    mesh = mesh_inventory(st)
+    rows: list[tuple[str, str, dict[str, str], str, str]] = []
+    for g in mesh.gateways:
+        rows += [(g.replica_name(i), g.namespace, g.labels, g.identity[1], g.name) for i in range(g.replicas)]
+    rows += [(w.name, w.namespace, w.labels, w.identity[1], w.name) for w in mesh.workloads]
+    out: list[Resource] = []
+    for name, ns, labels, account, owner in rows:
+        if (ns, name) in have:
+            continue
+        template = templates.get((ns, owner), {})
+        containers = [c.get("name", "") for c in template.get("containers") or [] if c.get("name") != "istio-proxy"]
+        up = (ns, name) in running
+        raw = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns, "labels": dict(labels)},
+               "spec": {"serviceAccountName": account,
+                        "containers": [{"name": c} for c in [*containers, "istio-proxy"]]},
+               "status": {"phase": "Running" if up else "Pending",
+                          "containerStatuses": [{"name": "istio-proxy", "ready": up}]}}
+        out.append(Resource("v1", "Pod", ns, name, PodBody(), raw))
+    return out
+
+
 def _array(value: Any) -> str:
     # A CRD's printer column of an array reads as JSON, as kubectl prints it.
     return json.dumps(value, separators=(",", ":")) if value else ""
@@ -69,7 +104,8 @@ def columns(kind: str) -> tuple[str, ...]:
             "ServiceAccount": ("NAME", "SECRETS", "AGE"),
             "Namespace": ("NAME", "STATUS", "AGE"),
             "Service": ("NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"),
-            "Deployment": ("NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE")}.get(kind, ("NAME", "AGE"))
+            "Deployment": ("NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"),
+            "Pod": ("NAME", "READY", "STATUS", "RESTARTS", "AGE")}.get(kind, ("NAME", "AGE"))
 
 
 def row(r: Resource) -> list[str]:
@@ -97,6 +133,11 @@ def row(r: Resource) -> list[str]:
         ports = ",".join(f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in spec.get("ports") or [])
         return [r.name, str(spec.get("type", "ClusterIP")), str(spec.get("clusterIP", "<none>")), "<none>",
                 ports or "<none>", age]
+    if r.kind == "Pod":
+        status = r.raw.get("status") or {}
+        ready = sum(1 for c in status.get("containerStatuses") or [] if c.get("ready"))
+        total = len((r.raw.get("spec") or {}).get("containers") or [])
+        return [r.name, f"{ready}/{total}", str(status.get("phase", "Pending")), "0", age]
     if r.kind == "Deployment":
         # exitgate runs no pods: the counts are the replicas asked for, none reported ready.
         replicas = spec.get("replicas", 1)
@@ -109,12 +150,26 @@ def row(r: Resource) -> list[str]:
 _TOKEN = re.compile(r"\{([^{}]*)\}")
 
 
+def _descend(value: Any, field: str, out: list[Any]) -> None:
+    """JSONPath's recursive descent (``..field``): every ``field`` at any depth, in document order."""
+    if isinstance(value, dict):
+        if field in value:
+            out.append(value[field])
+        for child in value.values():
+            _descend(child, field, out)
+    elif isinstance(value, list):
+        for child in value:
+            _descend(child, field, out)
+
+
 def _select(values: list[Any], path: str) -> list[Any]:
-    for part in re.findall(r"\.([^.\[\]]+)|\[(\*|-?\d+)\]", path):
-        field, index = part
+    for part in re.findall(r"(\.\.?)([^.\[\]]+)|\[(\*|-?\d+)\]", path):
+        dots, field, index = part
         out: list[Any] = []
         for v in values:
-            if field:
+            if field and dots == "..":
+                _descend(v, field, out)
+            elif field:
                 if isinstance(v, dict) and field in v:
                     out.append(v[field])
             elif index == "*":
@@ -198,8 +253,11 @@ def register(app: typer.Typer) -> None:
             namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
             all_namespaces: Annotated[bool, typer.Option("-A", "--all-namespaces")] = False,
             output: Annotated[str, typer.Option("-o", "--output", help="json|yaml|wide|name|jsonpath=TEMPLATE")] = "",
+            selector: Annotated[Optional[str], typer.Option("-l", "--selector",
+                                                            help="label selector: k=v, k!=v, k, !k (comma-separated)")] = None,
             state_dir: StateOpt = None) -> None:
-        """List applied resources, like kubectl get."""
+        """List applied resources, like kubectl get. Pods are the applied Pod objects and one pod
+        for each proxy the mesh runs (its workload or gateway), with the labels it runs with."""
         # "all" leaves Secrets and ConfigMaps out, as kubectl's does.
         kinds = list(SPEC_MODELS) if kind.lower() == "all" else [k for k in [kind_of(kind)] if k]
         if not kinds:
@@ -210,11 +268,16 @@ def register(app: typer.Typer) -> None:
                        f"allowed formats are: {','.join(OUTPUTS)}")
         if fmt == "jsonpath" and not template:
             raise fail("template format specified but no template given")
-        snap = Store(state(state_dir).root).load()
+        if selector is not None and (problem := selector_problem(selector)):
+            raise fail(problem)
+        st = state(state_dir)
+        snap = Store(st.root).load()
+        listed = list(snap.resources) + (proxy_pods(st, snap.resources) if "Pod" in kinds else [])
         # A cluster-scoped object (a Namespace) is in no namespace: -n does not filter it.
-        found = [r for r in snap.resources if r.kind in kinds
+        found = [r for r in listed if r.kind in kinds
                  and (all_namespaces or r.namespace == namespace or r.kind in CLUSTER_SCOPED)
-                 and (not names or r.name in names)]
+                 and (not names or r.name in names)
+                 and (selector is None or selector_matches(selector, (r.raw.get("metadata") or {}).get("labels") or {}))]
         for n in names or []:
             if not any(r.name == n for r in found):
                 typer.echo(f'Error from server (NotFound): {kind_name(kinds[0])} "{n}" not found', err=True)

@@ -23,7 +23,7 @@ from exitgate.api.loader import load_paths
 from exitgate.api.resources import Resource
 from exitgate.capture import NetnsCapture
 from exitgate.mesh import load_mesh
-from exitgate.cli.common import StateOpt, fail, state
+from exitgate.cli.common import StateOpt, fail, mesh_inventory, selector_matches, selector_problem, state
 from exitgate.cli.kubectl import kind_name
 from exitgate.runtime import StateDir, clear_current, register_current
 from exitgate.store import Store
@@ -81,6 +81,9 @@ def apply(files: FilesOpt, namespace: Annotated[str, typer.Option("-n", "--names
 def exec_(ctx: typer.Context, workload: Annotated[str, typer.Argument(help="workload name (or name.namespace, deploy/NAME)")],
           stdin: Annotated[bool, typer.Option("-i", "--stdin", help="kubectl's; the command always has this terminal")] = False,
           tty: Annotated[bool, typer.Option("-t", "--tty", help="kubectl's; the command always has this terminal")] = False,
+          container: Annotated[Optional[str], typer.Option("-c", "--container",
+                                                           help="kubectl's; the command runs as the workload (its "
+                                                                "traffic through the sidecar) whichever is named")] = None,
           namespace: Annotated[Optional[str], typer.Option("-n", "--namespace")] = None,
           state_dir: StateOpt = None) -> None:
     """Run a command as WORKLOAD: its HTTP traffic goes through the workload's sidecar.
@@ -164,11 +167,13 @@ def logs(proxy: Annotated[Optional[str], typer.Argument(help="proxy name (or nam
             raise fail("only one of a proxy name or a selector (-l) can be given")
         if info is None:
             raise fail("exitgate is not running here (start it with `exitgate up`)")
-        wanted = dict(part.split("=", 1) for part in selector.split(",") if "=" in part)
+        problem = selector_problem(selector)
+        if problem:
+            raise fail(problem)
         mesh_labels = _proxy_labels(state)
         paths = [Path(p.log_path) for p in info.proxies
                  if (namespace is None or p.namespace == namespace)
-                 and all(mesh_labels.get((p.deployment or p.name, p.namespace), {}).get(k) == v for k, v in wanted.items())]
+                 and selector_matches(selector, mesh_labels.get((p.deployment or p.name, p.namespace), {}))]
         if not paths:
             typer.echo(f"No resources found in {namespace or 'any'} namespace.", err=True)
             return
@@ -193,11 +198,9 @@ def logs(proxy: Annotated[Optional[str], typer.Argument(help="proxy name (or nam
 
 
 def _proxy_labels(state: StateDir) -> dict[tuple[str, str], dict[str, str]]:
-    """The labels of each gateway and workload of the running mesh (``logs -l``)."""
-    mesh_path = state.root / "mesh.yaml"
-    config, _ = load_mesh(mesh_path if mesh_path.exists() else None)
-    if config is None:
-        return {}
+    """The labels of each gateway and workload of the running mesh (``logs -l``): the mesh
+    file's and the applied Deployments' and Pods'."""
+    config = mesh_inventory(state)
     return {**{(g.name, g.namespace): g.labels for g in config.gateways},
             **{(w.name, w.namespace): w.labels for w in config.workloads}}
 
