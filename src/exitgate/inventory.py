@@ -44,6 +44,7 @@ from exitgate.api.kube import (
     PodBody,
     PodSpec,
     ServiceBody,
+    service_export_to,
 )
 from exitgate.api.resources import Resource
 from exitgate.mesh import ExternalService, GatewayProxy, MeshConfig, ServicePortMap, WorkloadProxy
@@ -237,7 +238,8 @@ def inventory(mesh: MeshConfig, resources: Sequence[Resource]) -> Inventory:
         backing = next((p for p in all_pods if p.resource.namespace == s.namespace and _selects(s, p.labels)), None)
         ports = _ports(s, backing, mesh, host)
         if ports:
-            extra.append(ExternalService(name=s.name, namespace=s.namespace, ports=ports))
+            extra.append(ExternalService(name=s.name, namespace=s.namespace, ports=ports,
+                                         export_to=service_export_to(s.raw)))
     effective = mesh.model_copy(update={"gateways": list(gateways.values()), "workloads": list(workloads.values()),
                                         "services": [*mesh.services, *extra]})
     return Inventory(effective, diags, declared)

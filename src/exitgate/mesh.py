@@ -97,6 +97,9 @@ class ExternalService(_Model):
     namespace: str
     address: str = "127.0.0.1"
     ports: list[ServicePortMap] = Field(min_length=1)
+    # Istio's exportTo for a Kubernetes Service (its networking.istio.io/exportTo annotation):
+    # the namespaces whose proxies see it ("." its own, "*" all); empty: all.
+    export_to: list[str] = Field(default_factory=list)
 
     @property
     def host(self) -> str:

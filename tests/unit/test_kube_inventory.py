@@ -323,3 +323,45 @@ def test_get_pods_lists_a_pod_per_proxy_with_its_labels_and_selectors_filter(tmp
                       {"metadata": {"name": "b"}}]}
     assert jsonpath("{.items..metadata.name}", data) == "a t b"
     assert jsonpath("{..name}", {"x": [{"name": 1}, {"y": {"name": 2}}]}) == "1 2"
+
+
+def test_a_services_export_to_annotation_scopes_it_for_the_proxies_and_for_analyze() -> None:
+    from exitgate.translate.sidecar import translate_sidecar
+    from exitgate.translate.snapshot import Snapshot
+
+    res = _pods(textwrap.dedent("""\
+        apiVersion: v1
+        kind: Service
+        metadata: {name: private, namespace: team, annotations: {networking.istio.io/exportTo: "."}}
+        spec: {ports: [{name: http, port: 80}]}
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {name: shared, namespace: team}
+        spec: {ports: [{name: http, port: 80}]}
+        """) + "---\n" + _deploy(ns="team"))
+    mesh = inventory(MeshConfig(), res).mesh
+    assert [(s.name, s.export_to) for s in mesh.services] == [("private", ["."]), ("shared", [])]
+
+    def clusters(workload: str) -> set[str]:
+        w = next(w for w in mesh.workloads if w.name == workload)
+        return {c.name for c in translate_sidecar(Snapshot(res, mesh), w, 15001)[0].clusters}
+
+    assert "outbound|80||private.team.svc.cluster.local" in clusters("app")  # its own namespace
+    assert "outbound|80||private.team.svc.cluster.local" not in clusters("sleep")  # default: not exported there
+    assert "outbound|80||shared.team.svc.cluster.local" in clusters("sleep")
+    # analyze's lookup reads the same annotation: from default, the private Service is not there.
+    from datetime import datetime, timezone
+
+    from exitgate.analyze import analyze
+
+    vs = _pods(textwrap.dedent("""\
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: to-private}
+        spec:
+          hosts: [x.example.com]
+          http: [{route: [{destination: {host: private.team.svc.cluster.local}}]}]
+        """))
+    found = analyze([*res, *vs], MeshConfig(), now=datetime.now(timezone.utc))
+    assert any(d.code == "IST0101" and d.resource == "VirtualService default/to-private" for d in found), found

@@ -21,7 +21,7 @@ from typing import cast
 from exitgate import names
 from exitgate.api.core import SecretSpec
 from exitgate.api.diagnostics import Severity
-from exitgate.api.kube import ServiceBody
+from exitgate.api.kube import ServiceBody, service_export_to
 from exitgate.api.networking import (
     ClientTLSSettings,
     Destination,
@@ -124,7 +124,6 @@ def istio_hosts_match(a: str, b: str) -> bool:
     return a == b
 
 
-EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"
 AMBIENT_REDIRECTION = "ambient.istio.io/redirection"
 
 
@@ -294,10 +293,7 @@ class Context:
             body = cast(ServiceBody, svc.spec).spec
             entry = HostEntry(tuple(p.port for p in body.ports or []))
             host = names.service_fqdn(svc.name, svc.namespace)
-            annotation = ((svc.raw.get("metadata") or {}).get("annotations") or {}).get(EXPORT_TO_ANNOTATION, "")
-            scopes = ([svc.namespace if s.strip() == "." else s.strip() for s in annotation.split(",")]
-                      if annotation else ["*"])
-            for scope in scopes:
+            for scope in export_scopes(service_export_to(svc.raw), svc.namespace):
                 out[(scope, host)] = entry
             known.add(host)
         for g in self.mesh.gateways:

@@ -33,6 +33,15 @@ INJECTION_LABEL = "istio-injection"
 REVISION_LABEL = "istio.io/rev"
 TEMPLATES_ANNOTATION = "inject.istio.io/templates"
 SIDECAR_STATUS = "sidecar.istio.io/status"
+# Istio's exportTo for a Kubernetes Service: an annotation of namespaces, as a ServiceEntry's.
+EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"
+
+
+def service_export_to(raw: dict[str, Any]) -> list[str]:
+    """A Service's ``networking.istio.io/exportTo`` values (``.``, ``*``, namespaces), as a
+    ServiceEntry's ``exportTo`` list; empty when there is none (exported to all)."""
+    value = ((raw.get("metadata") or {}).get("annotations") or {}).get(EXPORT_TO_ANNOTATION, "")
+    return [v.strip() for v in str(value).split(",") if v.strip()]
 
 
 class KubeModel(Spec):

@@ -120,7 +120,8 @@ def build_registry(service_entries: Sequence[Resource[ServiceEntrySpec]], mesh: 
         seen.add(g.service_host)
     for s in mesh.services:
         ports = tuple(ServicePort(p.port, p.protocol, p.name, (Endpoint(s.address, p.target_port),)) for p in s.ports)
-        services.append(Service(s.host, s.namespace, DiscoveryType.STATIC, ports, name=s.name))
+        services.append(Service(s.host, s.namespace, DiscoveryType.STATIC, ports, export_to=tuple(s.export_to),
+                                name=s.name))
         seen.add(s.host)
     for r in sorted(service_entries, key=lambda r: (r.namespace, r.name)):
         # An unchanged ServiceEntry gives the same Service objects as at the last push, which
