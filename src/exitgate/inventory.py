@@ -11,9 +11,10 @@ How an object becomes part of the mesh, as Istio decides it where exitgate can:
   targetPort, protocol from the port's name as Istio reads it); ``replicas`` its replicas.
 - Otherwise it is a **workload with a sidecar** when injected: the pod's
   ``sidecar.istio.io/inject`` label (or annotation) says so, else its Namespace's
-  ``istio-injection``/``istio.io/rev`` label. exitgate has no ``kubectl label namespace``: a
-  namespace no Namespace object declares counts as injected; declare the Namespace to have
-  Istio's rule (no label, no sidecar).
+  ``istio-injection``/``istio.io/rev`` label. A namespace no Namespace object declares counts
+  as injected (there is no cluster whose namespaces already exist, labeled or not); one that a
+  Namespace object, ``exitgate create namespace`` or ``exitgate label namespace`` declares
+  follows Istio's rule exactly (no label, no sidecar).
 - A **Service** that picks no gateway is a service the registry knows
   (``NAME.NAMESPACE.svc.cluster.local``), answered in plain text on loopback at its target
   port (``externalPortMap`` maps it, as it maps ServiceEntry endpoints): exitgate's sidecars

@@ -365,3 +365,39 @@ def test_a_services_export_to_annotation_scopes_it_for_the_proxies_and_for_analy
         """))
     found = analyze([*res, *vs], MeshConfig(), now=datetime.now(timezone.utc))
     assert any(d.code == "IST0101" and d.resource == "VirtualService default/to-private" for d in found), found
+
+
+def test_kubectl_label_and_create_namespace_decide_injection_as_in_istio(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from exitgate.cli.common import mesh_inventory
+    from exitgate.cli.main import build_app, normalize_argv
+    from exitgate.runtime import StateDir
+
+    def run(*argv: str) -> tuple[int, str]:
+        result = CliRunner().invoke(build_app(), normalize_argv([*argv, "--state-dir", str(tmp_path / "s")]))
+        return result.exit_code, result.output
+
+    def workloads() -> list[str]:
+        return [f"{w.name}.{w.namespace}" for w in mesh_inventory(StateDir(tmp_path / "s")).workloads]
+
+    # The Istio task's way: a namespace created for a server outside the mesh is not injected.
+    assert run("create", "namespace", "mesh-external") == (0, "namespace/mesh-external created\n")
+    assert run("create", "namespace", "mesh-external")[0] == 1  # already exists, as kubectl says
+    (tmp_path / "app.yaml").write_text(_deploy(ns="mesh-external"))
+    assert run("apply", "-f", str(tmp_path / "app.yaml"))[0] == 0
+    assert "app.mesh-external" not in workloads()
+    assert run("label", "namespace", "mesh-external", "istio-injection=enabled") == (
+        0, "namespace/mesh-external labeled\n")
+    assert "app.mesh-external" in workloads()
+    code, out = run("label", "ns", "mesh-external", "istio-injection=disabled")
+    assert code == 1 and "already has a value (enabled), and --overwrite is false" in out
+    assert run("label", "ns", "mesh-external", "istio-injection=disabled", "--overwrite")[0] == 0
+    assert "app.mesh-external" not in workloads()
+    # `default` exists in every cluster: labeling it makes its object.
+    assert run("label", "namespace", "default", "istio-injection=enabled")[0] == 0
+    assert "default" in run("get", "ns")[1]
+    assert run("label", "ns", "default", "istio-injection-")[0] == 0
+    assert "istio-injection" not in run("get", "ns", "default", "-o", "yaml")[1]
+    code, out = run("label", "deploy", "nope", "a=b")
+    assert code == 1 and 'deployment.apps "nope" not found' in out

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 import typer
 import yaml
 
-from exitgate.api.loader import CLUSTER_SCOPED, SPEC_MODELS, TOP_LEVEL_MODELS, load_paths
+from exitgate.api.loader import CLUSTER_SCOPED, SPEC_MODELS, TOP_LEVEL_MODELS, load_document, load_paths
 from exitgate.api.resources import Resource
 from exitgate.cli.common import StateOpt, fail, mesh_inventory, selector_matches, selector_problem, state
 from exitgate.proxyconfig import tabwrite
@@ -359,6 +359,51 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
     @app.command()
+    def label(kind: Annotated[str, typer.Argument(help="KIND (namespace, deployment, serviceentry, ...)")],
+              name: Annotated[str, typer.Argument()],
+              changes: Annotated[list[str], typer.Argument(help="KEY=VALUE to set, KEY- to remove")],
+              overwrite: Annotated[bool, typer.Option("--overwrite", help="replace a label's value")] = False,
+              namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
+              state_dir: StateOpt = None) -> None:
+        """Set or remove labels, as kubectl label does (``label namespace default
+        istio-injection=enabled``). A namespace exitgate has no object for gets one, since in
+        Kubernetes every namespace exists."""
+        k = kind_of(kind)
+        if k is None:
+            raise fail(f'the server doesn\'t have a resource type "{kind}"')
+        ns = "" if k in CLUSTER_SCOPED else namespace
+        store = Store(state(state_dir).root)
+        found = next((r for r in store.load().resources if r.key == (k, ns, name)), None)
+        if found is None and k != "Namespace":
+            raise fail(f'{kind_name(k)} "{name}" not found')
+        raw: dict[str, Any] = dict(found.raw) if found is not None else {
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        meta: dict[str, Any] = dict(raw.get("metadata") or {})
+        labels: dict[str, str] = dict(meta.get("labels") or {})
+        for change in changes:
+            if change.endswith("-") and "=" not in change:
+                labels.pop(change[:-1], None)
+                continue
+            key, sep, value = change.partition("=")
+            if not sep or not key:
+                raise fail(f"invalid label spec: {change!r} (KEY=VALUE or KEY-)")
+            if key in labels and labels[key] != value and not overwrite:
+                raise fail(f"'{key}' already has a value ({labels[key]}), and --overwrite is false")
+            labels[key] = value
+        meta["labels"] = labels
+        raw["metadata"] = meta
+        resource, diags = load_document(raw, f"exitgate label {kind} {name}", default_namespace=namespace)
+        for d in diags:
+            typer.echo(str(d), err=True)
+        if resource is None:
+            raise fail("nothing was labeled")
+        result = store.apply([resource])
+        if not result.ok:
+            raise fail("; ".join(map(str, result.diagnostics)))
+        for r, what in result.changes:
+            typer.echo(f"{kind_name(r.kind)}/{r.name} {'not labeled' if what == 'unchanged' else 'labeled'}")
+
+    @app.command()
     def describe(kind: Annotated[str, typer.Argument()], name: Annotated[str, typer.Argument()],
                  namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
                  state_dir: StateOpt = None) -> None:
@@ -372,6 +417,30 @@ def register(app: typer.Typer) -> None:
         if found is None:
             raise fail(f'{kind_name(k)} "{name}" not found')
         typer.echo(describe_text(found), nl=False)
+
+
+def add_create_verbs(create: typer.Typer) -> None:
+    """``create namespace NAME``, as kubectl's (the docs' ``kubectl create namespace
+    mesh-external``): a Namespace object, whose labels then decide injection as in Istio."""
+
+    def create_namespace(name: str, state_dir: StateOpt = None) -> None:
+        """A Namespace (no labels: add istio-injection=enabled with ``label`` for Istio's sidecars)."""
+        resource, diags = load_document({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+                                        "exitgate create namespace")
+        for d in diags:
+            typer.echo(str(d), err=True)
+        if resource is None:
+            raise typer.Exit(1)
+        store = Store(state(state_dir).root)
+        if any(r.key == resource.key for r in store.load().resources):
+            raise fail(f'namespaces "{name}" already exists')
+        result = store.apply([resource])
+        if not result.ok:
+            raise fail("; ".join(map(str, result.diagnostics)))
+        typer.echo(f"namespace/{name} created")
+
+    create.command("namespace")(create_namespace)
+    create.command("ns", hidden=True)(create_namespace)
 
 
 def _title(key: str) -> str:

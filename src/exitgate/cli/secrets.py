@@ -60,10 +60,13 @@ def _read_files(specs: list[str]) -> dict[str, str]:
 
 
 def register(app: typer.Typer) -> None:
-    create = typer.Typer(help="Create a resource from files (like kubectl create).", no_args_is_help=True)
+    create = typer.Typer(help="Create a Secret from files, or a Namespace (like kubectl create).", no_args_is_help=True)
     secret = typer.Typer(help="Create a Secret.", no_args_is_help=True)
     create.add_typer(secret, name="secret")
     app.add_typer(create, name="create")
+    from exitgate.cli.kubectl import add_create_verbs
+
+    add_create_verbs(create)
 
     @secret.command("generic")
     def create_generic(
