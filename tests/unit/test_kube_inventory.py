@@ -401,3 +401,22 @@ def test_kubectl_label_and_create_namespace_decide_injection_as_in_istio(tmp_pat
     assert "istio-injection" not in run("get", "ns", "default", "-o", "yaml")[1]
     code, out = run("label", "deploy", "nope", "a=b")
     assert code == 1 and 'deployment.apps "nope" not found' in out
+
+
+def test_get_svc_lists_the_mesh_files_gateway_services_and_logs_takes_the_proxy_container(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from exitgate.cli.main import build_app, normalize_argv
+
+    def run(*argv: str) -> tuple[int, str]:
+        result = CliRunner().invoke(build_app(), normalize_argv([*argv, "--state-dir", str(tmp_path / "s")]))
+        return result.exit_code, result.output
+
+    # The Egress Gateways task's first check: is the egress gateway deployed?
+    code, out = run("get", "svc", "istio-egressgateway", "-n", "istio-system", "-o", "json")
+    svc = __import__("json").loads(out)
+    assert code == 0 and svc["spec"]["selector"] == {"istio": "egressgateway", "app": "istio-egressgateway"}
+    assert [(p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [(80, 8080), (443, 8443)]
+    assert "istio-egressgateway" in run("get", "pod", "-l", "istio=egressgateway", "-n", "istio-system")[1]
+    code, out = run("logs", "sleep", "-c", "sleep")
+    assert code == 1 and 'istio-proxy container only, not of "sleep"' in out

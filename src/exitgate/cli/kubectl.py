@@ -17,6 +17,7 @@ import yaml
 from exitgate.api.loader import CLUSTER_SCOPED, SPEC_MODELS, TOP_LEVEL_MODELS, load_document, load_paths
 from exitgate.api.resources import Resource
 from exitgate.cli.common import StateOpt, fail, mesh_inventory, selector_matches, selector_problem, state
+from exitgate.mesh import ServicePortMap
 from exitgate.proxyconfig import tabwrite
 from exitgate.runtime import StateDir
 from exitgate.store import Store
@@ -85,6 +86,31 @@ def proxy_pods(st: StateDir, applied: Sequence[Resource]) -> list[Resource]:
                "status": {"phase": "Running" if up else "Pending",
                           "containerStatuses": [{"name": "istio-proxy", "ready": up}]}}
         out.append(Resource("v1", "Pod", ns, name, PodBody(), raw))
+    return out
+
+
+def mesh_services(st: StateDir, applied: Sequence[Resource]) -> list[Resource]:
+    """The Services the mesh file declares (each gateway's, and its services outside the mesh),
+    as ``kubectl get svc`` lists a cluster's: the docs' ``kubectl get svc istio-egressgateway -n
+    istio-system`` finds the default gateway's. Applied Service objects are listed as they are."""
+    from exitgate.api.kube import ServiceBody
+
+    have = {(r.namespace, r.name) for r in applied if r.kind == "Service"}
+    mesh = mesh_inventory(st)
+    rows: list[tuple[str, str, dict[str, str] | None, list[ServicePortMap]]] = [
+        (g.service or g.name, g.namespace, g.labels, g.ports) for g in mesh.gateways]
+    rows += [(m.name, m.namespace, None, m.ports) for m in mesh.services]
+    out: list[Resource] = []
+    for name, ns, selector, ports in rows:
+        if (ns, name) in have:
+            continue
+        spec: dict[str, Any] = {"type": "ClusterIP", "ports": [
+            {"name": p.name, "port": p.port, "targetPort": p.target_port, "protocol": "TCP"} if p.name else
+            {"port": p.port, "targetPort": p.target_port, "protocol": "TCP"} for p in ports]}
+        if selector:
+            spec["selector"] = dict(selector)
+        raw = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns}, "spec": spec}
+        out.append(Resource("v1", "Service", ns, name, ServiceBody(), raw))
     return out
 
 
@@ -272,7 +298,8 @@ def register(app: typer.Typer) -> None:
             raise fail(problem)
         st = state(state_dir)
         snap = Store(st.root).load()
-        listed = list(snap.resources) + (proxy_pods(st, snap.resources) if "Pod" in kinds else [])
+        listed = (list(snap.resources) + (proxy_pods(st, snap.resources) if "Pod" in kinds else [])
+                  + (mesh_services(st, snap.resources) if "Service" in kinds else []))
         # A cluster-scoped object (a Namespace) is in no namespace: -n does not filter it.
         found = [r for r in listed if r.kind in kinds
                  and (all_namespaces or r.namespace == namespace or r.kind in CLUSTER_SCOPED)

@@ -157,8 +157,15 @@ def logs(proxy: Annotated[Optional[str], typer.Argument(help="proxy name (or nam
          namespace: Annotated[Optional[str], typer.Option("-n", "--namespace")] = None,
          tail: Annotated[int, typer.Option("--tail", help="lines from the end; -1 for all")] = -1,
          follow: Annotated[bool, typer.Option("-f", "--follow")] = False,
+         container: Annotated[Optional[str], typer.Option("-c", "--container",
+                                                          help="istio-proxy: the proxy's log (the only one)")] = None,
          state_dir: StateOpt = None) -> None:
     """Print a proxy's log: Envoy's messages and its access log (Istio's format)."""
+    if container is not None and container != "istio-proxy":
+        # The docs' `kubectl logs ... -c istio-proxy` is the proxy's; an application container's
+        # output is the command's own, run with `exitgate exec`.
+        raise fail(f'exitgate keeps the log of the istio-proxy container only, not of "{container}": a '
+                   f"workload's process is the command you run with `exitgate exec`, its output yours")
     state = _state(state_dir)
     info = state.read_runtime()
     paths: list[Path] = []
