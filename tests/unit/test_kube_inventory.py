@@ -420,3 +420,29 @@ def test_get_svc_lists_the_mesh_files_gateway_services_and_logs_takes_the_proxy_
     assert "istio-egressgateway" in run("get", "pod", "-l", "istio=egressgateway", "-n", "istio-system")[1]
     code, out = run("logs", "sleep", "-c", "sleep")
     assert code == 1 and 'istio-proxy container only, not of "sleep"' in out
+
+
+def test_create_configmap_from_a_file_as_the_tasks_do_and_its_yaml_round_trips(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from exitgate.cli.main import build_app, normalize_argv
+
+    def run(*argv: str) -> tuple[int, str]:
+        result = CliRunner().invoke(build_app(), normalize_argv([*argv, "--state-dir", str(tmp_path / "s")]))
+        return result.exit_code, result.output
+
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("events {\n}\nhttp {\n  server { listen 443 ssl; }\n}\n")
+    assert run("create", "configmap", "nginx-configmap", "-n", "mesh-external",
+               f"--from-file=nginx.conf={conf}") == (0, "configmap/nginx-configmap created\n")
+    code, out = run("get", "configmap", "nginx-configmap", "-n", "mesh-external", "-o", "yaml")
+    assert code == 0 and "  nginx.conf: |\n    events {\n" in out  # kubectl's block style
+    saved = tmp_path / "cm.yaml"
+    saved.write_text(out)
+    assert run("delete", "cm", "nginx-configmap", "-n", "mesh-external")[0] == 0
+    code, out = run("apply", "-f", str(saved))
+    assert code == 0 and "configmap/nginx-configmap created" in out and "reads only Istio's mesh config" in out
+    code, out = run("get", "cm", "nginx-configmap", "-n", "mesh-external", "-o", "jsonpath={.data.nginx\\.conf}")
+    assert out == conf.read_text()
+    code, out = run("create", "configmap", "nginx-configmap", "-n", "mesh-external", "--from-literal=a=b")
+    assert code == 1 and 'configmaps "nginx-configmap" already exists' in out

@@ -471,12 +471,8 @@ def load_document(doc: Any, filename: str, default_namespace: str = "default",
         if isinstance(spec, ConfigMapSpec) and (namespace, meta.name) == MESH_CONFIGMAP:
             diags += [Diagnostic(i.code, i.severity, i.message, file=filename, line=locate(doc, i.path),
                                  resource=ref, field=field_path(i.path)) for i in spec.mesh_issues()]
-        elif kind == "ConfigMap":
-            diags.append(Diagnostic(dx.UNSUPPORTED, Severity.ERROR,
-                                    f"exitgate reads one ConfigMap, Istio's mesh config ({MESH_CONFIGMAP[1]} in "
-                                    f"{MESH_CONFIGMAP[0]}); other ConfigMaps are not supported yet",
-                                    file=filename, line=locate(doc, ("metadata", "name")), resource=ref,
-                                    field="metadata.name"))
+        # Other ConfigMaps (an nginx.conf of Istio's tasks) are kept as Kubernetes keeps them; only
+        # the mesh config is read (``apply`` says so).
         if keep_unsupported and all(d.code == dx.UNSUPPORTED for d in diags if d.is_error):
             diags = [replace(d, severity=Severity.WARNING) if d.code == dx.UNSUPPORTED else d for d in diags]
         if dx.has_errors(diags) and not keep_invalid:

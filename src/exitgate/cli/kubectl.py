@@ -114,6 +114,22 @@ def mesh_services(st: StateDir, applied: Sequence[Resource]) -> list[Resource]:
     return out
 
 
+class _KubectlDumper(yaml.SafeDumper):
+    """kubectl's YAML: a string of several lines as a literal block (``nginx.conf: |``)."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value and not any(c in value for c in "\t\r") and not value.endswith(" ") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_KubectlDumper.add_representer(str, _str)
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.dump(data, Dumper=_KubectlDumper, sort_keys=False)
+
+
 def _array(value: Any) -> str:
     # A CRD's printer column of an array reads as JSON, as kubectl prints it.
     return json.dumps(value, separators=(",", ":")) if value else ""
@@ -189,8 +205,10 @@ def _descend(value: Any, field: str, out: list[Any]) -> None:
 
 
 def _select(values: list[Any], path: str) -> list[Any]:
-    for part in re.findall(r"(\.\.?)([^.\[\]]+)|\[(\*|-?\d+)\]", path):
+    # A key with dots in it is written escaped, as kubectl's: {.data.nginx\.conf}.
+    for part in re.findall(r"(\.\.?)((?:\\\.|[^.\[\]])+)|\[(\*|-?\d+)\]", path):
         dots, field, index = part
+        field = field.replace("\\.", ".")
         out: list[Any] = []
         for v in values:
             if field and dots == "..":
@@ -314,7 +332,7 @@ def register(app: typer.Typer) -> None:
         if fmt == "json":
             typer.echo(json.dumps(data, indent=4))
         elif fmt == "yaml":
-            typer.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
+            typer.echo(dump_yaml(data), nl=False)
         elif fmt == "name":
             for r in found:
                 typer.echo(f"{kind_name(r.kind)}/{r.name}")
@@ -468,6 +486,57 @@ def add_create_verbs(create: typer.Typer) -> None:
 
     create.command("namespace")(create_namespace)
     create.command("ns", hidden=True)(create_namespace)
+
+    @create.command("configmap")
+    def create_configmap(
+        name: str,
+        from_file: Annotated[list[str], typer.Option("--from-file", help="[key=]path (a file or a directory), repeatable")] = [],  # noqa: B006
+        from_literal: Annotated[list[str], typer.Option("--from-literal", help="key=value, repeatable")] = [],  # noqa: B006
+        namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
+        state_dir: StateOpt = None,
+    ) -> None:
+        """A ConfigMap from files or literals, as kubectl's (the tasks' nginx.conf). exitgate reads
+        only Istio's mesh config (istio in istio-system); others are kept, as Kubernetes keeps them."""
+        data: dict[str, str] = {}
+        binary: dict[str, str] = {}
+        for spec in from_file:
+            key, sep, path = spec.partition("=")
+            if not sep:
+                key, path = "", spec
+            source = Path(path)
+            files = sorted(f for f in source.iterdir() if f.is_file()) if source.is_dir() else [source]
+            for f in files:
+                try:
+                    content = f.read_bytes()
+                except OSError as e:
+                    raise fail(f"--from-file {spec}: {e.strerror}") from None
+                k = key if key and not source.is_dir() else f.name
+                try:
+                    data[k] = content.decode()
+                except UnicodeDecodeError:
+                    binary[k] = base64.b64encode(content).decode()
+        for lit in from_literal:
+            key, sep, value = lit.partition("=")
+            if not sep:
+                raise fail(f"--from-literal {lit!r}: expected key=value")
+            data[key] = value
+        doc: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace}}
+        if data:
+            doc["data"] = data
+        if binary:
+            doc["binaryData"] = binary
+        resource, diags = load_document(doc, "exitgate create configmap")
+        for d in diags:
+            typer.echo(str(d), err=True)
+        if resource is None:
+            raise typer.Exit(1)
+        store = Store(state(state_dir).root)
+        if any(r.key == resource.key for r in store.load().resources):
+            raise fail(f'configmaps "{name}" already exists')
+        result = store.apply([resource])
+        if not result.ok:
+            raise fail("; ".join(map(str, result.diagnostics)))
+        typer.echo(f"configmap/{name} created")
 
 
 def _title(key: str) -> str:

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from exitgate.api.diagnostics import Diagnostic, has_errors
 from exitgate.api.loader import load_paths
+from exitgate.api.meshconfig import MESH_CONFIGMAP
 from exitgate.api.resources import Resource
 from exitgate.capture import NetnsCapture
 from exitgate.mesh import load_mesh
@@ -69,6 +70,11 @@ def apply(files: FilesOpt, namespace: Annotated[str, typer.Option("-n", "--names
         raise typer.Exit(1)
     for r, what in result.changes:
         typer.echo(f"{_kind_ref(r)} {what}")
+    kept = [r for r, what in result.changes if r.kind == "ConfigMap" and what != "unchanged"
+            and (r.namespace, r.name) != MESH_CONFIGMAP]
+    if kept:
+        _err().print(f"exitgate keeps {', '.join(r.ref for r in kept)} as Kubernetes does; of ConfigMaps it reads "
+                     f"only Istio's mesh config ({MESH_CONFIGMAP[1]} in {MESH_CONFIGMAP[0]})", style="dim")
     workloads = [r for r, what in result.changes if r.kind in ("Deployment", "Pod") and what == "created"]
     if workloads:
         # Said, not silently skipped: a pod template's containers are not run here.
