@@ -464,25 +464,41 @@ def register(app: typer.Typer) -> None:
         typer.echo(describe_text(found), nl=False)
 
 
+def literals(specs: list[str]) -> dict[str, str]:
+    """kubectl's ``--from-literal=key=value``, repeatable."""
+    out: dict[str, str] = {}
+    for lit in specs:
+        key, sep, value = lit.partition("=")
+        if not sep:
+            raise fail(f"--from-literal {lit!r}: expected key=value")
+        out[key] = value
+    return out
+
+
+def _create(doc: dict[str, Any], plural: str, state_dir: Path | None) -> None:
+    """``create KIND``: the object, refused as kubectl refuses it when it exists already."""
+    kind, name = doc["kind"], doc["metadata"]["name"]
+    resource, diags = load_document(doc, f"exitgate create {kind.lower()}")
+    for d in diags:
+        typer.echo(str(d), err=True)
+    if resource is None:
+        raise typer.Exit(1)
+    store = Store(state(state_dir).root)
+    if any(r.key == resource.key for r in store.load().resources):
+        raise fail(f'{plural} "{name}" already exists')
+    result = store.apply([resource])
+    if not result.ok:
+        raise fail("; ".join(map(str, result.diagnostics)))
+    typer.echo(f"{kind.lower()}/{name} created")
+
+
 def add_create_verbs(create: typer.Typer) -> None:
     """``create namespace NAME``, as kubectl's (the docs' ``kubectl create namespace
     mesh-external``): a Namespace object, whose labels then decide injection as in Istio."""
 
     def create_namespace(name: str, state_dir: StateOpt = None) -> None:
         """A Namespace (no labels: add istio-injection=enabled with ``label`` for Istio's sidecars)."""
-        resource, diags = load_document({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
-                                        "exitgate create namespace")
-        for d in diags:
-            typer.echo(str(d), err=True)
-        if resource is None:
-            raise typer.Exit(1)
-        store = Store(state(state_dir).root)
-        if any(r.key == resource.key for r in store.load().resources):
-            raise fail(f'namespaces "{name}" already exists')
-        result = store.apply([resource])
-        if not result.ok:
-            raise fail("; ".join(map(str, result.diagnostics)))
-        typer.echo(f"namespace/{name} created")
+        _create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}, "namespaces", state_dir)
 
     create.command("namespace")(create_namespace)
     create.command("ns", hidden=True)(create_namespace)
@@ -515,28 +531,13 @@ def add_create_verbs(create: typer.Typer) -> None:
                     data[k] = content.decode()
                 except UnicodeDecodeError:
                     binary[k] = base64.b64encode(content).decode()
-        for lit in from_literal:
-            key, sep, value = lit.partition("=")
-            if not sep:
-                raise fail(f"--from-literal {lit!r}: expected key=value")
-            data[key] = value
+        data.update(literals(from_literal))
         doc: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace}}
         if data:
             doc["data"] = data
         if binary:
             doc["binaryData"] = binary
-        resource, diags = load_document(doc, "exitgate create configmap")
-        for d in diags:
-            typer.echo(str(d), err=True)
-        if resource is None:
-            raise typer.Exit(1)
-        store = Store(state(state_dir).root)
-        if any(r.key == resource.key for r in store.load().resources):
-            raise fail(f'configmaps "{name}" already exists')
-        result = store.apply([resource])
-        if not result.ok:
-            raise fail("; ".join(map(str, result.diagnostics)))
-        typer.echo(f"configmap/{name} created")
+        _create(doc, "configmaps", state_dir)
 
 
 def _title(key: str) -> str:

@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
     secret = typer.Typer(help="Create a Secret.", no_args_is_help=True)
     create.add_typer(secret, name="secret")
     app.add_typer(create, name="create")
-    from exitgate.cli.kubectl import add_create_verbs
+    from exitgate.cli.kubectl import add_create_verbs, literals
 
     add_create_verbs(create)
 
@@ -79,11 +79,7 @@ def register(app: typer.Typer) -> None:
         """A generic (Opaque) Secret, e.g. a client credential for credentialName:
         --from-file=tls.key=client.key --from-file=tls.crt=client.crt --from-file=ca.crt=ca.crt"""
         data = _read_files(from_file)
-        for lit in from_literal:
-            key, sep, value = lit.partition("=")
-            if not sep:
-                raise _fail(f"--from-literal {lit!r}: expected key=value")
-            data[key] = base64.b64encode(value.encode()).decode()
+        data.update({k: base64.b64encode(v.encode()).decode() for k, v in literals(from_literal).items()})
         if not data:
             raise _fail("give at least one --from-file or --from-literal")
         _apply_secret({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
