@@ -130,3 +130,57 @@ def test_the_poc_runs_with_its_workload_and_gateway_declared_by_deployments(tmp_
             eg.cp.stop()
         dns.stop()
         site.stop()
+
+
+def test_the_mutual_tls_task_with_its_own_nginx_service_and_deployment(tmp_path: Path) -> None:
+    """Istio's "Egress Gateways with TLS Origination", MUTUAL part, with the task's own steps for
+    its server: ``create namespace mesh-external``, the nginx ConfigMap and Secrets, and its
+    Service and Deployment (tests/e2e/data/my-nginx.yaml, as the task writes them) instead of
+    the mesh file's ``services``. The namespace is declared without injection, so my-nginx gets
+    no sidecar, as in Istio; its Service is the registry's my-nginx.mesh-external, answered by
+    real nginx with ``ssl_verify_client on`` (externalPortMap says where it listens here)."""
+    from tests.e2e.harness import make_mesh
+    from tests.e2e.test_mtls_origination import (
+        NGINX_CONF, NGINX_HOST, WELCOME, Pki, apply_task, create_client_credential, wait_status)
+    from exitgate.demo.standins import NginxServer
+
+    root, root_key = certs.make_root("example.com", "example Inc.")
+    server, server_key = certs.make_leaf(root, root_key, NGINX_HOST, [NGINX_HOST], org="some organization", serial=7)
+    (tmp_path / "pki").mkdir()
+    pki = Pki(tmp_path / "pki", root, root_key, server, server_key, 7)
+    pki.write("example.com.crt", root)
+    port = free_port()
+    nginx = NginxServer(tmp_path / "nginx", NGINX_CONF.format(port=port, host=NGINX_HOST), port=port,
+                        files={"server.crt": server, "server.key": server_key, "ca.crt": root,
+                               "html/index.html": WELCOME})
+    dns = DnsStandIn({})
+    eg = None
+    nginx.start()
+    dns.start()
+    try:
+        trust = tmp_path / "system-trust.pem"
+        trust.write_bytes(certs.make_root("a public CA", "not example.com", key_type="ec256")[0])
+        eg = start_exitgate(tmp_path / "state", make_mesh(trust, dns.port, {f"{NGINX_HOST}:443": port}))
+        conf = tmp_path / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(port=443, host=NGINX_HOST))
+        crt, key = pki.write("my-nginx.crt", server), pki.write("my-nginx.key", server_key)
+        for argv in (("create", "namespace", "mesh-external"),
+                     ("create", "-n", "mesh-external", "secret", "tls", "nginx-server-certs", "--key", str(key),
+                      "--cert", str(crt)),
+                     ("create", "-n", "mesh-external", "secret", "generic", "nginx-ca-certs",
+                      f"--from-file={pki.dir / 'example.com.crt'}"),
+                     ("create", "configmap", "nginx-configmap", "-n", "mesh-external", f"--from-file=nginx.conf={conf}")):
+            eg.cli(*argv, check=True)
+        out = eg.apply(Path(__file__).parent / "data" / "my-nginx.yaml")
+        assert "service/my-nginx created" in out and "deployment.apps/my-nginx created" in out, out
+        # Not injected: no proxy for my-nginx, and the pods the mesh runs are the same two.
+        assert sorted(p.record.name for p in eg.cp.proxies) == ["istio-egressgateway", "sleep"]
+        create_client_credential(eg, pki)
+        apply_task(eg)
+        out = wait_status(eg, "200")
+        assert "Welcome to nginx!" in out
+    finally:
+        if eg is not None:
+            eg.cp.stop()
+        dns.stop()
+        nginx.stop()
