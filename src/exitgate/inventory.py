@@ -28,10 +28,12 @@ gateway Deployment declare.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from exitgate.api import diagnostics as dx
 from exitgate.api.diagnostics import Diagnostic, Severity
@@ -108,7 +110,11 @@ def is_gateway(p: Pods) -> bool:
 
 def injected(p: Pods, namespaces: dict[str, dict[str, str]]) -> bool:
     """Istio's injection decision (pod label, then annotation, then namespace label), with
-    exitgate's default for a namespace no object declares (see the module docstring)."""
+    exitgate's default for a namespace no object declares (see the module docstring). A pod
+    already injected (``istioctl kube-inject``'s, or one read from a cluster) carries Istio's
+    status annotation: it is in the mesh whatever its namespace says."""
+    if SIDECAR_STATUS in p.annotations:
+        return True
     for source in (p.labels, p.annotations):
         value = source.get(INJECT)
         if value is not None:
@@ -119,6 +125,39 @@ def injected(p: Pods, namespaces: dict[str, dict[str, str]]) -> bool:
     if ns.get(INJECTION_LABEL) is not None:
         return ns[INJECTION_LABEL] == "enabled"
     return REVISION_LABEL in ns
+
+
+def kube_inject(doc: dict[str, Any]) -> dict[str, Any]:
+    """``istioctl kube-inject`` for one document: a Deployment's pod template or a Pod gets
+    Istio's sidecar container (``istio-proxy``), its status annotation and its labels, so that
+    applying the output declares a workload with a sidecar in any namespace. Other documents,
+    and pods already injected, are returned as they are. Pure; the input is not changed."""
+    kind = doc.get("kind")
+    if kind not in ("Deployment", "Pod") or not isinstance(doc.get("spec"), dict):
+        return doc
+    out = copy.deepcopy(doc)
+    holder = out["spec"].get("template") if kind == "Deployment" else out
+    if not isinstance(holder, dict):
+        return doc
+    meta = holder.setdefault("metadata", {})
+    annotations = meta.setdefault("annotations", {}) or {}
+    if SIDECAR_STATUS in annotations:
+        return doc
+    spec = holder.setdefault("spec", {})
+    containers = spec.setdefault("containers", [])
+    labels = meta.setdefault("labels", {}) or {}
+    app = labels.get("app") or labels.get("app.kubernetes.io/name") or out.get("metadata", {}).get("name", "")
+    annotations[SIDECAR_STATUS] = json.dumps({"containers": ["istio-proxy"], "initContainers": [], "volumes": [],
+                                             "imagePullSecrets": None, "revision": "default"},
+                                            separators=(",", ":"))
+    meta["annotations"] = annotations
+    labels.setdefault("security.istio.io/tlsMode", "istio")
+    labels.setdefault("service.istio.io/canonical-name", app)
+    labels.setdefault("service.istio.io/canonical-revision", labels.get("version", "latest"))
+    meta["labels"] = labels
+    # exitgate's Envoy is the proxy; its image is exitgate's own, started by `exitgate up`.
+    containers.append({"name": "istio-proxy", "image": "exitgate/envoy", "args": ["proxy", "sidecar"]})
+    return out
 
 
 def port_protocol(name: str | None, app_protocol: str | None) -> str:

@@ -3,6 +3,7 @@ gateways and services (inventory), as Istio's injection and gateway deployment r
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -446,3 +447,51 @@ def test_create_configmap_from_a_file_as_the_tasks_do_and_its_yaml_round_trips(t
     assert out == conf.read_text()
     code, out = run("create", "configmap", "nginx-configmap", "-n", "mesh-external", "--from-literal=a=b")
     assert code == 1 and 'configmaps "nginx-configmap" already exists' in out
+
+
+def test_kube_inject_makes_a_workload_injected_in_any_namespace(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from exitgate.cli.main import build_app, normalize_argv
+    from exitgate.inventory import kube_inject
+
+    raw = load_paths([CASES / "sleep.yaml"]).resources[2].raw
+    injected_raw = kube_inject(raw)
+    assert raw["spec"]["template"]["spec"]["containers"][-1]["name"] == "sleep"  # the input is not changed
+    template = injected_raw["spec"]["template"]
+    assert [c["name"] for c in template["spec"]["containers"]] == ["sleep", "istio-proxy"]
+    assert "sidecar.istio.io/status" in template["metadata"]["annotations"]
+    assert template["metadata"]["labels"]["security.istio.io/tlsMode"] == "istio"
+    assert kube_inject(injected_raw) == injected_raw  # once is enough
+    # Istio's docs' `kubectl apply -f <(istioctl kube-inject -f sleep.yaml)`, in a namespace
+    # whose Namespace object does not ask for injection.
+    out = CliRunner().invoke(build_app(), ["kube-inject", "-f", str(CASES / "sleep.yaml")]).output
+    ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n---\n"
+    res = _pods(ns + out)
+    assert [w.name for w in inventory(SLEEP_ONLY, res).mesh.workloads] == ["sleep"]
+    assert inventory(SLEEP_ONLY, _pods(ns + (CASES / "sleep.yaml").read_text())).mesh.workloads == []
+
+
+def test_apply_reads_standard_input_and_pipes_as_kubectl_does(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from exitgate.cli.main import build_app, normalize_argv
+
+    doc = "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: from-stdin}\n"
+    result = CliRunner().invoke(build_app(), normalize_argv(["apply", "-f", "-", "--state-dir", str(tmp_path / "s")]),
+                                input=doc)
+    assert (result.exit_code, result.output) == (0, "serviceaccount/from-stdin created\n")
+    bad = "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: x}\nspec: {}\n"
+    result = CliRunner().invoke(build_app(), normalize_argv(["apply", "-f", "-", "--state-dir", str(tmp_path / "s")]),
+                                input=bad)
+    assert result.exit_code == 1 and "-:4: Error [EG0004]" in result.output
+    # A pipe (bash's <(...)) is a file that is not a regular one.
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    import threading
+
+    writer = threading.Thread(target=lambda: fifo.write_text(doc.replace("from-stdin", "from-pipe")))
+    writer.start()
+    result = CliRunner().invoke(build_app(), normalize_argv(["apply", "-f", str(fifo), "--state-dir", str(tmp_path / "s")]))
+    writer.join(5)
+    assert (result.exit_code, result.output) == (0, "serviceaccount/from-pipe created\n")

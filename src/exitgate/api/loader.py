@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import io
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -80,6 +81,7 @@ DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 YAML_SUFFIXES = (".yaml", ".yml", ".json")
+STDIN = "-"
 
 
 class ObjectMeta(BaseModel):
@@ -124,9 +126,11 @@ def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[Diagnost
     problems: list[Diagnostic] = []
     for p in paths:
         path = Path(p)
-        if path.is_dir():
+        if str(p) == STDIN:
+            files.append(path)  # kubectl's `-f -`: the documents on standard input
+        elif path.is_dir():
             files.extend(sorted(f for f in path.rglob("*") if f.is_file() and f.suffix in YAML_SUFFIXES))
-        elif path.is_file():
+        elif path.is_file() or path.exists():  # a pipe too: `-f <(istioctl kube-inject ...)`
             files.append(path)
         else:
             problems.append(Diagnostic(dx.NOT_FOUND, Severity.ERROR, "no such file or directory", file=str(path)))
@@ -145,7 +149,7 @@ def load_paths(paths: Iterable[str | Path], default_namespace: str = "default", 
     result = LoadResult([], problems)
     for f in files:
         try:
-            text = f.read_text(encoding="utf-8")
+            text = sys.stdin.read() if str(f) == STDIN else f.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             result.diagnostics.append(Diagnostic(dx.NOT_FOUND, Severity.ERROR, f"cannot read: {e}", file=str(f)))
             continue

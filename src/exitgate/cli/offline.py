@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import signal
+import sys
 import threading
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
@@ -18,6 +20,35 @@ from exitgate.demo.standins import DnsStandIn
 
 
 def register(app: typer.Typer) -> None:
+    @app.command(name="kube-inject")
+    def kube_inject(files: Annotated[list[str], typer.Option("-f", "--filename", help="file, directory or - (stdin)")],
+                    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="file (default: stdout)")] = None,
+                    ) -> None:
+        """istioctl kube-inject: the YAML with Istio's sidecar added to each Deployment's pod
+        template and Pod (``exitgate apply -f <(exitgate kube-inject -f sleep.yaml)``)."""
+        import yaml
+
+        from exitgate.api.loader import STDIN, expand_paths
+        from exitgate.inventory import kube_inject as inject
+
+        paths, problems = expand_paths(files)
+        for d in problems:
+            typer.echo(str(d), err=True)
+        if problems:
+            raise typer.Exit(1)
+        docs: list[object] = []
+        for path in paths:
+            try:
+                text = sys.stdin.read() if str(path) == STDIN else path.read_text(encoding="utf-8")
+                docs += [inject(d) if isinstance(d, dict) else d for d in yaml.safe_load_all(text) if d is not None]
+            except (OSError, yaml.YAMLError) as e:
+                raise fail(f"{path}: {e}") from None
+        text = yaml.safe_dump_all(docs, sort_keys=False)
+        if output is None:
+            typer.echo(text, nl=False)
+        else:
+            output.write_text(text)
+
     @app.command()
     def dns(records: Annotated[list[str], typer.Argument(help="HOST=ADDRESS, e.g. edition.cnn.com=127.0.0.1")],
             address: Annotated[str, typer.Option("--address", help="address to listen on")] = "127.0.0.1",
