@@ -10,7 +10,6 @@ services. Gateway service ports map to container ports like Istio's egress gatew
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from pathlib import Path
 from typing import Literal
@@ -20,6 +19,7 @@ from pydantic.alias_generators import to_camel
 from ruamel.yaml import YAML
 
 from exitgate import names
+from exitgate.api.meshconfig import MeshConfigText, access_log_format_problem
 from exitgate.api import diagnostics as dx
 from exitgate.api.diagnostics import Diagnostic, Severity
 from exitgate.api.loader import pydantic_diagnostics
@@ -186,14 +186,9 @@ class MeshConfig(_Model):
     @field_validator("access_log_format")
     @classmethod
     def _format_fits_encoding(cls, v: str, info: ValidationInfo) -> str:
-        # Istio logs an error and falls back to its default fields; a mesh file says so instead.
-        if v and info.data.get("access_log_encoding") == "JSON":
-            try:
-                parsed = json.loads(v)
-            except ValueError as e:
-                raise ValueError(f"accessLogEncoding is JSON but accessLogFormat is not JSON: {e}") from None
-            if not isinstance(parsed, dict) or not parsed:
-                raise ValueError("accessLogEncoding is JSON: accessLogFormat must be a JSON object of fields")
+        problem = access_log_format_problem(str(info.data.get("access_log_encoding")), v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @model_validator(mode="after")
@@ -241,6 +236,23 @@ class MeshConfig(_Model):
 
     def workload(self, name: str) -> WorkloadProxy | None:
         return next((w for w in self.workloads if w.name == name), None)
+
+
+def with_mesh_config(mesh: MeshConfig, text: MeshConfigText | None) -> MeshConfig:
+    """The mesh with what Istio's mesh ConfigMap sets (it wins while applied, as editing Istio's
+    ConfigMap changes a running mesh): the access log (``accessLogFile`` "" turns it off, any
+    file on: exitgate writes it to the proxy's own log, which ``logs`` shows), its encoding and
+    format. The outbound traffic policy is read where it is used (a Sidecar may override it)."""
+    if text is None:
+        return mesh
+    update: dict[str, object] = {}
+    if text.access_log_file is not None:
+        update["access_log"] = bool(text.access_log_file)
+    if text.access_log_encoding is not None:
+        update["access_log_encoding"] = text.access_log_encoding
+    if text.access_log_format is not None:
+        update["access_log_format"] = text.access_log_format
+    return mesh.model_copy(update=update) if update else mesh
 
 
 def default_egress_gateway() -> GatewayProxy:

@@ -4,6 +4,8 @@ on the translated sidecar (which virtual hosts, routes and clusters it is given)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from exitgate import names
@@ -203,3 +205,54 @@ def test_https_ports_and_unknown_hosts_take_connect_tunnels() -> None:
     mesh = MeshConfig(workloads=[SLEEP], outbound_traffic_policy=OutboundTrafficPolicy(mode="REGISTRY_ONLY"))
     blocked = catch_all(translated(snapshot(https, mesh=mesh)))
     assert (blocked.connect_clusters, blocked.connect_status) == ((), 502)
+
+
+def test_the_mesh_configmap_sets_the_access_log_as_istioctl_install_does() -> None:
+    """``istioctl install --set meshConfig.accessLogFile=/dev/stdout`` (Istio's way to turn the
+    access log on) and its encoding: Istio's ConfigMap wins over the mesh file while applied."""
+    def cm(mesh_text: str) -> str:
+        body = "\n".join("    " + line for line in mesh_text.splitlines())
+        return f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\ndata:\n  mesh: |\n{body}\n"
+
+    quiet = MeshConfig(workloads=[SLEEP], access_log=False)
+    assert not translated(snapshot(*BASE, mesh=quiet)).listeners[0].access_log
+    on = snapshot(*BASE, cm("accessLogFile: /dev/stdout\naccessLogEncoding: JSON"), mesh=quiet)
+    assert on.mesh.access_log and on.mesh.access_log_encoding == "JSON"
+    assert translated(on).listeners[0].access_log
+    off = snapshot(*BASE, cm('accessLogFile: ""'))
+    assert not off.mesh.access_log and not translated(off).listeners[0].access_log
+    bad = load_text(cm('accessLogEncoding: JSON\naccessLogFormat: "[%START_TIME%]"'), "cm.yaml")
+    assert not bad.ok and "accessLogFormat is not JSON" in bad.diagnostics[0].message
+    # The memo gets the same mesh object back while nothing changed: translations stay reusable.
+    from exitgate.translate.memo import TranslationMemo
+
+    memo = TranslationMemo()
+    loaded = load_text("---\n".join([*BASE, cm("accessLogFile: /dev/stdout")]), "case.yaml").resources
+    assert Snapshot(loaded, quiet, memo).mesh is Snapshot(loaded, quiet, memo).mesh
+
+
+def test_istioctl_install_set_writes_the_mesh_configmap(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from exitgate.cli.main import build_app, normalize_argv
+    from exitgate.store import Store
+
+    def run(*argv: str) -> tuple[int, str]:
+        result = CliRunner().invoke(build_app(), normalize_argv([*argv, "--state-dir", str(tmp_path / "s")]))
+        return result.exit_code, result.output
+
+    # Istio's "Accessing External Services": istioctl install ... REGISTRY_ONLY.
+    code, out = run("install", "--set", "profile=demo", "--set", "meshConfig.outboundTrafficPolicy.mode=REGISTRY_ONLY")
+    assert code == 0 and "Installation complete" in out
+    snap = Snapshot(Store(tmp_path / "s").load().resources, MeshConfig(workloads=[SLEEP]))
+    assert snap.outbound_mode == "REGISTRY_ONLY"
+    # An install replaces the meshConfig of the one before, as istioctl's does.
+    assert run("install", "--set", "meshConfig.accessLogFile=/dev/stdout")[0] == 0
+    snap = Snapshot(Store(tmp_path / "s").load().resources, MeshConfig(workloads=[SLEEP], access_log=False))
+    assert (snap.outbound_mode, snap.mesh.access_log) == ("ALLOW_ANY", True)
+    code, out = run("install", "--set", "meshConfig.outboundTrafficPolicy.mode=CLOSED")
+    assert code == 1 and "outboundTrafficPolicy.mode" in out
+    code, out = run("install", "--set", "values.pilot.env.X=1")
+    assert code == 1 and "exitgate takes meshConfig.*" in out
+    code, out = run("install", "--set", "meshConfig.enableTracing=true")
+    assert code == 1 and "enableTracing is not supported by exitgate yet" in out

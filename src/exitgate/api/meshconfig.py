@@ -10,6 +10,7 @@ ConfigMap changes a running mesh.
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -40,6 +41,24 @@ class MeshConfigText(_MeshModel):
     """The part of ``meshConfig`` exitgate acts on; other fields land in ``model_extra``."""
 
     outbound_traffic_policy: MeshOutboundTrafficPolicy | None = None
+    # The access log (``istioctl install --set meshConfig.accessLogFile=/dev/stdout``, Istio's
+    # way to turn it on; "" off), its encoding and format, as the mesh file's fields.
+    access_log_file: str | None = None
+    access_log_encoding: Literal["TEXT", "JSON"] | None = None
+    access_log_format: str | None = None
+
+
+def access_log_format_problem(encoding: str, fmt: str) -> str | None:
+    """Istio logs an error and falls back to its default fields; exitgate refuses the setting
+    (the mesh file's, or the mesh ConfigMap's) and says why."""
+    if fmt and encoding == "JSON":
+        try:
+            parsed = json.loads(fmt)
+        except ValueError as e:
+            return f"accessLogEncoding is JSON but accessLogFormat is not JSON: {e}"
+        if not isinstance(parsed, dict) or not parsed:
+            return "accessLogEncoding is JSON: accessLogFormat must be a JSON object of fields"
+    return None
 
 
 def parse_mesh_text(text: str) -> tuple[MeshConfigText | None, list[str], list[str]]:
@@ -56,6 +75,9 @@ def parse_mesh_text(text: str) -> tuple[MeshConfigText | None, list[str], list[s
         parsed = MeshConfigText.model_validate(doc)
     except ValidationError as err:
         return None, [f"meshConfig.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()], []
+    problem = access_log_format_problem(str(parsed.access_log_encoding), parsed.access_log_format or "")
+    if problem:
+        return None, [f"meshConfig.accessLogFormat: {problem}"], []
     return parsed, [], sorted(str(k) for k in (parsed.model_extra or {}))
 
 

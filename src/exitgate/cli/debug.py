@@ -92,9 +92,65 @@ def status_rows(syncz: list[dict[str, Any]], istiod: str, namespace: str | None 
     return rows
 
 
+def mesh_config_sets(sets: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """``istioctl install --set`` values as Istio's meshConfig (``meshConfig.a.b=v`` -> {a: {b: v}},
+    values read as YAML scalars), and the problems; ``profile=`` is taken and left alone."""
+    out: dict[str, Any] = {}
+    problems: list[str] = []
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            problems.append(f"--set {item!r}: expected KEY=VALUE")
+        elif key == "profile":
+            continue  # exitgate's components are its mesh file's, whichever profile
+        elif not key.startswith("meshConfig.") or key == "meshConfig.":
+            problems.append(f"--set {key}: exitgate takes meshConfig.* (its Istio ConfigMap) and profile; the rest "
+                            "of an install (components, values) is exitgate's mesh file")
+        else:
+            node = out
+            *parents, leaf = key.split(".")[1:]
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = yaml.safe_load(value) if value else ""
+    return out, problems
+
+
 def register(app: typer.Typer) -> None:
     group = next(g.typer_instance for g in app.registered_groups if g.name == "proxy-config")
     assert group is not None
+
+    @app.command()
+    def install(sets: Annotated[list[str], typer.Option("--set", help="meshConfig.KEY=VALUE (and profile=NAME)")] = [],  # noqa: B006
+                skip_confirmation: Annotated[bool, typer.Option("-y", "--skip-confirmation", help="istioctl's")] = False,
+                state_dir: StateOpt = None) -> None:
+        """istioctl install --set meshConfig...: writes Istio's mesh ConfigMap (istio in
+        istio-system), which a running mesh reads at once; as an install, it replaces the
+        meshConfig set before (``--set meshConfig.outboundTrafficPolicy.mode=REGISTRY_ONLY``,
+        ``--set meshConfig.accessLogFile=/dev/stdout``)."""
+        from exitgate.api.loader import load_document
+        from exitgate.api.meshconfig import MESH_CONFIGMAP, MESH_KEY
+        from exitgate.store import Store
+
+        config, problems = mesh_config_sets(sets)
+        if problems:
+            for problem in problems:
+                typer.echo(f"error: {problem}", err=True)
+            raise typer.Exit(1)
+        ns, name = MESH_CONFIGMAP
+        doc = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns},
+               "data": {MESH_KEY: yaml.safe_dump(config, sort_keys=False) if config else ""}}
+        resource, diags = load_document(doc, "istioctl install --set")
+        for d in diags:
+            typer.echo(str(d), err=True)
+        if resource is None:
+            raise typer.Exit(1)
+        result = Store(state(state_dir).root).apply([resource])
+        if not result.ok:
+            typer.echo("; ".join(map(str, result.diagnostics)), err=True)
+            raise typer.Exit(1)
+        typer.echo(f"\u2714 meshConfig applied (ConfigMap {ns}/{name})" + (
+            ": " + ", ".join(s for s in sets if s.startswith("meshConfig.")) if config else ""))
+        typer.echo("\u2714 Installation complete")
 
     @app.command("proxy-status")
     def proxy_status(namespace: Annotated[Optional[str], typer.Option("-n", "--namespace")] = None,

@@ -25,7 +25,7 @@ from exitgate.api.networking import DestinationRuleSpec, GatewaySpec, ServiceEnt
 from exitgate.api.resources import Resource
 from exitgate.api.security import AuthorizationPolicySpec
 from exitgate.api.sidecar import SidecarSpec
-from exitgate.mesh import GatewayProxy, MeshConfig
+from exitgate.mesh import GatewayProxy, MeshConfig, with_mesh_config
 from exitgate.translate.destination_rules import merge as merge_destination_rules
 from exitgate.translate.memo import TranslationMemo
 from exitgate.translate.registry import Service, build_registry, exported_to, fqdn, host_matches
@@ -77,11 +77,20 @@ class Snapshot:
         # ``memo``: results of earlier pushes that this one may reuse (the control plane's).
         self.memo = memo
         self.resources: tuple[Resource, ...] = tuple(sorted(resources, key=lambda r: (r.kind, *_order(r))))
-        self.mesh = mesh
         by_kind: dict[str, list[Resource]] = {}
         for r in self.resources:
             by_kind.setdefault(r.kind, []).append(r)
         self._by_kind = {k: tuple(v) for k, v in by_kind.items()}
+        # Istio's mesh ConfigMap, when applied, sets the access log over the mesh file's. The
+        # same mesh object comes back while neither changes: translations are memoized on it.
+        cm = next((c for c in self._typed("ConfigMap", ConfigMapSpec) if (c.namespace, c.name) == MESH_CONFIGMAP), None)
+        if cm is None:
+            self.mesh = mesh
+        elif memo is None:
+            self.mesh = with_mesh_config(mesh, cm.spec.mesh_config())
+        else:
+            self.mesh = memo.value(("mesh config", id(mesh), id(cm.spec)), (mesh, cm.spec),
+                                   lambda: with_mesh_config(mesh, cm.spec.mesh_config()))
 
     # -- resources by kind, typed ---------------------------------------------------------------
     def of_kind(self, kind: str) -> tuple[Resource, ...]:
