@@ -69,7 +69,8 @@ class ControlPlane(Observability):
         self._last_resources: Sequence[Resource] = ()
         self.emit = emit
         self.clock = clock or (lambda: datetime.now(timezone.utc))
-        self.store = Store(state.root)
+        # Translation reads specs and metadata, not whole documents (those stay in the store file).
+        self.store = Store(state.root, keep_documents=False)
         self.cache = SnapshotCache()
         self.proxies: list[PlannedProxy] = []
         self.supervisor: Supervisor | None = None

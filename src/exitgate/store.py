@@ -25,7 +25,7 @@ import yaml
 
 from exitgate.api import diagnostics as dx
 from exitgate.api.diagnostics import Diagnostic, Severity
-from exitgate.api.loader import CLUSTER_SCOPED, load_document, load_text
+from exitgate.api.loader import CLUSTER_SCOPED, SPEC_MODELS, load_document, load_text
 from exitgate.api.resources import Resource, Source
 from exitgate.gcpause import gc_paused
 from exitgate.wake import wake
@@ -127,9 +127,14 @@ class Store:
     ``load`` parses only the documents it has not seen before (a running control plane keeps one
     Store, so a reload after a small change validates only what changed)."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, keep_documents: bool = True) -> None:
+        """``keep_documents`` False (the control plane's): an Istio resource keeps only its
+        metadata beside its typed spec (what translation reads), not the whole document too:
+        a sixth of the resources' memory at 30,000. Kubernetes objects keep theirs (the
+        inventory reads pod templates and annotations)."""
         self.state_dir = state_dir
         self.path = state_dir / SNAPSHOT_FILE
+        self.keep_documents = keep_documents
         # Document text -> the resource parsed from it (with its line inside the document).
         self._parsed: dict[str, Resource] = {}
 
@@ -218,11 +223,17 @@ class Store:
 
     def _parse(self, e: _Entry) -> Resource:
         if not e.text.startswith("{"):
-            return self._parse_yaml(e)  # written as YAML by an earlier exitgate
+            return self._slim(self._parse_yaml(e))  # written as YAML by an earlier exitgate
         res, diags = load_document(orjson.loads(e.text), str(self.path), default_namespace=e.key[1], checked=True)
         if res is None or dx.has_errors(diags):
             raise self._invalid(e, diags)
-        return replace(res, source=Source(str(self.path), 1))
+        return self._slim(replace(res, source=Source(str(self.path), 1)))
+
+    def _slim(self, res: Resource) -> Resource:
+        if self.keep_documents or res.kind not in SPEC_MODELS:
+            return res
+        return replace(res, raw={"apiVersion": res.raw.get("apiVersion"), "kind": res.kind,
+                                 "metadata": res.raw.get("metadata")})
 
     def _parse_yaml(self, e: _Entry) -> Resource:
         result = load_text(e.text, str(self.path))

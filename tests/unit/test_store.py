@@ -320,3 +320,18 @@ def test_a_checked_document_loads_as_the_full_path_loads_it() -> None:
     # A document that does not pass is not let through by the fast path: it says why.
     bad, diags = load_document({"apiVersion": "v1", "kind": "Nope", "metadata": {"name": "x"}}, "store", checked=True)
     assert bad is None and diags
+
+
+def test_the_control_planes_store_keeps_metadata_not_whole_istio_documents(tmp_path: Path) -> None:
+
+
+    docs = ("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: se, annotations: {a: b}}\n"
+            "spec: {hosts: [x.example.com], ports: [{number: 80, name: http, protocol: HTTP}], resolution: DNS}\n"
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {app: p}}\nspec: {containers: [{name: c}]}\n")
+    Store(tmp_path).apply(load_text(docs, "x.yaml").resources)
+    full = {r.kind: r for r in Store(tmp_path).load().resources}
+    slim = {r.kind: r for r in Store(tmp_path, keep_documents=False).load().resources}
+    assert "spec" in full["ServiceEntry"].raw and "spec" not in slim["ServiceEntry"].raw
+    assert slim["ServiceEntry"].raw["metadata"]["annotations"] == {"a": "b"}
+    assert slim["ServiceEntry"].spec == full["ServiceEntry"].spec
+    assert slim["Pod"].raw == full["Pod"].raw  # the inventory reads Kubernetes objects whole
