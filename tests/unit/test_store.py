@@ -335,3 +335,10 @@ def test_the_control_planes_store_keeps_metadata_not_whole_istio_documents(tmp_p
     assert slim["ServiceEntry"].raw["metadata"]["annotations"] == {"a": "b"}
     assert slim["ServiceEntry"].spec == full["ServiceEntry"].spec
     assert slim["Pod"].raw == full["Pod"].raw  # the inventory reads Kubernetes objects whole
+    # Alike field sets are shared; a copy with an update gets its own, and the others stay.
+    a, b = (Store(tmp_path, keep_documents=False).load().resources for _ in range(2))
+    se = next(r for r in a if r.kind == "ServiceEntry").spec
+    port = se.ports[0]
+    copied = port.model_copy(update={"target_port": 8080})
+    assert copied.model_fields_set == {"number", "name", "protocol", "target_port"}
+    assert port.model_fields_set == {"number", "name", "protocol"} and port == full["ServiceEntry"].spec.ports[0]
