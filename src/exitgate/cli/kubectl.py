@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -16,10 +15,9 @@ import yaml
 
 from exitgate.api.loader import CLUSTER_SCOPED, SPEC_MODELS, TOP_LEVEL_MODELS, load_document, load_paths
 from exitgate.api.resources import Resource
-from exitgate.cli.common import StateOpt, fail, mesh_inventory, selector_matches, selector_problem, state
-from exitgate.mesh import ServicePortMap
+from exitgate.cli.common import StateOpt, fail, selector_matches, selector_problem, state
+from exitgate.cli.mesh_objects import mesh_services, proxy_pods
 from exitgate.proxyconfig import tabwrite
-from exitgate.runtime import StateDir
 from exitgate.store import Store
 
 # kubectl's names for each kind: singular, plural, short names.
@@ -54,64 +52,6 @@ def kind_name(kind: str) -> str:
         version = TOP_LEVEL_MODELS[kind][0]
         return kind.lower() if "/" not in version else f"{kind.lower()}.{version.split('/')[0]}"
     return f"{kind.lower()}.{SPEC_MODELS[kind][0] if kind in SPEC_MODELS else GROUP}"
-
-
-def proxy_pods(st: StateDir, applied: Sequence[Resource]) -> list[Resource]:
-    """One pod for each proxy of the mesh (mesh file and applied Deployments and Pods), as
-    ``kubectl get pods`` lists a Deployment's: its labels, service account and containers (the
-    pod template's, and ``istio-proxy``), and ``Running`` while ``up`` runs its Envoy. Its name is
-    the proxy's (``sleep``, ``istio-egressgateway-1``), which ``exec`` and ``logs`` take."""
-    from exitgate.api.kube import PodBody
-
-    have = {(r.namespace, r.name) for r in applied if r.kind == "Pod"}
-    templates = {(r.namespace, r.name): r.raw.get("spec", {}).get("template", {}).get("spec", {})
-                 for r in applied if r.kind == "Deployment"}
-    info = st.read_runtime()
-    running = {(p.namespace, p.name) for p in (info.proxies if info else []) if p.pid is not None}
-    mesh = mesh_inventory(st)
-    rows: list[tuple[str, str, dict[str, str], str, str]] = []
-    for g in mesh.gateways:
-        rows += [(g.replica_name(i), g.namespace, g.labels, g.identity[1], g.name) for i in range(g.replicas)]
-    rows += [(w.name, w.namespace, w.labels, w.identity[1], w.name) for w in mesh.workloads]
-    out: list[Resource] = []
-    for name, ns, labels, account, owner in rows:
-        if (ns, name) in have:
-            continue
-        template = templates.get((ns, owner), {})
-        containers = [c.get("name", "") for c in template.get("containers") or [] if c.get("name") != "istio-proxy"]
-        up = (ns, name) in running
-        raw = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns, "labels": dict(labels)},
-               "spec": {"serviceAccountName": account,
-                        "containers": [{"name": c} for c in [*containers, "istio-proxy"]]},
-               "status": {"phase": "Running" if up else "Pending",
-                          "containerStatuses": [{"name": "istio-proxy", "ready": up}]}}
-        out.append(Resource("v1", "Pod", ns, name, PodBody(), raw))
-    return out
-
-
-def mesh_services(st: StateDir, applied: Sequence[Resource]) -> list[Resource]:
-    """The Services the mesh file declares (each gateway's, and its services outside the mesh),
-    as ``kubectl get svc`` lists a cluster's: the docs' ``kubectl get svc istio-egressgateway -n
-    istio-system`` finds the default gateway's. Applied Service objects are listed as they are."""
-    from exitgate.api.kube import ServiceBody
-
-    have = {(r.namespace, r.name) for r in applied if r.kind == "Service"}
-    mesh = mesh_inventory(st)
-    rows: list[tuple[str, str, dict[str, str] | None, list[ServicePortMap]]] = [
-        (g.service or g.name, g.namespace, g.labels, g.ports) for g in mesh.gateways]
-    rows += [(m.name, m.namespace, None, m.ports) for m in mesh.services]
-    out: list[Resource] = []
-    for name, ns, selector, ports in rows:
-        if (ns, name) in have:
-            continue
-        spec: dict[str, Any] = {"type": "ClusterIP", "ports": [
-            {"name": p.name, "port": p.port, "targetPort": p.target_port, "protocol": "TCP"} if p.name else
-            {"port": p.port, "targetPort": p.target_port, "protocol": "TCP"} for p in ports]}
-        if selector:
-            spec["selector"] = dict(selector)
-        raw = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns}, "spec": spec}
-        out.append(Resource("v1", "Service", ns, name, ServiceBody(), raw))
-    return out
 
 
 class _KubectlDumper(yaml.SafeDumper):
@@ -462,82 +402,6 @@ def register(app: typer.Typer) -> None:
         if found is None:
             raise fail(f'{kind_name(k)} "{name}" not found')
         typer.echo(describe_text(found), nl=False)
-
-
-def literals(specs: list[str]) -> dict[str, str]:
-    """kubectl's ``--from-literal=key=value``, repeatable."""
-    out: dict[str, str] = {}
-    for lit in specs:
-        key, sep, value = lit.partition("=")
-        if not sep:
-            raise fail(f"--from-literal {lit!r}: expected key=value")
-        out[key] = value
-    return out
-
-
-def _create(doc: dict[str, Any], plural: str, state_dir: Path | None) -> None:
-    """``create KIND``: the object, refused as kubectl refuses it when it exists already."""
-    kind, name = doc["kind"], doc["metadata"]["name"]
-    resource, diags = load_document(doc, f"exitgate create {kind.lower()}")
-    for d in diags:
-        typer.echo(str(d), err=True)
-    if resource is None:
-        raise typer.Exit(1)
-    store = Store(state(state_dir).root)
-    if any(r.key == resource.key for r in store.load().resources):
-        raise fail(f'{plural} "{name}" already exists')
-    result = store.apply([resource])
-    if not result.ok:
-        raise fail("; ".join(map(str, result.diagnostics)))
-    typer.echo(f"{kind.lower()}/{name} created")
-
-
-def add_create_verbs(create: typer.Typer) -> None:
-    """``create namespace NAME``, as kubectl's (the docs' ``kubectl create namespace
-    mesh-external``): a Namespace object, whose labels then decide injection as in Istio."""
-
-    def create_namespace(name: str, state_dir: StateOpt = None) -> None:
-        """A Namespace (no labels: add istio-injection=enabled with ``label`` for Istio's sidecars)."""
-        _create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}, "namespaces", state_dir)
-
-    create.command("namespace")(create_namespace)
-    create.command("ns", hidden=True)(create_namespace)
-
-    @create.command("configmap")
-    def create_configmap(
-        name: str,
-        from_file: Annotated[list[str], typer.Option("--from-file", help="[key=]path (a file or a directory), repeatable")] = [],  # noqa: B006
-        from_literal: Annotated[list[str], typer.Option("--from-literal", help="key=value, repeatable")] = [],  # noqa: B006
-        namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
-        state_dir: StateOpt = None,
-    ) -> None:
-        """A ConfigMap from files or literals, as kubectl's (the tasks' nginx.conf). exitgate reads
-        only Istio's mesh config (istio in istio-system); others are kept, as Kubernetes keeps them."""
-        data: dict[str, str] = {}
-        binary: dict[str, str] = {}
-        for spec in from_file:
-            key, sep, path = spec.partition("=")
-            if not sep:
-                key, path = "", spec
-            source = Path(path)
-            files = sorted(f for f in source.iterdir() if f.is_file()) if source.is_dir() else [source]
-            for f in files:
-                try:
-                    content = f.read_bytes()
-                except OSError as e:
-                    raise fail(f"--from-file {spec}: {e.strerror}") from None
-                k = key if key and not source.is_dir() else f.name
-                try:
-                    data[k] = content.decode()
-                except UnicodeDecodeError:
-                    binary[k] = base64.b64encode(content).decode()
-        data.update(literals(from_literal))
-        doc: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace}}
-        if data:
-            doc["data"] = data
-        if binary:
-            doc["binaryData"] = binary
-        _create(doc, "configmaps", state_dir)
 
 
 def _title(key: str) -> str:

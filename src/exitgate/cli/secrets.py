@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
     secret = typer.Typer(help="Create a Secret.", no_args_is_help=True)
     create.add_typer(secret, name="secret")
     app.add_typer(create, name="create")
-    from exitgate.cli.kubectl import add_create_verbs, literals
+    from exitgate.cli.create import add_create_verbs, literals
 
     add_create_verbs(create)
 
