@@ -317,7 +317,10 @@ def test_get_pods_lists_a_pod_per_proxy_with_its_labels_and_selectors_filter(tmp
     assert "sleep" not in run("get", "pods", "-A", "-l", "app!=sleep")[1]
     assert "istio-egressgateway" in run("get", "pods", "-A", "-l", "istio")[1]
     assert "istio-egressgateway" not in run("get", "pods", "-A", "-l", "!istio")[1]
-    code, out = run("get", "pods", "-l", "app in (sleep)")
+    assert "sleep" in run("get", "pods", "-l", "app in (sleep,curl)")[1]
+    assert "sleep" not in run("get", "pods", "-A", "-l", "app notin (sleep)")[1]
+    assert "istio-egressgateway" in run("get", "pods", "-A", "-l", "app notin (sleep)")[1]  # no app label
+    code, out = run("get", "pods", "-l", "app in (sleep")
     assert code == 1 and "unable to parse requirement" in out
     # JSONPath's recursive descent, as kubectl's.
     data = {"items": [{"metadata": {"name": "a"}, "spec": {"template": {"metadata": {"name": "t"}}}},

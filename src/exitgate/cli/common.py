@@ -3,6 +3,7 @@ directory (``runtime.resolve_state_dir``), and how a refusal is said."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -47,28 +48,56 @@ def mesh_inventory(st: StateDir) -> MeshConfig:
     return inventory(config, resources).mesh
 
 
+_SET_REQUIREMENT = re.compile(r"^\s*([^\s!=(),]+)\s+(in|notin)\s+\(([^()]*)\)\s*$")
+
+
+def _requirements(selector: str) -> list[tuple[str, str, tuple[str, ...]]] | str:
+    """kubectl's label selector as (key, operator, values): ``k=v``/``k==v`` (=), ``k!=v`` (!=),
+    ``k in (a,b)``, ``k notin (a,b)``, ``k`` (exists), ``!k`` (does not); or the problem."""
+    parts, depth, current = [], 0, ""
+    for ch in selector:  # split at the commas outside parentheses
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    out: list[tuple[str, str, tuple[str, ...]]] = []
+    for part in (p.strip() for p in parts):
+        m = _SET_REQUIREMENT.match(part)
+        if m:
+            out.append((m.group(1), m.group(2), tuple(v.strip() for v in m.group(3).split(",") if v.strip())))
+        elif "!=" in part:
+            key, value = part.split("!=", 1)
+            out.append((key.strip(), "!=", (value.strip(),)))
+        elif "=" in part:
+            key, value = part.replace("==", "=").split("=", 1)
+            out.append((key.strip(), "=", (value.strip(),)))
+        elif part.startswith("!") and part[1:].strip():
+            out.append((part[1:].strip(), "!", ()))
+        elif part and " " not in part and "(" not in part and ")" not in part:
+            out.append((part, "exists", ()))
+        else:
+            return f"unable to parse requirement: {part!r}"
+    return out
+
+
 def selector_problem(selector: str) -> str | None:
-    """kubectl's equality-based label selectors: ``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k``,
-    comma-separated (set-based ``in``/``notin`` are not taken yet)."""
-    for part in (p.strip() for p in selector.split(",")):
-        if not part or " in " in f" {part} " or " notin " in f" {part} " or "(" in part:
-            return f"unable to parse requirement: {part!r} (exitgate takes k=v, k!=v, k and !k)"
-    return None
+    found = _requirements(selector)
+    return found if isinstance(found, str) else None
 
 
 def selector_matches(selector: str, labels: dict[str, str]) -> bool:
-    for part in (p.strip() for p in selector.split(",")):
-        if "!=" in part:
-            key, value = part.split("!=", 1)
-            if labels.get(key.strip()) == value.strip():
-                return False
-        elif "=" in part:
-            key, value = part.replace("==", "=").split("=", 1)
-            if labels.get(key.strip()) != value.strip():
-                return False
-        elif part.startswith("!"):
-            if part[1:].strip() in labels:
-                return False
-        elif part not in labels:
+    found = _requirements(selector)
+    if isinstance(found, str):
+        return False
+    for key, op, values in found:
+        have = labels.get(key)
+        if op == "=" and have != values[0] or op == "!=" and have == values[0]:
+            return False
+        if op == "in" and have not in values or op == "notin" and have in values:
+            return False
+        if op == "exists" and key not in labels or op == "!" and key in labels:
             return False
     return True

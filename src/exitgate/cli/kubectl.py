@@ -238,7 +238,7 @@ def register(app: typer.Typer) -> None:
             all_namespaces: Annotated[bool, typer.Option("-A", "--all-namespaces")] = False,
             output: Annotated[str, typer.Option("-o", "--output", help="json|yaml|wide|name|jsonpath=TEMPLATE")] = "",
             selector: Annotated[Optional[str], typer.Option("-l", "--selector",
-                                                            help="label selector: k=v, k!=v, k, !k (comma-separated)")] = None,
+                                                            help="label selector: k=v, k!=v, k in (a,b), k notin (a,b), k, !k (comma-separated)")] = None,
             state_dir: StateOpt = None) -> None:
         """List applied resources, like kubectl get. Pods are the applied Pod objects and one pod
         for each proxy the mesh runs (its workload or gateway), with the labels it runs with."""
