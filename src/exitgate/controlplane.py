@@ -66,7 +66,8 @@ class ControlPlane(Observability):
         self.mesh_file = mesh
         self.mesh = mesh
         self._inventory_said: set[str] = set()
-        self._last_resources: Sequence[Resource] = ()
+        # Which Kubernetes object declared each proxy (name, namespace), for what is said of it.
+        self._declared: dict[tuple[str, str], str] = {}
         self.emit = emit
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         # Translation reads specs and metadata, not whole documents (those stay in the store file).
@@ -148,6 +149,7 @@ class ControlPlane(Observability):
         for line in sorted(said - self._inventory_said):
             self.emit(line)
         self._inventory_said = said
+        self._declared = found.declared_by
         self.mesh = found.mesh
 
     def _replan(self) -> None:
@@ -180,8 +182,7 @@ class ControlPlane(Observability):
         self._write_runtime(self.ads_port)
 
     def _declared_by(self, p: PlannedProxy) -> str:
-        return inventory(self.mesh_file, self._last_resources).declared_by.get(
-            (p.spec.name, p.record.namespace), "the mesh file")
+        return self._declared.get((p.spec.name, p.record.namespace), "the mesh file")
 
     def _setup_capture(self) -> None:
         """Decide the capture mode and make each workload's namespace. A crashed run's
@@ -239,8 +240,7 @@ class ControlPlane(Observability):
         orphans = self.state.orphans()
         self.ca = MeshCA.load_or_create(self.state.ca_dir, self.mesh.trust_domain)
         self.certs = WorkloadCertManager(self.ca, timedelta(seconds=self.mesh.workload_cert_ttl_seconds), self.clock)
-        self._last_resources = self.store.load().resources
-        self._use_inventory(self._last_resources)
+        self._use_inventory(self.store.load().resources)
         self._setup_capture()
         self._plan()
         self.ads = AdsServer(self.cache, self._authenticate, on_event=self._on_xds)
@@ -344,7 +344,6 @@ class ControlPlane(Observability):
                 return self._push(None)
             snapshot = self.store.load()
             self._record_change(snapshot.version, snapshot.resources)
-            self._last_resources = snapshot.resources
             self._use_inventory(snapshot.resources)
             self._replan()
             diags = self._push(snapshot.resources)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 from exitgate.api import diagnostics as dx
@@ -13,6 +14,18 @@ from exitgate.inventory import injected, inventory, pods_of, port_protocol
 from exitgate.mesh import MeshConfig, default_egress_gateway
 
 CASES = Path(__file__).parent / "kube_cases"
+
+
+def cli(tmp_path: Path) -> Callable[..., tuple[int, str]]:
+    """The real CLI (in process) on a state directory under ``tmp_path``: (exit code, output)."""
+    from typer.testing import CliRunner
+
+    from exitgate.cli.main import build_app, normalize_argv
+
+    def run(*argv: str) -> tuple[int, str]:
+        result = CliRunner().invoke(build_app(), normalize_argv([*argv, "--state-dir", str(tmp_path / "s")]))
+        return result.exit_code, result.output
+    return run
 
 
 def _load(text: str) -> tuple[list, list]:  # type: ignore[type-arg]
@@ -228,13 +241,7 @@ def test_port_protocols_are_istios() -> None:
 
 
 def test_kubectl_verbs_on_cluster_scoped_namespaces(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from exitgate.cli.main import build_app, normalize_argv
-
-    def run(*argv: str) -> tuple[int, str]:
-        result = CliRunner().invoke(build_app(), normalize_argv([*argv, "--state-dir", str(tmp_path / "s")]))
-        return result.exit_code, result.output
+    run = cli(tmp_path)
 
     kube = Path(__file__).resolve().parents[2] / "examples" / "poc-egress-kubernetes"
     assert run("apply", "-f", str(kube))[0] == 0
@@ -296,14 +303,9 @@ def test_a_pod_whose_one_container_is_the_proxy_is_a_gateway() -> None:
 
 
 def test_get_pods_lists_a_pod_per_proxy_with_its_labels_and_selectors_filter(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
     from exitgate.cli.kubectl import jsonpath
-    from exitgate.cli.main import build_app, normalize_argv
 
-    def run(*argv: str) -> tuple[int, str]:
-        result = CliRunner().invoke(build_app(), normalize_argv([*argv, "--state-dir", str(tmp_path / "s")]))
-        return result.exit_code, result.output
+    run = cli(tmp_path)
 
     assert run("apply", "-f", str(CASES / "sleep.yaml"))[0] == 0
     code, out = run("get", "pod", "-l", "app=sleep", "-o", "jsonpath={.items..metadata.name}")
@@ -372,15 +374,10 @@ def test_a_services_export_to_annotation_scopes_it_for_the_proxies_and_for_analy
 
 
 def test_kubectl_label_and_create_namespace_decide_injection_as_in_istio(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
     from exitgate.cli.common import mesh_inventory
-    from exitgate.cli.main import build_app, normalize_argv
     from exitgate.runtime import StateDir
 
-    def run(*argv: str) -> tuple[int, str]:
-        result = CliRunner().invoke(build_app(), normalize_argv([*argv, "--state-dir", str(tmp_path / "s")]))
-        return result.exit_code, result.output
+    run = cli(tmp_path)
 
     def workloads() -> list[str]:
         return [f"{w.name}.{w.namespace}" for w in mesh_inventory(StateDir(tmp_path / "s")).workloads]
@@ -408,13 +405,7 @@ def test_kubectl_label_and_create_namespace_decide_injection_as_in_istio(tmp_pat
 
 
 def test_get_svc_lists_the_mesh_files_gateway_services_and_logs_takes_the_proxy_container(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from exitgate.cli.main import build_app, normalize_argv
-
-    def run(*argv: str) -> tuple[int, str]:
-        result = CliRunner().invoke(build_app(), normalize_argv([*argv, "--state-dir", str(tmp_path / "s")]))
-        return result.exit_code, result.output
+    run = cli(tmp_path)
 
     # The Egress Gateways task's first check: is the egress gateway deployed?
     code, out = run("get", "svc", "istio-egressgateway", "-n", "istio-system", "-o", "json")
@@ -427,13 +418,7 @@ def test_get_svc_lists_the_mesh_files_gateway_services_and_logs_takes_the_proxy_
 
 
 def test_create_configmap_from_a_file_as_the_tasks_do_and_its_yaml_round_trips(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from exitgate.cli.main import build_app, normalize_argv
-
-    def run(*argv: str) -> tuple[int, str]:
-        result = CliRunner().invoke(build_app(), normalize_argv([*argv, "--state-dir", str(tmp_path / "s")]))
-        return result.exit_code, result.output
+    run = cli(tmp_path)
 
     conf = tmp_path / "nginx.conf"
     conf.write_text("events {\n}\nhttp {\n  server { listen 443 ssl; }\n}\n")
