@@ -22,3 +22,36 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
+
+
+class Settled:
+    """What a push leaves alive (the configuration, its translations, the memos) is most of a
+    control plane's objects, and every later full collection walks all of it again: 0.7 s at
+    10,000 services, in the middle of the next push (``bench/one_more_breakdown.py``). After a
+    push they are frozen (``gc.freeze``: out of the collector's sight). Refcounting still frees
+    whatever of them a later push drops; only cyclic garbage among them waits, for ``idle()``:
+    once nothing has changed for ``idle_s``, one full collection, then everything is frozen
+    again."""
+
+    def __init__(self, idle_s: float = 60.0) -> None:
+        self.idle_s = idle_s
+        self._since: float | None = None  # when the last push froze, if not collected since
+
+    def pushed(self, now: float) -> None:
+        gc.freeze()
+        self._since = now
+
+    def idle(self, now: float) -> bool:
+        """Collect, if a push froze garbage and nothing changed for ``idle_s``; whether it did."""
+        if self._since is None or now - self._since < self.idle_s:
+            return False
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        self._since = None
+        return True
+
+    def release(self) -> None:
+        """Unfreeze (the control plane stopped: its objects are no longer long-lived)."""
+        gc.unfreeze()
+        self._since = None

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -263,12 +263,14 @@ class MonitoringServer:
             return None  # a proxy (re)starting: its stats are back at the next read
         return self._totals.setdefault(t.key, Accumulator()).update(proxy_families(text, {}))
 
-    def read_all(self, then_closely_s: float = 0.0) -> None:
-        """Called before each push too: what the listeners about to be replaced counted; and,
-        for ``then_closely_s`` after, every quarter second, while they drain (requests on their
-        open connections still count there until Envoy closes them)."""
+    def read_all(self, then_closely_s: float = 0.0, keys: Collection[str] | None = None) -> None:
+        """Called before a push that replaces a proxy's listeners too (``keys``: those proxies
+        alone): what the listeners about to be replaced counted; and, for ``then_closely_s``
+        after, every quarter second, while they drain (requests on their open connections still
+        count there until Envoy closes them)."""
         for t in self.targets():
-            self.read(t)
+            if keys is None or t.key in keys:
+                self.read(t)
         if then_closely_s:
             self._closely_until = max(self._closely_until, time.monotonic() + then_closely_s)
             self._wake.set()

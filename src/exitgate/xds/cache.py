@@ -204,6 +204,23 @@ class SnapshotCache:
             callback()
         return summary
 
+    def replaces(self, node_id: str, type_url: str, resources: Mapping[str, Resource]) -> bool:
+        """Whether ``resources`` would replace or remove any resource of the type the node now
+        has (an added one replaces nothing). Meant for the few listeners: serializes what is
+        not packed."""
+        with self._cond:
+            entry = self._nodes.get(node_id, {}).get(type_url)
+        if entry is None:
+            return False
+        for name, blob in entry.blobs.items():
+            new = resources.get(name)
+            if new is None:
+                return True
+            new_blob = new.blob if isinstance(new, Packed) else new.SerializeToString(deterministic=True)
+            if new_blob != blob:
+                return True
+        return False
+
     def remove(self, node_id: str) -> None:
         """Forget the node's resources. Its streams stay open but get nothing more to send."""
         with self._cond:

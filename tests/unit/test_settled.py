@@ -1,0 +1,51 @@
+"""What keeps a push's objects out of later collections (``gcpause.Settled``), and what tells a
+push that replaces a proxy's listeners (``SnapshotCache.replaces``: their stats are read first)."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+from envoy.config.listener.v3 import listener_pb2
+
+from exitgate.gcpause import Settled
+from exitgate.xds.cache import LISTENER_TYPE, SnapshotCache
+
+NODE = "sidecar~127.0.0.1~sleep.default~default.svc.cluster.local"
+
+
+class Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_push_freezes_and_an_idle_collection_frees_frozen_cycles() -> None:
+    gc.unfreeze()
+    try:
+        settled = Settled(idle_s=60)
+        garbage = weakref.ref(Cycle())  # only the cycle collector can free it
+        settled.pushed(now=100.0)
+        assert gc.get_freeze_count() > 0
+        gc.collect()
+        assert garbage() is not None  # frozen: out of the collector's sight
+        assert not settled.idle(now=159.0)  # the last push is less than idle_s ago
+        assert settled.idle(now=160.0)
+        assert garbage() is None
+        assert gc.get_freeze_count() > 0  # what is alive is frozen again
+        assert not settled.idle(now=500.0)  # nothing pushed since: nothing to collect
+    finally:
+        gc.unfreeze()
+
+
+def listeners(**ports: int) -> dict[str, listener_pb2.Listener]:
+    return {name: listener_pb2.Listener(name=name, stat_prefix=str(port)) for name, port in ports.items()}
+
+
+def test_replaces_tells_a_changed_or_removed_listener_from_an_added_one() -> None:
+    cache = SnapshotCache()
+    assert not cache.replaces(NODE, LISTENER_TYPE, listeners(a=1))  # nothing there yet
+    cache.set_snapshot(NODE, {LISTENER_TYPE: listeners(a=1, b=2)})
+    assert not cache.replaces(NODE, LISTENER_TYPE, listeners(a=1, b=2))
+    assert not cache.replaces(NODE, LISTENER_TYPE, listeners(a=1, b=2, c=3))
+    assert cache.replaces(NODE, LISTENER_TYPE, listeners(a=1, b=5))
+    assert cache.replaces(NODE, LISTENER_TYPE, listeners(a=1))
