@@ -10,7 +10,7 @@ import pytest
 
 from exitgate.api import diagnostics as dx
 from exitgate.api.diagnostics import Diagnostic
-from exitgate.api.loader import NETWORKING_VERSIONS, LoadResult, load_paths, load_text
+from exitgate.api.loader import NETWORKING_VERSIONS, LoadResult, load_document, load_paths, load_text
 from exitgate.api.networking import DestinationRuleSpec, GatewaySpec, ServiceEntrySpec, VirtualServiceSpec
 from exitgate.api.resources import Resource
 
@@ -588,3 +588,26 @@ def test_raw_is_plain_data_without_status() -> None:
     number = r.raw["spec"]["ports"][0]["number"]
     assert number == 443 and type(number) is int
     assert type(r.raw["spec"]) is dict and type(r.raw["spec"]["hosts"]) is list
+
+
+def test_the_walks_look_only_at_fields_that_may_hold_models() -> None:
+    from exitgate.api.base import nesting_fields
+    from exitgate.api.networking.destinationrule import DestinationRuleSpec
+    from exitgate.api.networking.serviceentry import ServiceEntrySpec, ServicePort, WorkloadEntry
+
+    assert [a for _, a in nesting_fields(ServiceEntrySpec)] == ["ports", "endpoints", "workloadSelector"]
+    assert nesting_fields(ServicePort) == () and nesting_fields(WorkloadEntry) == ()  # scalars, Literals, maps of strings
+    assert {"trafficPolicy", "subsets"} <= {a for _, a in nesting_fields(DestinationRuleSpec)}
+    assert "host" not in {a for _, a in nesting_fields(DestinationRuleSpec)}
+
+
+def test_with_source_copies_a_resource_with_another_line() -> None:
+    from exitgate.api.resources import Source
+
+    r, _ = load_document({"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry", "metadata": {"name": "a"},
+                          "spec": {"hosts": ["a.example.com"], "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}]}},
+                         "a.yaml")
+    assert r is not None
+    moved = r.with_source(Source("b.yaml", 7))
+    assert moved == r and moved.spec is r.spec and moved.raw is r.raw
+    assert moved.source == Source("b.yaml", 7) and r.source != moved.source

@@ -19,6 +19,7 @@ import functools
 
 import ipaddress
 import re
+import typing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
@@ -81,20 +82,43 @@ def _alias(model: BaseModel, name: str) -> str:
     return _aliases(type(model)).get(name, name)
 
 
+@functools.cache
+def nesting_fields(cls: type[BaseModel]) -> tuple[tuple[str, str], ...]:
+    """(name, alias) of the fields of ``cls`` whose values may hold models, in declaration order:
+    the walks below look at no other field (most are scalars: a third of a walk's time)."""
+    return tuple((name, f.alias or name) for name, f in cls.model_fields.items() if _may_hold_model(f.annotation))
+
+
+def _may_hold_model(tp: Any) -> bool:
+    if isinstance(tp, type) and not typing.get_args(tp):
+        return issubclass(tp, BaseModel)
+    args = typing.get_args(tp)
+    if not args:
+        return True  # Any, an unresolved name: look, to be safe
+    if typing.get_origin(tp) is typing.Literal:
+        return False
+    if typing.get_origin(tp) is Annotated:
+        return _may_hold_model(args[0])
+    return any(_may_hold_model(a) for a in args if a is not type(None) and a is not Ellipsis)
+
+
 def _children(model: BaseModel, path: Path) -> Iterable[tuple[Path, BaseModel]]:
-    for name in model.model_fields_set:
-        value: Any = getattr(model, name)
-        sub = path + (_alias(model, name),)
+    given = model.model_fields_set
+    values = model.__dict__
+    for name, alias in nesting_fields(type(model)):
+        if name not in given:
+            continue
+        value: Any = values.get(name)
         if isinstance(value, BaseModel):
-            yield sub, value
+            yield path + (alias,), value
         elif isinstance(value, (list, tuple)):
             for i, item in enumerate(value):
                 if isinstance(item, BaseModel):
-                    yield sub + (i,), item
+                    yield path + (alias, i), item
         elif isinstance(value, dict):
             for key, item in value.items():
                 if isinstance(item, BaseModel):
-                    yield sub + (str(key),), item
+                    yield path + (alias, str(key)), item
 
 
 def find_unsupported(model: BaseModel, path: Path = (), where: Where | None = None) -> list[tuple[Path, str]]:
