@@ -293,6 +293,12 @@ def build_bootstrap(opts: BootstrapOptions) -> dict[str, Any]:
         },
         "static_resources": {"clusters": [_xds_cluster(opts)]},
         "stats_config": _stats_config(opts.stats_inclusion),
+        # As Istio's bootstrap: a cluster's traffic stats are created when it first carries
+        # traffic, not with it (most of a cluster's 150 stats, each matched against the
+        # inclusion list and refused one by one: at 10,000 clusters the gateway holds thousands
+        # it never uses); and a cluster's per-worker part is created on first use as well.
+        "deferred_stat_options": {"enable_deferred_creation_stats": True},
+        "cluster_manager": {"enable_deferred_cluster_creation": True},
         # Histograms take their values from the worker threads at a stats flush. Flushed when
         # read (the control plane reads every 2 s and before each push) rather than every 5 s:
         # a listener replaced within 5 s of its requests took their durations with it.
