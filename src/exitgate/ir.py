@@ -151,6 +151,9 @@ class Telemetry:
 
     source: WorkloadLabels
     host_fallback: bool
+    # The destination labels every cluster of the proxy gives the same value (``labels``):
+    # written as constants, not read from each cluster's metadata, which leaves them out.
+    shared: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -501,6 +504,8 @@ class ProxyConfig:
     tls_passthrough_listeners: tuple[TlsPassthroughListener, ...] = ()
     # Transparent capture (a sidecar whose workload runs in its own network namespace).
     capture_listeners: tuple[CaptureListener | DnsListener, ...] = ()
+    # The metric labels the clusters share (``Telemetry.shared``), left out of their metadata.
+    shared_labels: tuple[tuple[str, str], ...] = ()
 
 
 # --- RBAC (AuthorizationPolicy) -------------------------------------------------------------------

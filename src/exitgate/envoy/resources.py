@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Collection
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
@@ -323,14 +324,15 @@ def _outlier_detection(od: ir.OutlierDetection) -> dict[str, Any]:
     return out
 
 
-def cluster(c: ir.Cluster) -> cluster_pb2.Cluster:
+def cluster(c: ir.Cluster, shared_labels: Collection[str] = ()) -> cluster_pb2.Cluster:
+    """``shared_labels``: the metric labels the stats loggers write as constants (left out)."""
     options = _http_options(c)
     data: dict[str, Any] = {
         "name": c.name,
         "connect_timeout": duration(c.connect_timeout_s),
         "lb_policy": c.lb_policy,
         "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options},
-        "metadata": {"filter_metadata": telemetry.cluster_metadata(c)},
+        "metadata": {"filter_metadata": telemetry.cluster_metadata(c, shared_labels)},
     }
     if c.circuit_breakers is not None:
         cb = c.circuit_breakers

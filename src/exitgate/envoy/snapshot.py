@@ -117,6 +117,7 @@ def xds_resources(pc: ir.ProxyConfig, secrets: Mapping[str, ir.SecretData],
     clusters = [c if (v := credential_version(c, secrets)) == c.credential_version else replace(c, credential_version=v)
                 for c in pc.clusters]
     m = memo or ProtoMemo()
+    shared = tuple(k for k, _ in pc.shared_labels)
 
     def serialized_vhost(v: ir.VirtualHost) -> bytes:
         blob: bytes = routes.virtual_host(v).SerializeToString(deterministic=True)
@@ -132,7 +133,8 @@ def xds_resources(pc: ir.ProxyConfig, secrets: Mapping[str, ir.SecretData],
                         **{x.name: m.get(x, lambda x: Packed.of(capture.listener(x))) for x in pc.capture_listeners}},
         ROUTE_TYPE: {x.name: m.get(x, lambda rc: routes.packed_route_config(rc, vhost), lambda rc: rc.virtual_hosts)
                      for x in pc.route_configs},
-        CLUSTER_TYPE: {x.name: m.get(x, lambda x: Packed.of(res.cluster(x))) for x in clusters},
+        # Keyed with the labels left out too: a cluster is the same resource only if they are.
+        CLUSTER_TYPE: {x.name: m.get((x, shared), lambda k: Packed.of(res.cluster(*k))) for x in clusters},
         # Secrets stay messages: few, and never memoized (their keys are not kept for a next push).
         SECRET_TYPE: {n: res.secret(secrets[n]) for n in pc.secret_names if n in secrets},
     }
@@ -176,7 +178,8 @@ def static_bootstrap(pc: ir.ProxyConfig, secrets: Mapping[str, ir.SecretData], a
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
             "listeners": listeners,
-            "clusters": [_inline_sds(_to_dict(res.cluster(replace(c, credential_version=credential_version(c, secrets)))))
+            "clusters": [_inline_sds(_to_dict(res.cluster(replace(c, credential_version=credential_version(c, secrets)),
+                                                          [k for k, _ in pc.shared_labels])))
                          for c in pc.clusters],
             "secrets": [_to_dict(res.secret(secrets[n])) for n in pc.secret_names if n in secrets],
         },

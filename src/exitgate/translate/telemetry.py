@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from exitgate import names
+from exitgate.labels import shared_labels
 from exitgate.ir import AccessLogFormat, CaptureListener, DnsListener, ProxyConfig, Telemetry, WorkloadLabels
 from exitgate.mesh import MeshConfig
 
@@ -42,14 +43,18 @@ def log_format(mesh: MeshConfig) -> AccessLogFormat | None:
 
 def with_telemetry(pc: ProxyConfig, telemetry: Telemetry, logs: AccessLogFormat | None = None) -> ProxyConfig:
     """Every listener of the proxy reports Istio's metrics with ``telemetry``'s labels, and
-    writes its access log in ``logs``'s format."""
+    writes its access log in ``logs``'s format. The destination labels all the proxy's clusters
+    share are the loggers' constants (``labels.shared_labels``)."""
+    shared = shared_labels(pc.clusters)
+    telemetry = replace(telemetry, shared=shared)
+
     def captured(c: CaptureListener | DnsListener) -> CaptureListener | DnsListener:
         if isinstance(c, DnsListener):
             return c
         return replace(c, telemetry=telemetry, log_format=logs,
                        http=replace(c.http, telemetry=telemetry, log_format=logs) if c.http else None)
 
-    return replace(pc,
+    return replace(pc, shared_labels=shared,
                    listeners=tuple(replace(x, telemetry=telemetry, log_format=logs) for x in pc.listeners),
                    tls_passthrough_listeners=tuple(replace(x, telemetry=telemetry, log_format=logs)
                                                    for x in pc.tls_passthrough_listeners),

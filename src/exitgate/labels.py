@@ -1,0 +1,73 @@
+"""What Istio's standard metrics name as a request's destination, cluster by cluster: the labels
+Envoy's stats loggers read from a cluster's metadata (``envoy.telemetry``), and those every
+cluster of a proxy gives the same value. The loggers write the shared ones as constants and no
+cluster carries them: an egress gateway's clusters all reach services outside the mesh, whose
+workload labels are all ``unknown``, and at thousands of clusters each label in each cluster's
+metadata costs Envoy memory and time (bench/RESULTS.md). One implementation, read by the
+translation (``translate.telemetry``) and by the proto layer."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+
+from exitgate import ir, names
+
+# The destination labels of a request that reached no service's workload.
+DESTINATION_DEFAULTS = {
+    "destination_workload": "unknown", "destination_workload_namespace": "unknown", "destination_app": "unknown",
+    "destination_version": "unknown", "destination_canonical_service": "unknown",
+    "destination_canonical_revision": "latest", "destination_service_namespace": "unknown",
+    "destination_cluster": "unknown", "destination_principal": "unknown", "source_principal_default": "unknown",
+}
+
+Shared = tuple[tuple[str, str], ...]
+
+
+def cluster_labels(c: ir.Cluster) -> dict[str, str]:
+    """The destination labels of a request the cluster carried."""
+    labels: dict[str, str] = dict(DESTINATION_DEFAULTS)
+    if c.service is not None:
+        svc = c.service
+        labels.update(destination_service=svc.host, destination_service_name=svc.name,
+                      destination_service_namespace=svc.namespace,
+                      tls_mode=c.tls.mode.value if c.tls is not None else "NONE")
+        if c.tls is not None and c.tls.mode is ir.TlsMode.ISTIO_MUTUAL:
+            # The mesh's mTLS: the peer is verified to hold the service's identity, and this
+            # proxy shows its own SPIFFE certificate (read natively, the default left empty).
+            labels.update(destination_principal=svc.principal or "unknown", source_principal_default="")
+        if svc.workload is not None:
+            w = svc.workload
+            labels.update(destination_workload=w.workload, destination_workload_namespace=w.namespace,
+                          destination_canonical_service=w.canonical_service,
+                          destination_canonical_revision=w.canonical_revision, destination_cluster=w.cluster_id)
+            if w.app:
+                labels["destination_app"] = w.app
+            if w.version:
+                labels["destination_version"] = w.version
+    elif c.name in (names.PASSTHROUGH_CLUSTER, names.BLACKHOLE_CLUSTER):
+        labels.update(destination_service_name=c.name, destination_service="unknown")
+    return labels
+
+
+def route_labels(route_name: str) -> dict[str, str]:
+    """The destination labels of a route that answers itself (redirect, direct response);
+    REGISTRY_ONLY's ``block_all`` stands for the BlackHoleCluster, as in Istio."""
+    labels = dict(DESTINATION_DEFAULTS)
+    if route_name == names.BLOCK_ALL_ROUTE:
+        labels["destination_service_name"] = names.BLACKHOLE_CLUSTER
+    return labels
+
+
+def shared_labels(clusters: Iterable[ir.Cluster]) -> Shared:
+    """The labels with one value in every cluster and in both kinds of routes that answer
+    themselves (counted whether the proxy has such routes or not: their labels are their own
+    metadata, which stays whole). A label some of them lack is not shared."""
+    shared = route_labels("")
+    rows = itertools.chain((route_labels(names.BLOCK_ALL_ROUTE),), (cluster_labels(c) for c in clusters))
+    for row in rows:
+        for key in [k for k, v in shared.items() if row.get(k) != v]:
+            del shared[key]
+        if not shared:
+            break
+    return tuple(sorted(shared.items()))

@@ -1,0 +1,69 @@
+"""The metric labels a proxy's clusters share: written as constants by the stats loggers and
+left out of every cluster's metadata (``exitgate.labels``), with Istio's values either way."""
+
+from __future__ import annotations
+
+from exitgate import ir, labels, names
+from exitgate.envoy import telemetry
+from exitgate.envoy.snapshot import ProtoMemo, xds_resources
+from exitgate.xds.cache import CLUSTER_TYPE, Packed
+
+SOURCE = ir.WorkloadLabels("istio-egressgateway", "istio-system")
+
+
+def external(host: str) -> ir.Cluster:
+    return ir.Cluster(f"outbound|443||{host}", ir.DiscoveryType.STRICT_DNS, (ir.Endpoint(host, 443),),
+                      service=ir.ServiceLabels(host, host, "default"))
+
+
+def in_mesh() -> ir.Cluster:
+    workload = ir.WorkloadLabels("istio-egressgateway", "istio-system", app="istio-egressgateway")
+    return ir.Cluster("outbound|80||istio-egressgateway.istio-system.svc.cluster.local", ir.DiscoveryType.STATIC,
+                      (ir.Endpoint("127.0.0.1", 8080),),
+                      service=ir.ServiceLabels("istio-egressgateway.istio-system.svc.cluster.local",
+                                               "istio-egressgateway", "istio-system", workload=workload))
+
+
+def passthrough() -> ir.Cluster:
+    return ir.Cluster(names.PASSTHROUGH_CLUSTER, ir.DiscoveryType.DYNAMIC_FORWARD_PROXY, ())
+
+
+def test_external_services_share_their_workload_labels_not_their_names() -> None:
+    shared = dict(labels.shared_labels([external("a.example.com"), external("b.example.com"), passthrough()]))
+    assert shared["destination_workload"] == "unknown" and shared["destination_canonical_revision"] == "latest"
+    assert shared["destination_principal"] == "unknown"
+    # Each cluster's own name, and what an answer-itself route lacks, are never shared.
+    assert not {"destination_service", "destination_service_name", "tls_mode"} & set(shared)
+
+
+def test_a_cluster_with_another_value_ends_the_sharing_of_that_label() -> None:
+    shared = dict(labels.shared_labels([external("a.example.com"), in_mesh()]))
+    assert "destination_workload" not in shared and "destination_app" not in shared
+    assert shared["destination_version"] == "unknown"  # the workload has no version label
+    assert "destination_service_namespace" not in shared
+
+
+def test_the_loggers_write_shared_labels_as_constants_and_clusters_leave_them_out() -> None:
+    clusters = (external("a.example.com"), external("b.example.com"))
+    shared = labels.shared_labels(clusters)
+    t = ir.Telemetry(SOURCE, host_fallback=False, shared=shared)
+    tags = {tag["name"]: tag["value_format"] for tag in telemetry.http_metrics(t)[0]["typed_config"]["value"]
+            ["counters"][0]["stat"]["tags"]}
+    assert tags["destination_workload"] == "unknown"
+    assert tags["destination_service"].startswith("%CLUSTER_METADATA(exitgate.telemetry:destination_service)%")
+    assert tags["source_principal"] == "unknown%UPSTREAM_LOCAL_URI_SAN%"
+    meta = telemetry.cluster_metadata(clusters[0], [k for k, _ in shared])["exitgate.telemetry"]
+    assert meta == {"destination_service": "a.example.com", "destination_service_name": "a.example.com",
+                    "destination_service_namespace": "default", "tls_mode": "NONE"}
+    # Nothing shared: every label on every cluster, as before.
+    assert telemetry.cluster_metadata(clusters[0])["exitgate.telemetry"] == labels.cluster_labels(clusters[0])
+
+
+def test_a_cluster_built_with_other_shared_labels_is_another_resource() -> None:
+    memo = ProtoMemo()
+    c = external("a.example.com")
+    one = ir.ProxyConfig((), (), (c,), (), shared_labels=(("destination_workload", "unknown"),))
+    other = ir.ProxyConfig((), (), (c,), ())
+    first = xds_resources(one, {}, memo)[CLUSTER_TYPE][c.name]
+    second = xds_resources(other, {}, memo)[CLUSTER_TYPE][c.name]
+    assert isinstance(first, Packed) and isinstance(second, Packed) and first.blob != second.blob
