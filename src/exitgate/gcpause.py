@@ -8,8 +8,9 @@ is cyclic garbage, so the collector waits until it is done.
 
 from __future__ import annotations
 
+import ctypes
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
@@ -36,10 +37,15 @@ class Settled:
     def __init__(self, idle_s: float = 60.0) -> None:
         self.idle_s = idle_s
         self._since: float | None = None  # when the last push froze, if not collected since
+        self._trim = _malloc_trim()
 
     def pushed(self, now: float) -> None:
         gc.freeze()
         self._since = now
+        # What the push's temporaries freed goes back to the system: glibc keeps freed heap
+        # pages otherwise (57 MiB of the control plane after one more at 10,000; 8 ms).
+        if self._trim is not None:
+            self._trim(0)
 
     def idle(self, now: float) -> bool:
         """Collect, if a push froze garbage and nothing changed for ``idle_s``; whether it did."""
@@ -55,3 +61,13 @@ class Settled:
         """Unfreeze (the control plane stopped: its objects are no longer long-lived)."""
         gc.unfreeze()
         self._since = None
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, None where the C library has none."""
+    try:
+        # Named directly: find_library runs ldconfig, and glibc's name is this on Linux.
+        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim

@@ -49,3 +49,13 @@ def test_replaces_tells_a_changed_or_removed_listener_from_an_added_one() -> Non
     assert not cache.replaces(NODE, LISTENER_TYPE, listeners(a=1, b=2, c=3))
     assert cache.replaces(NODE, LISTENER_TYPE, listeners(a=1, b=5))
     assert cache.replaces(NODE, LISTENER_TYPE, listeners(a=1))
+
+
+def test_a_push_hands_freed_memory_back_on_glibc() -> None:
+    settled = Settled()
+    assert settled._trim is not None  # this machine's C library is glibc
+    calls: list[int] = []
+    settled._trim = lambda pad: calls.append(pad) or 1
+    settled.pushed(now=1.0)
+    gc.unfreeze()
+    assert calls == [0]
