@@ -13,7 +13,7 @@ import secrets as pysecrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -344,11 +344,12 @@ class ControlPlane(Observability):
                 # Only workload certificates are due: the configuration, and so every proxy's
                 # translation, is the same; only the secrets are issued and sent again.
                 return self._push(None)
-            snapshot = self.store.load()
-            self._record_change(snapshot.version, snapshot.resources)
-            self._use_inventory(snapshot.resources)
-            self._replan()
-            diags = self._push(snapshot.resources)
+            with self.monitoring.quiet() if self.monitoring is not None else nullcontext():
+                snapshot = self.store.load()
+                self._record_change(snapshot.version, snapshot.resources)
+                self._use_inventory(snapshot.resources)
+                self._replan()
+                diags = self._push(snapshot.resources)
             self.applied_version = snapshot.version
             self._settled.pushed(time.monotonic())
             return diags

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from contextlib import contextmanager
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -254,6 +255,9 @@ class MonitoringServer:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._closely_until = 0.0
+        # Cleared while the control plane pushes (``quiet``).
+        self._not_pushing = threading.Event()
+        self._not_pushing.set()
 
     def read(self, t: ScrapeTarget) -> list[Metric] | None:
         """The proxy's stats now, Istio's names, with the totals Envoy dropped carried over."""
@@ -291,11 +295,23 @@ class MonitoringServer:
                 families.append(labelled)
         return render(merge(families))
 
+    @contextmanager
+    def quiet(self) -> Iterator[None]:
+        """The periodic reads wait while the control plane pushes: each takes Envoy's main
+        thread, which applies the push, and competes for this process's interpreter (0.1-0.4 s
+        of one more service at 10,000). What the push reads itself is not held."""
+        self._not_pushing.clear()
+        try:
+            yield
+        finally:
+            self._not_pushing.set()
+
     def _reader(self) -> None:
         while not self._stop.is_set():
             closely = time.monotonic() < self._closely_until
             self._wake.wait(0.25 if closely else self.read_every_s)
             self._wake.clear()
+            self._not_pushing.wait()
             if not self._stop.is_set():
                 self.read_all()
 
@@ -344,6 +360,7 @@ class MonitoringServer:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        self._not_pushing.set()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()

@@ -1,5 +1,6 @@
-"""What keeps a push's objects out of later collections (``gcpause.Settled``), and what tells a
-push that replaces a proxy's listeners (``SnapshotCache.replaces``: their stats are read first)."""
+"""What keeps a push from being slowed by the rest of the control plane: its objects frozen out of
+later collections (``gcpause.Settled``), stats read before it only for a proxy whose listeners it
+replaces (``SnapshotCache.replaces``), and the periodic stats reads held while it runs."""
 
 from __future__ import annotations
 
@@ -59,3 +60,29 @@ def test_a_push_hands_freed_memory_back_on_glibc() -> None:
     settled.pushed(now=1.0)
     gc.unfreeze()
     assert calls == [0]
+
+
+def test_the_periodic_stats_reads_wait_while_the_control_plane_pushes() -> None:
+    import threading
+
+    from exitgate.monitoring import ControlPlaneMetrics, MonitoringServer, ScrapeTarget
+
+    fetched = threading.Event()
+
+    def fetch() -> str:
+        fetched.set()
+        return ""
+
+    server = MonitoringServer(ControlPlaneMetrics(lambda: {}), lambda: [ScrapeTarget("sleep", "default", fetch)],
+                              lambda: [], read_every_s=0.05)
+    with server.quiet():
+        server.start("127.0.0.1", 0)
+        try:
+            assert not fetched.wait(0.5)  # ten periods: none read while pushing
+        except BaseException:
+            server.stop()
+            raise
+    try:
+        assert fetched.wait(5)
+    finally:
+        server.stop()
