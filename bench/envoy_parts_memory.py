@@ -1,0 +1,121 @@
+"""What each part of a gateway's configuration costs its Envoy: the gateway's translation of N
+services of scale_bench.py (one port each) as a static bootstrap with exitgate's stats
+configuration (TLS left out: there are no secrets here), run by a real Envoy once per variant,
+each variant one part changed; resident memory once ready, and how long until ``/ready``.
+
+Variants: ``full`` (as translated), ``rejectall`` (no stat kept), ``deferred`` (Istio's deferred
+stats and cluster creation, exitgate's bootstrap since issue 9's fifth stop), ``notelemetry`` /
+``noistio`` / ``nometa`` (without the stats loggers' labels, Istio's metadata, any metadata),
+``onecluster`` (Envoy with next to nothing).
+
+Run: .venv/bin/python bench/envoy_parts_memory.py [N] [variant,...]
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "src"))
+
+from scale_bench import GATEWAY, service  # noqa: E402
+
+from exitgate.api.loader import load_document  # noqa: E402
+from exitgate.envoy.bootstrap import BootstrapOptions, build_bootstrap  # noqa: E402
+from exitgate.envoy.ports import free_port  # noqa: E402
+from exitgate.envoy.snapshot import static_bootstrap  # noqa: E402
+from exitgate.envoy.supervisor import find_envoy  # noqa: E402
+from exitgate.mesh import MeshConfig  # noqa: E402
+from exitgate.translate.gateway import translate_gateway  # noqa: E402
+from exitgate.translate.snapshot import Snapshot  # noqa: E402
+
+VARIANTS = ("full", "rejectall", "deferred", "notelemetry", "noistio", "nometa", "onecluster")
+
+
+def strip(node: Any, keys: tuple[str, ...]) -> Any:
+    if isinstance(node, dict):
+        return {k: strip(v, keys) for k, v in node.items() if k not in keys}
+    if isinstance(node, list):
+        return [strip(v, keys) for v in node]
+    return node
+
+
+def variant(boot: dict[str, Any], name: str) -> dict[str, Any]:
+    b = copy.deepcopy(boot)
+    b.pop("deferred_stat_options", None)
+    b.pop("cluster_manager", None)
+    if name == "rejectall":
+        b["stats_config"] = {"stats_matcher": {"reject_all": True}}
+    elif name == "deferred":
+        b["deferred_stat_options"] = {"enable_deferred_creation_stats": True}
+        b["cluster_manager"] = {"enable_deferred_cluster_creation": True}
+    elif name == "notelemetry":
+        b = strip(b, ("exitgate.telemetry",))
+    elif name == "noistio":
+        b = strip(b, ("istio",))
+    elif name == "nometa":
+        b = strip(b, ("metadata",))
+    elif name == "onecluster":
+        b["static_resources"] = {"clusters": b["static_resources"]["clusters"][:1]}
+    return b
+
+
+def run(b: dict[str, Any], work: Path) -> tuple[int, float]:
+    """(resident MiB once ready, seconds until ready) of an Envoy running ``b``."""
+    b["admin"]["address"]["socket_address"]["port_value"] = port = free_port()
+    for lst in b["static_resources"].get("listeners", []):
+        lst["address"]["socket_address"]["port_value"] = free_port()
+    path = work / "bootstrap.json"
+    path.write_text(json.dumps(b))
+    t0 = time.monotonic()
+    proc = subprocess.Popen([find_envoy(), "-c", str(path), "--concurrency", "1", "-l", "error",
+                             "--base-id", str(free_port())], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while time.monotonic() - t0 < 180:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
+                    if r.read().strip() == b"LIVE":
+                        break
+            except OSError:
+                pass
+            time.sleep(0.05)
+        ready = time.monotonic() - t0
+        time.sleep(2)
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) // 1024, ready
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
+    names = sys.argv[2].split(",") if len(sys.argv) > 2 else list(VARIANTS)
+    resources = []
+    for doc in [GATEWAY, *[d for i in range(n) for d in service(i)]]:
+        r, _ = load_document(doc, "bench")
+        assert r is not None
+        resources.append(r)
+    mesh = MeshConfig()
+    pc, _ = translate_gateway(Snapshot(resources, mesh), mesh.gateways[0])
+    boot = strip(static_bootstrap(pc, {}, admin_port=1), ("transport_socket",))
+    boot["stats_config"] = build_bootstrap(BootstrapOptions("bench", "bench", "127.0.0.1", 1, "", 1))["stats_config"]
+    print(f"| gateway at {n:,} services, static ({len(pc.clusters):,} clusters) | RSS MiB | ready s |")
+    print("|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            rss, ready = run(variant(boot, name), Path(tmp))
+            print(f"| {name} | {rss} | {ready:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
