@@ -384,10 +384,12 @@ class ControlPlane(Observability):
                 pc, diags = translate_sidecar(snap, p.spec, p.record.proxy_port,
                                               capture_netns=netns_path(p.record.netns) if p.record.netns else None)
             self._translated[p.key] = (pc, diags)
-            secrets, sdiags = resolve_secrets(pc.secret_names, p.key, p.identity, p.record.namespace, snap, self.certs,
-                                              self.ca, self.mesh)
+            # Stamped before they are read: a file written while the push reads it (a key, then
+            # its certificate) differs from its stamp at the next poll and is read again.
             for path in secret_files(pc.secret_names, self.mesh):
                 self._files[path] = file_stamp(path)
+            secrets, sdiags = resolve_secrets(pc.secret_names, p.key, p.identity, p.record.namespace, snap, self.certs,
+                                              self.ca, self.mesh)
             blocking = any(d.code == UNREADABLE for d in sdiags)
             if p.record.role == "sidecar":
                 # A sidecar is given every cluster of the mesh, including ones only a gateway

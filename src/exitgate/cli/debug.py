@@ -15,7 +15,6 @@ import yaml
 
 from exitgate import __version__, proxyconfig as pc
 from exitgate.cli.common import StateOpt, state
-from exitgate.monitoring import STATUS_TYPES, type_status
 from exitgate.runtime import ProxyRecord, RuntimeInfo
 
 OutputOpt = Annotated[str, typer.Option("-o", "--output", help="short (default), json or yaml")]
@@ -82,6 +81,10 @@ def _syncz(info: RuntimeInfo) -> list[dict[str, Any]]:
 
 
 def status_rows(syncz: list[dict[str, Any]], istiod: str, namespace: str | None = None) -> list[list[str]]:
+    # Here, not at the top: the monitoring module (and prometheus_client) is 30 ms of every
+    # CLI command's start, and only proxy-status needs it.
+    from exitgate.monitoring import STATUS_TYPES, type_status
+
     rows = []
     for p in sorted(syncz, key=lambda p: f"{p['name']}.{p['namespace']}"):
         if not p.get("connected") or (namespace and p["namespace"] != namespace):
@@ -169,6 +172,8 @@ def register(app: typer.Typer) -> None:
         for p in syncz:
             if not p.get("connected"):
                 typer.echo(f"{p['name']}.{p['namespace']} is not connected to the control plane", err=True)
+        from exitgate.monitoring import STATUS_TYPES
+
         headers = ("NAME", "CLUSTER", *STATUS_TYPES, "ISTIOD", "VERSION")
         typer.echo(pc.tabwrite(headers, status_rows(syncz, f"exitgate-{info.pid}", namespace)), nl=False)
 
