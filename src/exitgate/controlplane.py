@@ -362,11 +362,8 @@ class ControlPlane(Observability):
         return bool(self.certs.due())
 
     def _push(self, resources: Sequence[Resource] | None) -> list[Diagnostic]:
-        """``resources`` None: the last push's configuration again, not translated again."""
-        with gc_paused():
-            return self._push_all(resources)
-
-    def _push_all(self, resources: Sequence[Resource] | None) -> list[Diagnostic]:
+        """``resources`` None: the last push's configuration again, not translated again.
+        Called by ``reconcile``, with the garbage collector paused."""
         assert self.certs is not None and self.ca is not None
         all_diags: list[Diagnostic] = []
         self._files = {}
