@@ -66,6 +66,9 @@ def instrument(cp: ControlPlane) -> None:
     for attr in ("translate_gateway", "translate_sidecar", "xds_resources", "resolve_secrets", "Snapshot"):
         timed(m, attr, attr)
     timed(cp.store, "load", "store.load")
+    timed(cp.store, "apply", "store.apply")
+    if getattr(cp, "_handoff", None) is not None:  # the apply handed to the control plane, whole
+        timed(cp._handoff, "handle", "handoff")
     timed(cp.cache, "set_snapshot", "cache.set_snapshot")
     for attr in ("_use_inventory", "_replan", "_record_change"):
         timed(cp, attr, attr)
@@ -84,7 +87,7 @@ def main() -> None:
         (work / "config.yaml").write_text(yaml.safe_dump_all([GATEWAY, *[d for i in range(n) for d in service(i)]]))
         (work / "one-more.yaml").write_text(yaml.safe_dump_all(service(n)))
         env = {**os.environ, "EXITGATE_HOME": str(work / "state")}
-        cli = [sys.executable, "-m", "exitgate.cli.main"]
+        cli = [sys.executable, "-m", "exitgate.cli.fast"]  # the installed `exitgate`'s entry point
         mesh, diags = load_mesh(work / "mesh.yaml")
         assert mesh is not None, diags
         cp = ControlPlane(StateDir(work / "state"), mesh, lambda s: None)

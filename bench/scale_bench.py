@@ -95,7 +95,8 @@ def measure(src: Path, n: int, nginx_port: int, timeout: float, work: Path,
     config.write_text(yaml.safe_dump_all([GATEWAY, *[d for i in range(n) for d in service(i)]]))
     one_more = work / "one-more.yaml"
     one_more.write_text(yaml.safe_dump_all(service(n)))
-    cli = [sys.executable, "-m", "exitgate.cli.main"]
+    # The command's entry point, as the installed `exitgate` runs it (an older checkout has only main).
+    cli = [sys.executable, "-m", "exitgate.cli.fast" if (src / "exitgate" / "cli" / "fast.py").exists() else "exitgate.cli.main"]
     up = subprocess.Popen([*cli, "up", "--mesh", str(work / "mesh.yaml")], env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL, start_new_session=True)
     out: dict[str, Any] = {"n": n, "resources": 3 * n + 1}

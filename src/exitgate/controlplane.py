@@ -17,6 +17,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 from exitgate import ir, names
 from exitgate.api.diagnostics import Diagnostic, Severity
@@ -35,7 +36,9 @@ from exitgate.mesh import GatewayProxy, MeshConfig, WorkloadProxy
 from exitgate.observe import Observability
 from exitgate.runtime import ProxyRecord, RuntimeInfo, StateDir
 from exitgate.secretdata import UNREADABLE, file_stamp, resolve_secrets, secret_files
-from exitgate.store import Store, write_private_atomic
+from exitgate.handoff import HandoffServer
+from exitgate.privatefs import write_private_atomic
+from exitgate.store import Store
 from exitgate.translate.gateway import translate_gateway
 from exitgate.translate.sidecar import translate_sidecar
 from exitgate.translate.memo import TranslationMemo
@@ -71,7 +74,7 @@ class ControlPlane(Observability):
         self.emit = emit
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         # Translation reads specs and metadata, not whole documents (those stay in the store file).
-        self.store = Store(state.root, keep_documents=False)
+        self.store = Store(state.root, keep_documents=False, resident=True)
         self.cache = SnapshotCache()
         self.proxies: list[PlannedProxy] = []
         self.supervisor: Supervisor | None = None
@@ -99,6 +102,7 @@ class ControlPlane(Observability):
         self._last_snap: Snapshot | None = None
         self._translated: dict[str, tuple[ir.ProxyConfig, list[Diagnostic]]] = {}
         self.capture_mode = "off"  # what start() found: "netns" or "off"
+        self._handoff: HandoffServer | None = None
 
     # -- setup -------------------------------------------------------------------------------
     def _plan(self) -> None:
@@ -259,6 +263,19 @@ class ControlPlane(Observability):
         self.supervisor.watch()
         if orphans:
             self._replace_orphans(orphans)
+        self._handoff = HandoffServer(self.state.root, self._answer_apply)
+        try:
+            self._handoff.start()
+        except OSError as e:  # `apply` then writes the store itself, and this loop reads it
+            self._handoff = None
+            self.emit(f"[yellow]exitgate apply will not be handed to this control plane[/yellow]: {e}")
+
+    def _answer_apply(self, message: dict[str, Any]) -> dict[str, Any]:
+        """An ``exitgate apply`` handed over (``handoff``): parsed here, stored by this process's
+        Store, which then knows the new version without reading it back."""
+        from exitgate.cli.applying import answer_request
+
+        return answer_request(self.store, message, self._lock)
 
     def _launch(self, p: PlannedProxy) -> None:
         """Write the proxy's bootstrap and hand it to the supervisor (not started yet)."""
@@ -442,6 +459,9 @@ class ControlPlane(Observability):
 
     def stop(self) -> None:
         self._stop.set()
+        if self._handoff is not None:
+            self._handoff.stop()  # from now on `apply` writes the store itself
+            self._handoff = None
         wake(self.state.root)  # the run loop ends now, not at its next poll
         self._settled.release()
         if self.supervisor is not None:
@@ -456,33 +476,6 @@ class ControlPlane(Observability):
         if self._lock_ctx is not None:
             self._lock_ctx.__exit__(None, None, None)
             self._lock_ctx = None
-
-    def status_rows(self) -> list[dict[str, str]]:
-        """One row a proxy, like ``istioctl proxy-status``."""
-        assert self.ads is not None and self.supervisor is not None
-        statuses = self.ads.statuses()
-        rows = []
-        for p in self.proxies:
-            st = statuses.get(p.record.node_id)
-            versions = self.cache.versions(p.record.node_id)
-            row = {"NAME": f"{p.record.name}.{p.record.namespace}", "ROLE": p.record.role,
-                   "PID": str(self.supervisor.get(p.key).pid or "-"),
-                   "LISTEN": ", ".join(p.record.listen)}
-            for short, type_url in (("CDS", "Cluster"), ("LDS", "Listener"), ("RDS", "RouteConfiguration"), ("SDS", "Secret")):
-                ts = next((t for u, t in (st.types.items() if st else []) if u.endswith("." + type_url)), None)
-                want = next((v for u, v in versions.items() if u.endswith("." + type_url)), None)
-                if st is None or not st.connected:
-                    row[short] = "NOT CONNECTED"
-                elif ts is None or ts.sent_version is None:
-                    row[short] = "NOT SENT"
-                elif ts.rejected:
-                    row[short] = "NACK"
-                elif ts.acked_version == want:
-                    row[short] = "SYNCED"
-                else:
-                    row[short] = "STALE"
-            rows.append(row)
-        return rows
 
 
 def dump_json(obj: object) -> str:

@@ -27,6 +27,7 @@ from exitgate.xds.server import AdsServer
 
 if TYPE_CHECKING:
     from exitgate.controlplane import PlannedProxy
+    from exitgate.envoy.supervisor import Supervisor
 
 
 class Observability:
@@ -34,6 +35,7 @@ class Observability:
     mesh: MeshConfig
     proxies: list[PlannedProxy]
     ads: AdsServer | None
+    supervisor: Supervisor | None
     ca: MeshCA | None
     certs: WorkloadCertManager | None
     cache: SnapshotCache
@@ -154,3 +156,30 @@ class Observability:
                     continue
                 certs.append(CertificateView("credential", f"{secret.namespace}/{secret.name}", info.not_after, info.serial))
         return dashboard_view(gateways, self.syncz(), certs, list(self.changes), now, self.applied_version)
+
+    def status_rows(self) -> list[dict[str, str]]:
+        """One row a proxy, like ``istioctl proxy-status``."""
+        assert self.ads is not None and self.supervisor is not None
+        statuses = self.ads.statuses()
+        rows = []
+        for p in self.proxies:
+            st = statuses.get(p.record.node_id)
+            versions = self.cache.versions(p.record.node_id)
+            row = {"NAME": f"{p.record.name}.{p.record.namespace}", "ROLE": p.record.role,
+                   "PID": str(self.supervisor.get(p.key).pid or "-"),
+                   "LISTEN": ", ".join(p.record.listen)}
+            for short, type_url in (("CDS", "Cluster"), ("LDS", "Listener"), ("RDS", "RouteConfiguration"), ("SDS", "Secret")):
+                ts = next((t for u, t in (st.types.items() if st else []) if u.endswith("." + type_url)), None)
+                want = next((v for u, v in versions.items() if u.endswith("." + type_url)), None)
+                if st is None or not st.connected:
+                    row[short] = "NOT CONNECTED"
+                elif ts is None or ts.sent_version is None:
+                    row[short] = "NOT SENT"
+                elif ts.rejected:
+                    row[short] = "NACK"
+                elif ts.acked_version == want:
+                    row[short] = "SYNCED"
+                else:
+                    row[short] = "STALE"
+            rows.append(row)
+        return rows

@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from exitgate.envoy.admin import alive
-from exitgate.store import ensure_private_dir, write_private_atomic
+from exitgate.pids import alive
+from exitgate.privatefs import ensure_private_dir, write_private_atomic
 
 DEFAULT_STATE_DIR = ".exitgate"
 RUNTIME_FILE = "runtime.json"

@@ -30,6 +30,7 @@ from exitgate.api.base import nesting_fields
 from exitgate.api.loader import CLUSTER_SCOPED, SPEC_MODELS, load_document, load_text
 from exitgate.api.resources import Resource, Source
 from exitgate.gcpause import gc_paused
+from exitgate.privatefs import ensure_private_dir, write_private_atomic
 from exitgate.wake import wake
 
 SNAPSHOT_FILE = "config.yaml"
@@ -74,31 +75,6 @@ class ChangeResult:
         return self.store.load()
 
 
-def ensure_private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
-
-
-def write_private_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically with mode 0600 (the snapshot will hold Secrets)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 class _Entry(NamedTuple):
     """One stored document: its key, its text (the YAML the store wrote), and its first line."""
 
@@ -129,12 +105,15 @@ class Store:
     ``load`` parses only the documents it has not seen before (a running control plane keeps one
     Store, so a reload after a small change validates only what changed)."""
 
-    def __init__(self, state_dir: Path, keep_documents: bool = True) -> None:
+    def __init__(self, state_dir: Path, keep_documents: bool = True, resident: bool = False) -> None:
         """``keep_documents`` False (the control plane's): an Istio resource keeps only its
         metadata beside its typed spec (what translation reads), not the whole document too:
         a sixth of the resources' memory at 30,000. Kubernetes objects keep theirs (the
-        inventory reads pod templates and annotations)."""
+        inventory reads pod templates and annotations). ``resident`` (the control plane's,
+        which applies what the CLI hands it): what this Store applies is remembered as parsed,
+        so the load of the version it wrote reads and parses nothing."""
         self.state_dir = state_dir
+        self.resident = resident
         self.path = state_dir / SNAPSHOT_FILE
         self.keep_documents = keep_documents
         # Each distinct set of fields given, once (see _share_field_sets).
@@ -144,6 +123,11 @@ class Store:
         # kept only for this was 20 MiB of the control plane. A changed document the same length
         # as before and with the same 64-bit hash of its text is not a practical case.
         self._parsed: dict[tuple[tuple[str, str, str], int, int], Resource] = {}
+        # The last snapshot built, and the stamp of the file it is the snapshot of: a reload of
+        # an unchanged file, or of one this Store wrote itself (the control plane's, after an
+        # apply handed to it), neither reads nor parses anything.
+        self._snapshot: Snapshot | None = None
+        self._snapshot_stamp: tuple[int, int, int] | None = None
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -165,11 +149,22 @@ class Store:
             return 0
         return int(first.split(":", 1)[1]) if first.startswith("# version:") else 0
 
+    def _stamp(self) -> tuple[int, int, int] | None:
+        # Every write replaces the file (a new inode): the stamp tells any write from none.
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
     def _read(self) -> tuple[int, list[_Entry]]:
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return 0, []
+        return self._split(text)
+
+    def _split(self, text: str) -> tuple[int, list[_Entry]]:
         version = int(text.split("\n", 1)[0].split(":", 1)[1]) if text.startswith("# version:") else 0
         entries: list[_Entry] = []
         # Split at the markers this store writes. A document's own lines cannot start with
@@ -204,20 +199,36 @@ class Store:
         if field_lines:
             return self._load_with_lines()
         with gc_paused():
+            stamp = self._stamp()
+            if self._snapshot is not None and stamp is not None and stamp == self._snapshot_stamp:
+                return self._snapshot
             version, entries = self._read()
-            resources: list[Resource] = []
-            seen: dict[tuple[tuple[str, str, str], int, int], Resource] = {}
-            for e in entries:
-                known = (e.key, len(e.text), hash(e.text))
-                res = self._parsed.get(known)
-                if res is None:
-                    res = self._parse(e)
-                seen[known] = res
-                line = (res.source.line if res.source and res.source.line else 1) + e.line
-                resources.append(res.with_source(Source(str(self.path), line)))
-            # Keep what this version holds, so the next load parses only what is new.
-            self._parsed = seen
-        return Snapshot(version, tuple(resources))
+            snapshot = self._snapshot_of(version, entries, parse=True)
+            assert snapshot is not None
+            # Not replaced while it was read: the snapshot is of the file with this stamp.
+            self._snapshot_stamp = stamp if self._stamp() == stamp else None
+            return snapshot
+
+    def _snapshot_of(self, version: int, entries: list[_Entry], parse: bool) -> Snapshot | None:
+        """The snapshot of ``entries``, parsing those not parsed before (``parse``), else None
+        when there is one."""
+        resources: list[Resource] = []
+        seen: dict[tuple[tuple[str, str, str], int, int], Resource] = {}
+        path = str(self.path)
+        for e in entries:
+            known = (e.key, len(e.text), hash(e.text))
+            res = self._parsed.get(known)
+            if res is None:
+                if not parse:
+                    return None
+                res = self._parse(e)
+            seen[known] = res
+            line = (res.source.line if res.source and res.source.line else 1) + e.line
+            resources.append(res.with_source(Source(path, line)))
+        # Keep what this version holds, so the next load parses only what is new.
+        self._parsed = seen
+        self._snapshot = Snapshot(version, tuple(resources))
+        return self._snapshot
 
     def _load_with_lines(self) -> Snapshot:
         with gc_paused():
@@ -259,10 +270,20 @@ class Store:
     def _write(self, version: int, entries: Iterable[_Entry]) -> None:
         buf = io.StringIO()
         buf.write(f"# version: {version}\n# written by exitgate; edit with `exitgate apply` / `delete`\n")
+        written: list[_Entry] = []
+        line = 3  # each entry's line is its marker's, as _split finds it
         for e in sorted(entries, key=lambda e: e.key):
             buf.write(_marker(e.key))
             buf.write(e.text)
+            written.append(_Entry(e.key, e.text, line))
+            line += 1 + e.text.count("\n")
         write_private_atomic(self.path, buf.getvalue().encode())
+        stamp = self._stamp()
+        self._snapshot, self._snapshot_stamp = None, None
+        if self.resident and self._snapshot_of(version, written, parse=False) is not None:
+            # The new version's snapshot from what this Store knows, as it knows every document
+            # (those it loaded before, those it applied).
+            self._snapshot_stamp = stamp
         wake(self.state_dir)  # a running control plane reads the new version now
 
     def apply(self, batch: list[Resource]) -> ChangeResult:
@@ -296,6 +317,10 @@ class Store:
                 else:
                     changes.append((r, "configured"))
                 by_key[r.key] = _Entry(r.key, text, 0)
+                if self.resident:
+                    # Known as if this Store had read it back (as _parse makes it): a later
+                    # load of this version parses nothing.
+                    self._parsed[(r.key, len(text), hash(text))] = self._slim(r.with_source(Source(str(self.path), 1)))
             if all(c == "unchanged" for _, c in changes):
                 return ChangeResult(version, tuple(changes), (), self)
             self._write(version + 1, by_key.values())

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime
 import io
 import re
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.scalarbool import ScalarBoolean
 
 from exitgate.api import diagnostics as dx
+from exitgate.api import sources
 from exitgate.api.fastyaml import Located, fast_documents, locate_node
 from exitgate.api.base import Spec, Where, find_issues, find_unsupported
 from exitgate.api.core import SecretSpec
@@ -80,8 +80,6 @@ DRY_RUN_ANNOTATION = "istio.io/dry-run"
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
-YAML_SUFFIXES = (".yaml", ".yml", ".json")
-STDIN = "-"
 
 
 class ObjectMeta(BaseModel):
@@ -122,19 +120,12 @@ def _yaml() -> YAML:
 
 def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[Diagnostic]]:
     """Files as given; directories expanded to their YAML files, sorted, recursively."""
-    files: list[Path] = []
-    problems: list[Diagnostic] = []
-    for p in paths:
-        path = Path(p)
-        if str(p) == STDIN:
-            files.append(path)  # kubectl's `-f -`: the documents on standard input
-        elif path.is_dir():
-            files.extend(sorted(f for f in path.rglob("*") if f.is_file() and f.suffix in YAML_SUFFIXES))
-        elif path.is_file() or path.exists():  # a pipe too: `-f <(istioctl kube-inject ...)`
-            files.append(path)
-        else:
-            problems.append(Diagnostic(dx.NOT_FOUND, Severity.ERROR, "no such file or directory", file=str(path)))
-    return files, problems
+    files, problems = sources.expand(paths)
+    return files, [unreadable(path, problem) for path, problem in problems]
+
+
+def unreadable(path: str, problem: str) -> Diagnostic:
+    return Diagnostic(dx.NOT_FOUND, Severity.ERROR, problem, file=path)
 
 
 def load_paths(paths: Iterable[str | Path], default_namespace: str = "default", keep_unsupported: bool = False,
@@ -145,15 +136,18 @@ def load_paths(paths: Iterable[str | Path], default_namespace: str = "default", 
     validation rule once its typed form is built (its errors are still reported, as errors), as
     Istio's analysis still reads a resource its validation refuses; one whose structure does not
     parse (a missing required field, a wrong type) is never kept."""
-    files, problems = expand_paths(paths)
-    result = LoadResult([], problems)
-    for f in files:
-        try:
-            text = sys.stdin.read() if str(f) == STDIN else f.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            result.diagnostics.append(Diagnostic(dx.NOT_FOUND, Severity.ERROR, f"cannot read: {e}", file=str(f)))
-            continue
-        sub = load_text(text, str(f), default_namespace, keep_unsupported, keep_invalid)
+    texts, problems = sources.read(paths)
+    result = load_sources(texts, default_namespace, keep_unsupported, keep_invalid)
+    result.diagnostics[:0] = [unreadable(path, problem) for path, problem in problems]
+    return result
+
+
+def load_sources(texts: Iterable[tuple[str, str]], default_namespace: str = "default", keep_unsupported: bool = False,
+                 keep_invalid: bool = False) -> LoadResult:
+    """Every resource of each (file name, text), as ``load_text`` loads one."""
+    result = LoadResult([], [])
+    for filename, text in texts:
+        sub = load_text(text, filename, default_namespace, keep_unsupported, keep_invalid)
         result.resources.extend(sub.resources)
         result.diagnostics.extend(sub.diagnostics)
     return result

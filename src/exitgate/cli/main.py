@@ -6,7 +6,6 @@ store (``apply``, ``delete``, ``get``) or on what ``up`` is running (``exec``, `
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 import signal
@@ -20,13 +19,10 @@ from rich.live import Live
 from rich.table import Table
 
 from exitgate.api.diagnostics import Diagnostic, has_errors
-from exitgate.api.loader import load_paths
-from exitgate.api.meshconfig import MESH_CONFIGMAP
-from exitgate.api.resources import Resource
+from exitgate.api.loader import unreadable
 from exitgate.capture import NetnsCapture
 from exitgate.mesh import load_mesh
 from exitgate.cli.common import StateOpt, fail, mesh_inventory, selector_matches, selector_problem, state
-from exitgate.cli.kubectl import kind_name
 from exitgate.runtime import StateDir, clear_current, register_current
 from exitgate.store import Store
 
@@ -51,40 +47,29 @@ def _print_diagnostics(diags: list[Diagnostic]) -> None:
         err.print(f"[{style}]{d}[/{style}]", markup=True, soft_wrap=True)
 
 
-def _kind_ref(r: Resource) -> str:
-    return f"{kind_name(r.kind)}/{r.name}"
-
-
 @app.command()
 def apply(files: FilesOpt, namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
           state_dir: StateOpt = None) -> None:
     """Create or update resources from YAML files (all or nothing)."""
-    loaded = load_paths(files, default_namespace=namespace)
-    # What was loaded lives until this command exits: out of the collector's sight from now on
-    # (collections set off by what follows walked 30,000 resources' objects again and again).
-    gc.freeze()
-    _print_diagnostics(loaded.diagnostics)
-    if not loaded.ok:
+    from exitgate import handoff
+    from exitgate.api import sources
+    from exitgate.cli.applying import answer_request
+
+    texts, problems = sources.read(files)
+    if problems:
+        _print_diagnostics([unreadable(path, problem) for path, problem in problems])
         _err().print("error: nothing was applied", style="red")
         raise typer.Exit(1)
-    result = Store(_state(state_dir).root).apply(loaded.resources)
-    _print_diagnostics(list(result.diagnostics))
-    if not result.ok:
-        _err().print("error: nothing was applied", style="red")
-        raise typer.Exit(1)
-    for r, what in result.changes:
-        typer.echo(f"{_kind_ref(r)} {what}")
-    kept = [r for r, what in result.changes if r.kind == "ConfigMap" and what != "unchanged"
-            and (r.namespace, r.name) != MESH_CONFIGMAP]
-    if kept:
-        _err().print(f"exitgate keeps {', '.join(r.ref for r in kept)} as Kubernetes does; of ConfigMaps it reads "
-                     f"only Istio's mesh config ({MESH_CONFIGMAP[1]} in {MESH_CONFIGMAP[0]})", style="dim")
-    workloads = [r for r, what in result.changes if r.kind in ("Deployment", "Pod") and what == "created"]
-    if workloads:
-        # Said, not silently skipped: a pod template's containers are not run here.
-        _err().print(f"exitgate runs the sidecar or gateway each of {', '.join(r.ref for r in workloads)} declares, "
-                     "not its containers: run a workload's process with "
-                     "`exitgate exec deploy/NAME [-n NAMESPACE] -- COMMAND`", style="dim")
+    root = _state(state_dir).root
+    message = handoff.apply_request(texts, namespace)
+    try:
+        # The running control plane parses and stores it, with the store in memory, if one runs.
+        answer = handoff.request(root, message)
+    except handoff.HandoffError as e:
+        raise fail(str(e)) from None
+    if answer is None:
+        answer = answer_request(Store(root), message)
+    raise typer.Exit(handoff.print_answer(answer))
 
 
 @app.command(name="exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -27,7 +27,8 @@ def register(app: typer.Typer) -> None:
         template and Pod (``exitgate apply -f <(exitgate kube-inject -f sleep.yaml)``)."""
         import yaml
 
-        from exitgate.api.loader import STDIN, expand_paths
+        from exitgate.api.loader import expand_paths
+        from exitgate.api.sources import STDIN
         from exitgate.inventory import kube_inject as inject
 
         paths, problems = expand_paths(files)

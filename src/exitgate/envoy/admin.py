@@ -24,6 +24,8 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from exitgate.pids import alive
+
 
 def admin_call(base_url: str, method: str, path: str, timeout: float = 2.0) -> str:
     """``method`` ``path`` on the admin server at ``base_url``; raises URLError/OSError when it
@@ -58,15 +60,6 @@ class Retiree:
     def url(self) -> str:
         host = f"[{self.admin_host}]" if ":" in self.admin_host else self.admin_host
         return f"http://{host}:{self.admin_port}"
-
-
-def alive(pid: int) -> bool:
-    """A running process (a zombie, exited but not yet reaped, is not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def retire(envoys: Sequence[Retiree], drain_s: float, idle_timeout_s: float = 10.0,

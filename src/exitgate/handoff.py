@@ -1,0 +1,193 @@
+"""``exitgate apply`` handed to the running control plane of its state directory.
+
+The CLI reads the files it is given and sends their text; the control plane (``exitgate up``),
+which has the loader imported and the store in memory, parses, validates and stores them, and
+answers with what the command prints. Without it, ``apply`` reads the whole store, rewrites it,
+and the control plane then reads it all again: at 10,000 services that was most of "one more
+service". The store file stays the one truth: the control plane writes it before it answers,
+and every other command reads it as before.
+
+The socket is a file in the state directory (mode 0700: whoever may write the store may apply),
+and the control plane also refuses a peer of another user (``SO_PEERCRED``). One request a
+connection: the client sends a JSON object and shuts its side down; the server answers with one
+JSON object and closes. A connection that cannot be made means no control plane runs here (a
+socket file left by a killed one refuses), and the CLI applies to the store itself.
+
+This module imports only the standard library: the CLI's apply starts with it alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+SOCKET_FILE = "control.sock"
+# AF_UNIX paths are at most 107 bytes; a deeper state directory is reached through its open
+# descriptor (/proc/self/fd/N/control.sock), which Linux resolves for bind and connect alike.
+_MAX_PATH = 100
+_REPLY_TIMEOUT_S = 600.0
+
+Answer = dict[str, Any]
+Handler = Callable[[dict[str, Any]], Answer]
+
+
+def apply_request(sources: list[tuple[str, str]], namespace: str) -> dict[str, Any]:
+    """What ``exitgate apply`` sends: each file's name and text, and ``-n``."""
+    return {"verb": "apply", "namespace": namespace, "sources": sources}
+
+
+class HandoffError(RuntimeError):
+    """The control plane took the request and gave no answer (it stopped meanwhile)."""
+
+
+def _address(root: Path) -> tuple[str, int | None]:
+    path = str(root / SOCKET_FILE)
+    if len(path.encode()) <= _MAX_PATH:
+        return path, None
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    return f"/proc/self/fd/{fd}/{SOCKET_FILE}", fd
+
+
+def _recv_all(conn: socket.socket) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        chunk = conn.recv(1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def request(root: Path, message: dict[str, Any]) -> Answer | None:
+    """The running control plane's answer to ``message``; None when none runs for ``root``
+    (nothing was sent)."""
+    if not (root / SOCKET_FILE).exists():
+        return None
+    address, fd = _address(root)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            try:
+                s.connect(address)
+            except (FileNotFoundError, ConnectionRefusedError):
+                return None  # a socket file a killed control plane left behind
+            s.settimeout(_REPLY_TIMEOUT_S)
+            s.sendall(json.dumps(message).encode())
+            s.shutdown(socket.SHUT_WR)
+            reply = _recv_all(s)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    if not reply:
+        raise HandoffError("the running control plane closed the connection without answering; "
+                           "see `exitgate get` for what the store holds")
+    answer: Answer = json.loads(reply)
+    return answer
+
+
+def print_answer(answer: Answer, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Print an apply's answer as the command does; its exit status. Diagnostics and notes go
+    to standard error (red errors, yellow warnings, dim notes on a terminal), what changed to
+    standard output, kubectl's way."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    color = err.isatty()
+
+    def say(text: str, style: str) -> None:
+        err.write(f"\x1b[{style}m{text}\x1b[0m\n" if color else text + "\n")
+
+    for is_error, text in answer.get("diagnostics", ()):
+        say(text, "31" if is_error else "33")
+    if not answer.get("ok"):
+        say("error: nothing was applied", "31")
+        return 1
+    for line in answer.get("out", ()):
+        out.write(line + "\n")
+    out.flush()
+    for note in answer.get("notes", ()):
+        say(note, "2")
+    return 0
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[1])
+
+
+class HandoffServer:
+    """The control plane's end: one thread answering one connection at a time with
+    ``handle(request)`` (applies are taken in turn, as the store's lock would take them)."""
+
+    def __init__(self, root: Path, handle: Handler) -> None:
+        self.root = root
+        self.handle = handle
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    def start(self) -> None:
+        path = self.root / SOCKET_FILE
+        # A file left by a control plane that was killed: one `up` a state directory (its lock
+        # is held), so nothing else listens on it.
+        path.unlink(missing_ok=True)
+        address, fd = _address(self.root)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(address)
+        finally:
+            if fd is not None:
+                os.close(fd)
+        os.chmod(path, 0o600)
+        sock.listen(16)
+        self._sock = sock
+        self._thread = threading.Thread(target=self._serve, name="exitgate-handoff", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        assert self._sock is not None
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return  # closed by stop()
+            with conn:
+                try:
+                    self._answer(conn)
+                except OSError:
+                    pass  # the client went away; what was applied is in the store
+
+    def _answer(self, conn: socket.socket) -> None:
+        uid = _peer_uid(conn)
+        if uid not in (os.geteuid(), 0):
+            answer: Answer = {"ok": False, "diagnostics": [[True, f"refused: user {uid} does not own this state directory"]]}
+        else:
+            try:
+                message = json.loads(_recv_all(conn))
+            except ValueError as e:
+                answer = {"ok": False, "diagnostics": [[True, f"not a request: {e}"]]}
+            else:
+                try:
+                    answer = self.handle(message)
+                except Exception as e:  # said to the client; the store is as the handler left it
+                    answer = {"ok": False, "diagnostics": [[True, f"error while applying: {e}"]]}
+        conn.sendall(json.dumps(answer).encode())
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._sock is not None:
+            try:
+                # Wakes the accept() of the serving thread, which then sees the socket closed.
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._sock.close()
+            self._sock = None
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+        (self.root / SOCKET_FILE).unlink(missing_ok=True)

@@ -1,0 +1,165 @@
+"""`exitgate apply` handed to a running control plane (``handoff``): the answer is the one the
+command gives by itself, the store is written before the answer, a socket nobody listens on
+means "apply it yourself", and the command's own entry answers it without importing the
+loader. The control plane's end is a real ``HandoffServer`` on a real Unix socket, answering
+with the control plane's handler over a resident Store."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exitgate import handoff
+from exitgate.cli.applying import answer_request
+from exitgate.handoff import SOCKET_FILE, HandoffServer, apply_request
+from exitgate.store import Store
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tls-origination"
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def sources(*paths: Path) -> list[tuple[str, str]]:
+    return [(str(p), p.read_text()) for p in paths]
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Path, Store]]:
+    """A state directory with a control plane's end listening, over a resident Store."""
+    root = tmp_path / "state"
+    root.mkdir(mode=0o700)
+    store = Store(root, keep_documents=False, resident=True)
+    store.load()
+    server = HandoffServer(root, lambda m: answer_request(store, m, threading.Lock()))
+    server.start()
+    try:
+        yield root, store
+    finally:
+        server.stop()
+
+
+def test_the_answer_is_what_the_command_gives_by_itself(served: tuple[Path, Store], tmp_path: Path) -> None:
+    root, _ = served
+    files = sorted(EXAMPLES.glob("*.yaml"))
+    answer = handoff.request(root, apply_request(sources(*files), "default"))
+    alone = answer_request(Store(tmp_path / "alone"), apply_request(sources(*files), "default"))
+    assert answer is not None and answer == alone
+    assert answer["ok"] and "serviceentry.networking.istio.io/cnn created" in answer["out"]
+    # Written before the answer: any other command reads it from the store file.
+    assert Store(root).load().get("ServiceEntry", "default", "cnn") is not None
+
+
+def test_a_refused_batch_changes_nothing_and_says_where(served: tuple[Path, Store], tmp_path: Path) -> None:
+    root, _ = served
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: bad}\n"
+                   "spec: {hosts: [a.com], ports: [{number: 80, name: http, protocol: HTTPX}]}\n")
+    answer = handoff.request(root, apply_request(sources(bad), "default"))
+    assert answer is not None and not answer["ok"]
+    [(is_error, text)] = answer["diagnostics"]
+    assert is_error and text.startswith(f"{bad}:4:") and "spec.ports[0].protocol" in text
+    assert not (root / "config.yaml").exists()
+
+
+def test_the_resident_store_knows_the_version_it_wrote_as_a_fresh_load_reads_it(
+        served: tuple[Path, Store], monkeypatch: pytest.MonkeyPatch) -> None:
+    root, store = served
+    files = sorted(EXAMPLES.glob("*.yaml"))
+    handoff.request(root, apply_request(sources(files[0]), "default"))
+    handoff.request(root, apply_request(sources(*files), "default"))
+
+    def unread() -> None:
+        raise AssertionError("the store file was read again")
+
+    with monkeypatch.context() as m:
+        m.setattr(store, "_read", unread)
+        known = store.load()
+    fresh = Store(root, keep_documents=False).load()
+    assert known.version == fresh.version == 2
+    assert known.resources == fresh.resources  # kind, names, spec, and each one's file and line
+    assert [r.source for r in known.resources] == [r.source for r in fresh.resources]
+    assert [r.raw for r in known.resources] == [r.raw for r in fresh.resources]
+    # A write by anyone else is read: the stamp of the file differs.
+    Store(root).delete([("ServiceEntry", "default", "cnn")])
+    assert store.load().get("ServiceEntry", "default", "cnn") is None
+
+
+def test_nobody_listening_means_apply_it_yourself(tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    root.mkdir()
+    assert handoff.request(root, apply_request([], "default")) is None  # no socket file
+    # The file a killed control plane leaves behind refuses connections.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.bind(str(root / SOCKET_FILE))
+    assert handoff.request(root, apply_request([], "default")) is None
+
+
+def test_a_deep_state_directory_is_reached_through_its_descriptor(tmp_path: Path) -> None:
+    root = tmp_path / ("d" * 60) / ("e" * 60) / "state"
+    root.mkdir(parents=True)
+    assert len(str(root / SOCKET_FILE)) > 107  # too long for a Unix socket's address
+    server = HandoffServer(root, lambda m: {"ok": True, "out": [m["verb"]]})
+    server.start()
+    try:
+        assert handoff.request(root, {"verb": "ping"}) == {"ok": True, "out": ["ping"]}
+        assert (root / SOCKET_FILE).stat().st_mode & 0o777 == 0o600
+    finally:
+        server.stop()
+    assert not (root / SOCKET_FILE).exists()
+
+
+def test_a_handler_that_fails_is_an_answer_not_a_silence(tmp_path: Path) -> None:
+    def broken(message: dict[str, object]) -> dict[str, object]:
+        raise RuntimeError("disk full")
+
+    server = HandoffServer(tmp_path, broken)
+    server.start()
+    try:
+        answer = handoff.request(tmp_path, {"verb": "apply"})
+    finally:
+        server.stop()
+    assert answer == {"ok": False, "diagnostics": [[True, "error while applying: disk full"]]}
+
+
+def test_print_answer_is_kubectls_output(capsys: pytest.CaptureFixture[str]) -> None:
+    code = handoff.print_answer({"ok": True, "diagnostics": [[False, "f.yaml:3: Warning x"]],
+                                 "out": ["secret/a created"], "notes": ["a note"]})
+    out, err = capsys.readouterr()
+    assert code == 0 and out == "secret/a created\n" and err == "f.yaml:3: Warning x\na note\n"
+    assert handoff.print_answer({"ok": False, "diagnostics": [[True, "f.yaml:1: Error y"]]}) == 1
+    assert capsys.readouterr().err == "f.yaml:1: Error y\nerror: nothing was applied\n"
+
+
+def _entry(root: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The command's own entry point, as the installed `exitgate` runs it; it reports whether
+    the loader (pydantic) was imported."""
+    code = ("import sys; from exitgate.cli import fast; rc = fast.apply_handed_off(sys.argv[1:]); "
+            "print(json.dumps([rc, 'pydantic' in sys.modules]), file=sys.stderr)")
+    env = {**os.environ, "EXITGATE_HOME": str(root), "PYTHONPATH": str(SRC)}
+    return subprocess.run([sys.executable, "-c", "import json; " + code, *argv], capture_output=True, text=True,
+                          timeout=60, env=env)
+
+
+def test_the_entry_point_answers_an_apply_without_the_loader(served: tuple[Path, Store]) -> None:
+    root, _ = served
+    proc = _entry(root, "apply", "-f", str(EXAMPLES))
+    *said, last = proc.stderr.splitlines()
+    assert json.loads(last) == [0, False], proc.stderr
+    assert "serviceentry.networking.istio.io/cnn created" in proc.stdout.splitlines()
+    # Anything but the plain options goes to the whole command.
+    proc = _entry(root, "apply", "-f", str(EXAMPLES), "--dry-run")
+    assert json.loads(proc.stderr.splitlines()[-1]) == [None, False]
+    proc = _entry(root, "apply", "-f", "-")
+    assert json.loads(proc.stderr.splitlines()[-1]) == [None, False]
+
+
+def test_the_entry_point_leaves_it_to_the_command_when_nothing_runs(tmp_path: Path) -> None:
+    proc = _entry(tmp_path, "apply", "-f", str(EXAMPLES))
+    assert json.loads(proc.stderr.splitlines()[-1]) == [None, False]
