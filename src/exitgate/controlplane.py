@@ -103,6 +103,8 @@ class ControlPlane(Observability):
         self._translated: dict[str, tuple[ir.ProxyConfig, list[Diagnostic]]] = {}
         self.capture_mode = "off"  # what start() found: "netns" or "off"
         self._handoff: HandoffServer | None = None
+        # What an apply handed over left to free, freed by the loop after the push it set off.
+        self._leftovers: list[object] = []
 
     # -- setup -------------------------------------------------------------------------------
     def _plan(self) -> None:
@@ -275,7 +277,7 @@ class ControlPlane(Observability):
         Store, which then knows the new version without reading it back."""
         from exitgate.cli.applying import answer_request
 
-        return answer_request(self.store, message, self._lock)
+        return answer_request(self.store, message, self._lock, keep=self._leftovers.append)
 
     def _launch(self, p: PlannedProxy) -> None:
         """Write the proxy's bootstrap and hand it to the supervisor (not started yet)."""
@@ -363,7 +365,7 @@ class ControlPlane(Observability):
                 return self._push(None)
             with self.monitoring.quiet() if self.monitoring is not None else nullcontext():
                 snapshot = self.store.load()
-                self._record_change(snapshot.version, snapshot.resources)
+                self._record_change(snapshot)
                 self._use_inventory(snapshot.resources)
                 self._replan()
                 diags = self._push(snapshot.resources)
@@ -451,6 +453,9 @@ class ControlPlane(Observability):
                 except Exception as e:  # keep serving the last good configuration
                     self.push_errors["unrecoverable"] += 1
                     self.emit(f"[red]error[/red] while applying configuration: {e}")
+                if self._leftovers:
+                    self._leftovers.clear()
+                    self._settled.trim()
                 self._settled.idle(time.monotonic())
                 if on_tick is not None:
                     on_tick()

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime, timezone
 from functools import partial
 from typing import TYPE_CHECKING
 
-from exitgate.api.resources import Resource
+from exitgate.store import Snapshot as StoreSnapshot
 from exitgate.ca.authority import MeshCA
 from exitgate.ca.certs import cert_info
 from exitgate.ca.rotation import WorkloadCertManager
@@ -59,7 +59,8 @@ class Observability:
 
     def _start_monitoring(self) -> None:
         self.metrics = ControlPlaneMetrics(self._metric_values)
-        self.monitoring = MonitoringServer(self.metrics, self._scrape_targets, self.syncz, self.dashboard)
+        self.monitoring = MonitoringServer(self.metrics, self._scrape_targets, self.syncz, self.dashboard,
+                                           converging=lambda: bool(self._converging))
         wanted = self.mesh.monitoring_port
         try:
             self.monitoring_port = self.monitoring.start("127.0.0.1", wanted)
@@ -118,16 +119,29 @@ class Observability:
             self._converging.pop(node_id, None)
             self.metrics.convergence.observe(time.monotonic() - started)
 
-    def _record_change(self, version: int, resources: Sequence[Resource]) -> None:
+    def _record_change(self, snapshot: StoreSnapshot) -> None:
         """What a new configuration version changed, for the web view: unchanged documents keep
-        their spec objects (the store's), so a changed one is one whose spec is another."""
+        their spec objects (the store's), so a changed one is one whose spec is another. When
+        the store wrote the version itself from the last one recorded, it says what changed
+        (``delta``), and the 30,000 specs are not compared (0.15 s of one more at 10,000)."""
+        version, resources, delta = snapshot.version, snapshot.resources, snapshot.delta
         if version == self.applied_version:
             return
-        now: dict[tuple[str, str, str], object] = {r.key: r.spec for r in resources}
-        before = self._last_specs
-        created = [k for k in now if k not in before]
-        deleted = [k for k in before if k not in now]
-        changed = [k for k in now if k in before and now[k] is not before[k]]
+        if delta is not None and delta.base == self.applied_version:
+            now = self._last_specs
+            created = [r.key for r, what in delta.changes if what == "created"]
+            changed = [r.key for r, what in delta.changes if what != "created"]
+            deleted = list(delta.deleted)
+            for r, _ in delta.changes:
+                now[r.key] = r.spec
+            for k in deleted:
+                now.pop(k, None)
+        else:
+            now = {r.key: r.spec for r in resources}
+            before = self._last_specs
+            created = [k for k in now if k not in before]
+            deleted = [k for k in before if k not in now]
+            changed = [k for k in now if k in before and now[k] is not before[k]]
         parts = [f"{what} {k[0]} {k[1]}/{k[2]}" for what, keys in (("created", created), ("changed", changed),
                                                                    ("deleted", deleted)) for k in keys]
         summary = "; ".join(parts[:6]) + (f"; and {len(parts) - 6} more" if len(parts) > 6 else "")

@@ -38,9 +38,21 @@ LOCK_FILE = "store.lock"
 
 
 @dataclass(frozen=True)
+class Delta:
+    """What one write of this Store changed, from version ``base``: the resources created or
+    configured (with which), and the keys deleted."""
+
+    base: int
+    changes: tuple[tuple[Resource, str], ...]
+    deleted: tuple[tuple[str, str, str], ...]
+
+
+@dataclass(frozen=True)
 class Snapshot:
     version: int
     resources: tuple[Resource, ...]
+    # Known when this Store wrote the version itself (a resident Store): what that write changed.
+    delta: Delta | None = field(default=None, compare=False)
 
     def of_kind(self, kind: str) -> list[Resource]:
         return [r for r in self.resources if r.kind == kind]
@@ -209,7 +221,8 @@ class Store:
             self._snapshot_stamp = stamp if self._stamp() == stamp else None
             return snapshot
 
-    def _snapshot_of(self, version: int, entries: list[_Entry], parse: bool) -> Snapshot | None:
+    def _snapshot_of(self, version: int, entries: list[_Entry], parse: bool,
+                     delta: Delta | None = None) -> Snapshot | None:
         """The snapshot of ``entries``, parsing those not parsed before (``parse``), else None
         when there is one."""
         resources: list[Resource] = []
@@ -227,7 +240,7 @@ class Store:
             resources.append(res.with_source(Source(path, line)))
         # Keep what this version holds, so the next load parses only what is new.
         self._parsed = seen
-        self._snapshot = Snapshot(version, tuple(resources))
+        self._snapshot = Snapshot(version, tuple(resources), delta)
         return self._snapshot
 
     def _load_with_lines(self) -> Snapshot:
@@ -267,7 +280,7 @@ class Store:
         # Only exitgate writes this file, after validating it; a failure here is a bug or tampering.
         return RuntimeError(f"stored configuration is invalid at {self.path}:{e.line}:\n" + "\n".join(map(str, diags)))
 
-    def _write(self, version: int, entries: Iterable[_Entry]) -> None:
+    def _write(self, version: int, entries: Iterable[_Entry], delta: Delta | None = None) -> None:
         buf = io.StringIO()
         buf.write(f"# version: {version}\n# written by exitgate; edit with `exitgate apply` / `delete`\n")
         written: list[_Entry] = []
@@ -280,7 +293,7 @@ class Store:
         write_private_atomic(self.path, buf.getvalue().encode())
         stamp = self._stamp()
         self._snapshot, self._snapshot_stamp = None, None
-        if self.resident and self._snapshot_of(version, written, parse=False) is not None:
+        if self.resident and self._snapshot_of(version, written, parse=False, delta=delta) is not None:
             # The new version's snapshot from what this Store knows, as it knows every document
             # (those it loaded before, those it applied).
             self._snapshot_stamp = stamp
@@ -323,7 +336,8 @@ class Store:
                     self._parsed[(r.key, len(text), hash(text))] = self._slim(r.with_source(Source(str(self.path), 1)))
             if all(c == "unchanged" for _, c in changes):
                 return ChangeResult(version, tuple(changes), (), self)
-            self._write(version + 1, by_key.values())
+            done = tuple((r, c) for r, c in changes if c != "unchanged")
+            self._write(version + 1, by_key.values(), Delta(version, done, ()))
             return ChangeResult(version + 1, tuple(changes), (), self)
 
     def delete(self, keys: list[tuple[str, str, str]]) -> ChangeResult:
@@ -344,7 +358,7 @@ class Store:
                     changes.append((parsed[k], "deleted"))
             if not changes:
                 return ChangeResult(version, (), tuple(diags), self)
-            self._write(version + 1, by_key.values())
+            self._write(version + 1, by_key.values(), Delta(version, (), tuple(r.key for r, _ in changes)))
             return ChangeResult(version + 1, tuple(changes), tuple(diags), self)
 
 

@@ -163,3 +163,20 @@ def test_the_entry_point_answers_an_apply_without_the_loader(served: tuple[Path,
 def test_the_entry_point_leaves_it_to_the_command_when_nothing_runs(tmp_path: Path) -> None:
     proc = _entry(tmp_path, "apply", "-f", str(EXAMPLES))
     assert json.loads(proc.stderr.splitlines()[-1]) == [None, False]
+
+
+def test_a_resident_store_says_what_its_write_changed(served: tuple[Path, Store]) -> None:
+    root, store = served
+    files = sorted(EXAMPLES.glob("*.yaml"))
+    handoff.request(root, apply_request(sources(*files), "default"))
+    first = store.load()
+    assert first.delta is not None and first.delta.base == 0
+    assert {(r.kind, what) for r, what in first.delta.changes} >= {("ServiceEntry", "created"), ("Gateway", "created")}
+    handoff.request(root, apply_request(sources(*files), "default"))  # all unchanged: no new version
+    assert store.load() is first
+    store.delete([("ServiceEntry", "default", "cnn")])
+    gone = store.load()
+    assert gone.delta is not None and gone.delta.base == 1 and gone.delta.deleted == (("ServiceEntry", "default", "cnn"),)
+    # A version another process wrote is read, and nobody says what it changed.
+    Store(root).delete([("Gateway", "default", "istio-egressgateway")])
+    assert store.load().delta is None

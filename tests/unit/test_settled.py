@@ -86,3 +86,52 @@ def test_the_periodic_stats_reads_wait_while_the_control_plane_pushes() -> None:
         assert fetched.wait(5)
     finally:
         server.stop()
+
+
+def test_the_periodic_stats_reads_wait_until_the_proxies_acknowledge_the_push() -> None:
+    import threading
+
+    from exitgate.monitoring import ControlPlaneMetrics, MonitoringServer, ScrapeTarget
+
+    fetched = threading.Event()
+    acknowledged = threading.Event()
+
+    def fetch() -> str:
+        fetched.set()
+        return ""
+
+    server = MonitoringServer(ControlPlaneMetrics(lambda: {}), lambda: [ScrapeTarget("sleep", "default", fetch)],
+                              lambda: [], read_every_s=0.05, converging=lambda: not acknowledged.is_set(),
+                              converge_wait_s=30)
+    server.start("127.0.0.1", 0)
+    try:
+        assert not fetched.wait(0.5)  # Envoy's main thread is applying the push: no read
+        acknowledged.set()
+        assert fetched.wait(5)
+    finally:
+        server.stop()
+
+
+def test_the_collector_stays_paused_until_the_last_of_two_threads_is_done() -> None:
+    import threading
+
+    from exitgate.gcpause import gc_paused
+
+    assert gc.isenabled()
+    inside, leave = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with gc_paused():
+            inside.set()
+            leave.wait(5)
+
+    t = threading.Thread(target=other)
+    with gc_paused():
+        t.start()
+        assert inside.wait(5)
+    try:
+        assert not gc.isenabled()  # the other thread's pause still holds
+    finally:
+        leave.set()
+        t.join(5)
+    assert gc.isenabled()
