@@ -1,16 +1,18 @@
-"""The configuration store: a state directory holding the applied resources as one versioned
-snapshot file, replaced atomically.
+"""The configuration store: a state directory holding the applied resources as a versioned
+snapshot file, replaced atomically, and the journal of the changes written since (``storefile``).
 
-``apply`` and ``delete`` compute the whole next snapshot, validate it, and only then replace the
-file (write to a temporary file, fsync, rename), under an exclusive lock. A bad batch therefore
-changes nothing, and a crash leaves either the old or the new snapshot, never half of one. The
-running control plane watches the version and re-translates when it changes.
+``apply`` and ``delete`` compute the whole change, validate it, and only then write it, under an
+exclusive lock: the whole snapshot (a temporary file, fsync, rename) where they have it all in
+hand, or, in the running control plane, which knows the stored version without reading it, one
+record appended to the journal (fsync). A bad batch therefore changes nothing, and a crash
+leaves the old version or the new one, never half of one. The running control plane watches the
+version and re-translates when it changes.
 """
 
 from __future__ import annotations
 
 import fcntl
-import io
+import bisect
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -18,22 +20,28 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 import yaml
-from pydantic import BaseModel
-
 from exitgate.api import diagnostics as dx
 from exitgate.api.diagnostics import Diagnostic, Severity
-from exitgate.api.base import nesting_fields
+from exitgate.api.base import share_field_sets
 from exitgate.api.loader import CLUSTER_SCOPED, SPEC_MODELS, load_document, load_text
 from exitgate.api.resources import Resource, Source
 from exitgate.gcpause import gc_paused
 from exitgate.privatefs import ensure_private_dir, write_private_atomic
+from exitgate.storefile import (
+    Entry as _Entry, Key, Read, Stamp, StoreFileError, dump as _dump, journal_header, parse_journal, parse_snapshot,
+    render_record, render_snapshot, stamp,
+)
 from exitgate.wake import wake
 
 SNAPSHOT_FILE = "config.yaml"
+JOURNAL_FILE = "config.journal"
+# The journal is folded into a new snapshot once it holds more than this, or a quarter of the
+# snapshot: what every command that reads the store parses beside it stays small.
+JOURNAL_MAX = 4 << 20
 LOCK_FILE = "store.lock"
 
 
@@ -87,59 +95,52 @@ class ChangeResult:
         return self.store.load()
 
 
-class _Entry(NamedTuple):
-    """One stored document: its key, its text (the YAML the store wrote), and its first line."""
+@dataclass
+class _Known:
+    """What a resident Store knows of the files as it last read or wrote them, so that an apply
+    neither reads them nor rebuilds the snapshot whole."""
 
-    key: tuple[str, str, str]
-    text: str
-    line: int
-
-
-def _dump(raw: dict[str, Any]) -> str:
-    # JSON, indented, which is YAML too: key order as written, so the same raw always gives the
-    # same text, which tells "unchanged" from "configured" without parsing the stored side. The
-    # control plane reads it as JSON (~20 times faster than YAML: 30,000 new documents in
-    # 0.2 s instead of 4 s; they were validated when applied); ``analyze`` reads it as YAML,
-    # with each field's line. orjson writes the same text as json.dumps(indent=2), 13 times
-    # faster (0.06 s for 30,000 documents).
-    return orjson.dumps(raw, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode() + "\n"
-
-
-def _marker(key: tuple[str, str, str]) -> str:
-    kind, ns, name = key
-    return f"--- # {kind} {ns}/{name}\n"
+    stamps: tuple[Stamp | None, Stamp | None]
+    version: int
+    base_version: int
+    journal_end: int
+    journal_line: int
+    digest: dict[Key, tuple[int, int] | None]  # each document's text length and hash (None: YAML)
+    current: dict[Key, Resource]  # the snapshot's resources, with their files and lines
+    keys: list[Key]  # sorted
 
 
 class Store:
-    """The snapshot file is YAML, one document per resource in key order, each opened by a
-    ``--- # KIND NS/NAME`` line. ``apply`` and ``delete`` work on those documents as text (the
-    markers give the keys), so a change costs one read and one write however large the store;
-    ``load`` parses only the documents it has not seen before (a running control plane keeps one
-    Store, so a reload after a small change validates only what changed)."""
+    """``apply`` and ``delete`` work on the stored documents as text (the markers give the
+    keys), so a change costs one read and one write however large the store; ``load`` parses
+    only the documents it has not seen before (a running control plane keeps one Store, so a
+    reload after a small change validates only what changed)."""
 
     def __init__(self, state_dir: Path, keep_documents: bool = True, resident: bool = False) -> None:
         """``keep_documents`` False (the control plane's): an Istio resource keeps only its
         metadata beside its typed spec (what translation reads), not the whole document too:
         a sixth of the resources' memory at 30,000. Kubernetes objects keep theirs (the
         inventory reads pod templates and annotations). ``resident`` (the control plane's,
-        which applies what the CLI hands it): what this Store applies is remembered as parsed,
-        so the load of the version it wrote reads and parses nothing."""
+        which applies what the CLI hands it): this Store remembers what the files hold as it
+        last read or wrote them, so an apply appends to the journal without reading anything,
+        and the load of the version it wrote reads and parses nothing."""
         self.state_dir = state_dir
         self.resident = resident
         self.path = state_dir / SNAPSHOT_FILE
+        self.journal = state_dir / JOURNAL_FILE
         self.keep_documents = keep_documents
-        # Each distinct set of fields given, once (see _share_field_sets).
+        # Each distinct set of fields given, once (see api.base.share_field_sets).
         self._field_sets: dict[frozenset[str], set[str]] = {}
         # A document, by its key and its text's length and hash, -> the resource parsed from it
         # (with its line inside the document). Not by the text itself: 30,000 documents' text
         # kept only for this was 20 MiB of the control plane. A changed document the same length
         # as before and with the same 64-bit hash of its text is not a practical case.
-        self._parsed: dict[tuple[tuple[str, str, str], int, int], Resource] = {}
-        # The last snapshot built, and the stamp of the file it is the snapshot of: a reload of
-        # an unchanged file, or of one this Store wrote itself (the control plane's, after an
-        # apply handed to it), neither reads nor parses anything.
+        self._parsed: dict[tuple[Key, int, int], Resource] = {}
+        # The last snapshot built, and the stamps of the files it is the snapshot of: a reload
+        # of unchanged files, or of ones this Store wrote itself, reads and parses nothing.
         self._snapshot: Snapshot | None = None
-        self._snapshot_stamp: tuple[int, int, int] | None = None
+        self._snapshot_stamps: tuple[Stamp | None, Stamp | None] | None = None
+        self._known: _Known | None = None
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -152,47 +153,60 @@ class Store:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
+    def _stamps(self) -> tuple[Stamp | None, Stamp | None]:
+        return stamp(self.path), stamp(self.journal)
+
     def version(self) -> int:
-        """The stored version, read cheaply from the first line (``# version: N``)."""
+        """The stored version: the snapshot's first line (``# version: N``), or the journal's
+        last record over it."""
+        known = self._known
+        if known is not None and known.stamps == self._stamps():
+            return known.version
         try:
             with open(self.path, encoding="utf-8") as f:
                 first = f.readline()
         except FileNotFoundError:
-            return 0
-        return int(first.split(":", 1)[1]) if first.startswith("# version:") else 0
+            first = ""
+        base = int(first.split(":", 1)[1]) if first.startswith("# version:") else 0
+        records, _ = self._journal_records(base)
+        return records[-1].version if records else base
 
-    def _stamp(self) -> tuple[int, int, int] | None:
-        # Every write replaces the file (a new inode): the stamp tells any write from none.
+    def _journal_records(self, base_version: int) -> tuple[list[Any], int]:
         try:
-            st = os.stat(self.path)
+            text = self.journal.read_text(encoding="utf-8")
         except FileNotFoundError:
-            return None
-        return st.st_ino, st.st_mtime_ns, st.st_size
+            return [], 0
+        try:
+            return parse_journal(text, str(self.journal), base_version, CLUSTER_SCOPED)
+        except StoreFileError as e:
+            raise RuntimeError(str(e)) from None
 
-    def _read(self) -> tuple[int, list[_Entry]]:
+    def _read(self) -> Read:
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            return 0, []
-        return self._split(text)
+            text = ""
+        base, entries = self._split(text) if text else (0, [])
+        records, end = self._journal_records(base)
+        version = base
+        if records:
+            by_key = {e.key: e for e in entries}
+            for rec in records:
+                for e in rec.upserts:
+                    by_key[e.key] = e
+                for k in rec.deletes:
+                    by_key.pop(k, None)
+                version = rec.version
+            entries = sorted(by_key.values(), key=lambda e: e.key)
+        journal_line = 2 + sum(1 + sum(1 + e.text.count("\n") for e in r.upserts) + len(r.deletes) + 1
+                               for r in records)
+        return Read(version, entries, base, end, journal_line)
 
     def _split(self, text: str) -> tuple[int, list[_Entry]]:
-        version = int(text.split("\n", 1)[0].split(":", 1)[1]) if text.startswith("# version:") else 0
-        entries: list[_Entry] = []
-        # Split at the markers this store writes. A document's own lines cannot start with
-        # "--- " at column 0 (block scalars are indented under their key), so this is exact.
-        chunks = text.split("\n--- # ")
-        line = chunks[0].count("\n") + 2
-        for chunk in chunks[1:]:
-            head, _, body = chunk.partition("\n")
-            kind, _, ref = head.partition(" ")
-            ns, _, name = ref.partition("/")
-            # A cluster-scoped object (a Namespace) has no namespace: "--- # Namespace /NAME".
-            if not (kind and name and (ns or kind in CLUSTER_SCOPED)):
-                raise RuntimeError(f"{self.path}:{line}: not a document marker this store wrote: --- # {head}")
-            body = body if body.endswith("\n") else body + "\n"
-            entries.append(_Entry((kind, ns, name), body, line))
-            line += chunk.count("\n") + 1
+        try:
+            version, entries = parse_snapshot(text, str(self.path), CLUSTER_SCOPED)
+        except StoreFileError as e:
+            raise RuntimeError(str(e)) from None
         if not entries and any(ln.strip() and not ln.startswith("#") for ln in text.splitlines()):
             return version, self._legacy(text)
         return version, entries
@@ -211,22 +225,30 @@ class Store:
         if field_lines:
             return self._load_with_lines()
         with gc_paused():
-            stamp = self._stamp()
-            if self._snapshot is not None and stamp is not None and stamp == self._snapshot_stamp:
+            stamps = self._stamps()
+            if self._snapshot is not None and stamps == self._snapshot_stamps:
                 return self._snapshot
-            version, entries = self._read()
-            snapshot = self._snapshot_of(version, entries, parse=True)
+            read = self._read()
+            snapshot = self._snapshot_of(read.version, read.entries, parse=True)
             assert snapshot is not None
-            # Not replaced while it was read: the snapshot is of the file with this stamp.
-            self._snapshot_stamp = stamp if self._stamp() == stamp else None
+            # Not written while it was read: the snapshot is of the files with these stamps.
+            self._snapshot_stamps = stamps if self._stamps() == stamps else None
+            if self.resident:
+                self._known = self._know(read, snapshot) if self._snapshot_stamps is not None else None
             return snapshot
+
+    def _know(self, read: Read, snapshot: Snapshot) -> _Known:
+        assert self._snapshot_stamps is not None
+        return _Known(self._snapshot_stamps, read.version, read.base_version, read.journal_end, read.journal_line,
+                      {e.key: (len(e.text), hash(e.text)) if e.text.startswith("{") else None for e in read.entries},
+                      {r.key: r for r in snapshot.resources}, [e.key for e in read.entries])
 
     def _snapshot_of(self, version: int, entries: list[_Entry], parse: bool,
                      delta: Delta | None = None) -> Snapshot | None:
         """The snapshot of ``entries``, parsing those not parsed before (``parse``), else None
         when there is one."""
         resources: list[Resource] = []
-        seen: dict[tuple[tuple[str, str, str], int, int], Resource] = {}
+        seen: dict[tuple[Key, int, int], Resource] = {}
         path = str(self.path)
         for e in entries:
             known = (e.key, len(e.text), hash(e.text))
@@ -236,74 +258,134 @@ class Store:
                     return None
                 res = self._parse(e)
             seen[known] = res
-            line = (res.source.line if res.source and res.source.line else 1) + e.line
-            resources.append(res.with_source(Source(path, line)))
+            resources.append(res.with_source(self._source(res, e, path)))
         # Keep what this version holds, so the next load parses only what is new.
         self._parsed = seen
         self._snapshot = Snapshot(version, tuple(resources), delta)
         return self._snapshot
 
+    @staticmethod
+    def _source(res: Resource, e: _Entry, path: str) -> Source:
+        return Source(e.file or path, (res.source.line if res.source and res.source.line else 1) + e.line)
+
     def _load_with_lines(self) -> Snapshot:
         with gc_paused():
-            version, entries = self._read()
+            read = self._read()
             resources = []
-            for e in entries:
+            for e in read.entries:
                 res = self._parse_yaml(e)
                 line = (res.source.line if res.source else 1) + e.line
-                resources.append(replace(res, source=Source(str(self.path), line)))
-        return Snapshot(version, tuple(resources))
+                resources.append(replace(res, source=Source(e.file or str(self.path), line)))
+        return Snapshot(read.version, tuple(resources))
 
     def _parse(self, e: _Entry) -> Resource:
         if not e.text.startswith("{"):
             return self._slim(self._parse_yaml(e))  # written as YAML by an earlier exitgate
-        res, diags = load_document(orjson.loads(e.text), str(self.path), default_namespace=e.key[1], checked=True)
+        res, diags = load_document(orjson.loads(e.text), e.file or str(self.path), default_namespace=e.key[1],
+                                   checked=True)
         if res is None or dx.has_errors(diags):
             raise self._invalid(e, diags)
-        return self._slim(res.with_source(Source(str(self.path), 1)))
+        return self._slim(res.with_source(Source(e.file or str(self.path), 1)))
 
     def _slim(self, res: Resource) -> Resource:
         if self.keep_documents:
             return res
-        _share_field_sets(res.spec, self._field_sets)
+        share_field_sets(res.spec, self._field_sets)
         if res.kind not in SPEC_MODELS:
             return res
         return replace(res, raw={"apiVersion": res.raw.get("apiVersion"), "kind": res.kind,
                                  "metadata": res.raw.get("metadata")})
 
     def _parse_yaml(self, e: _Entry) -> Resource:
-        result = load_text(e.text, str(self.path))
+        result = load_text(e.text, e.file or str(self.path))
         if not result.ok or len(result.resources) != 1:
             raise self._invalid(e, result.diagnostics)
         return result.resources[0]
 
     def _invalid(self, e: _Entry, diags: Iterable[Diagnostic]) -> RuntimeError:
-        # Only exitgate writes this file, after validating it; a failure here is a bug or tampering.
-        return RuntimeError(f"stored configuration is invalid at {self.path}:{e.line}:\n" + "\n".join(map(str, diags)))
+        # Only exitgate writes these files, after validating them; a failure here is a bug or tampering.
+        return RuntimeError(f"stored configuration is invalid at {e.file or self.path}:{e.line}:\n"
+                            + "\n".join(map(str, diags)))
 
     def _write(self, version: int, entries: Iterable[_Entry], delta: Delta | None = None) -> None:
-        buf = io.StringIO()
-        buf.write(f"# version: {version}\n# written by exitgate; edit with `exitgate apply` / `delete`\n")
-        written: list[_Entry] = []
-        line = 3  # each entry's line is its marker's, as _split finds it
-        for e in sorted(entries, key=lambda e: e.key):
-            buf.write(_marker(e.key))
-            buf.write(e.text)
-            written.append(_Entry(e.key, e.text, line))
-            line += 1 + e.text.count("\n")
-        write_private_atomic(self.path, buf.getvalue().encode())
-        stamp = self._stamp()
-        self._snapshot, self._snapshot_stamp = None, None
-        if self.resident and self._snapshot_of(version, written, parse=False, delta=delta) is not None:
-            # The new version's snapshot from what this Store knows, as it knows every document
-            # (those it loaded before, those it applied).
-            self._snapshot_stamp = stamp
+        """The whole snapshot, replacing the journal."""
+        text, written = render_snapshot(version, entries)
+        write_private_atomic(self.path, text.encode())
+        # After the snapshot: a crash in between leaves a journal over an older version, which
+        # counts for nothing.
+        self.journal.unlink(missing_ok=True)
+        stamps = self._stamps()
+        self._snapshot, self._snapshot_stamps, self._known = None, None, None
+        if self.resident:
+            snapshot = self._snapshot_of(version, written, parse=False, delta=delta)
+            if snapshot is not None:
+                # The new version's snapshot from what this Store knows, as it knows every
+                # document (those it loaded before, those it applied).
+                self._snapshot_stamps = stamps
+                self._known = self._know(Read(version, written, version, 0, 2), snapshot)
         wake(self.state_dir)  # a running control plane reads the new version now
+
+    def _append(self, known: _Known, upserts: list[tuple[Resource, _Entry]], delta: Delta) -> None:
+        """One record at the end of the journal (a resident Store that knows the files)."""
+        version = known.version + 1
+        path = str(self.journal)
+        text, written = render_record(version, [e for _, e in upserts], (), known.journal_line, path)
+        fresh = known.journal_end == 0
+        if fresh:
+            text = journal_header(known.base_version) + text  # line 1; the record begins on line 2
+        fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if fresh else 0), 0o600)
+        try:
+            # A record a crash cut short is cut off here, before the new one.
+            os.ftruncate(fd, known.journal_end)
+            os.lseek(fd, known.journal_end, os.SEEK_SET)
+            os.write(fd, text.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if fresh:
+            dir_fd = os.open(self.state_dir, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        for (r, _), e in zip(upserts, written):
+            res = self._slim(r.with_source(Source(path, 1)))
+            digest = (len(e.text), hash(e.text))
+            old = known.digest.get(e.key)
+            if old is not None:
+                self._parsed.pop((e.key, *old), None)
+            else:
+                bisect.insort(known.keys, e.key)
+            self._parsed[(e.key, *digest)] = res
+            known.digest[e.key] = digest
+            known.current[e.key] = res.with_source(self._source(res, e, path))
+        known.version = version
+        known.journal_end += len(text.encode())
+        known.journal_line += text.count("\n") - (1 if fresh else 0)
+        known.stamps = self._stamps()
+        self._snapshot = Snapshot(version, tuple(map(known.current.__getitem__, known.keys)), delta)
+        self._snapshot_stamps = known.stamps
+        wake(self.state_dir)
 
     def apply(self, batch: list[Resource]) -> ChangeResult:
         with gc_paused():
             # Paused from here: with 30,000 resources just loaded, collections set off by
             # these 30,000 keys walked them all again and again (1.9 s).
             return self._apply(batch)
+
+    def _appendable(self, batch: list[Resource]) -> _Known | None:
+        """What this Store knows of the files, if an apply of ``batch`` can be a journal record."""
+        known = self._known
+        if known is None or known.stamps != self._stamps():
+            return None
+        if any(r.key in known.digest and known.digest[r.key] is None for r in batch):
+            return None  # a document stored as YAML is compared by content, read whole
+        return known
+
+    def _journal_room(self, known: _Known) -> int:
+        """How much more the journal may take before it is folded into a new snapshot."""
+        snapshot_size = known.stamps[0][2] if known.stamps[0] is not None else 0
+        return max(JOURNAL_MAX, snapshot_size // 4) - known.journal_end
 
     def _apply(self, batch: list[Resource]) -> ChangeResult:
         counts = Counter(r.key for r in batch)
@@ -317,8 +399,13 @@ class Store:
             )
             return ChangeResult(None, (), diags)
         with self._locked():
-            version, entries = self._read()
-            by_key = {e.key: e for e in entries}
+            known = self._appendable(batch)
+            appended = self._apply_known(known, batch) if known is not None else None
+            if appended is not None:
+                return appended
+            read = self._read()
+            version = read.version
+            by_key = {e.key: e for e in read.entries}
             changes: list[tuple[Resource, str]] = []
             for r in batch:
                 old = by_key.get(r.key)
@@ -340,16 +427,40 @@ class Store:
             self._write(version + 1, by_key.values(), Delta(version, done, ()))
             return ChangeResult(version + 1, tuple(changes), (), self)
 
-    def delete(self, keys: list[tuple[str, str, str]]) -> ChangeResult:
+    def _apply_known(self, known: _Known, batch: list[Resource]) -> ChangeResult | None:
+        """The apply as a journal record; None when it is too large for the journal (the whole
+        snapshot is written instead)."""
+        changes: list[tuple[Resource, str]] = []
+        upserts: list[tuple[Resource, _Entry]] = []
+        for r in batch:
+            text = _dump(_comparable(r.raw))
+            old = known.digest.get(r.key)
+            if old is None:
+                changes.append((r, "created"))
+            elif old == (len(text), hash(text)):
+                changes.append((r, "unchanged"))
+                continue
+            else:
+                changes.append((r, "configured"))
+            upserts.append((r, _Entry(r.key, text, 0)))
+        if not upserts:
+            return ChangeResult(known.version, tuple(changes), (), self)
+        if sum(len(e.text) for _, e in upserts) > self._journal_room(known):
+            return None
+        base = known.version
+        self._append(known, upserts, Delta(base, tuple((r, c) for r, c in changes if c != "unchanged"), ()))
+        return ChangeResult(base + 1, tuple(changes), (), self)
+
+    def delete(self, keys: list[Key]) -> ChangeResult:
         with self._locked(), gc_paused():
-            version, entries = self._read()
-            by_key = {e.key: e for e in entries}
+            read = self._read()
+            version = read.version
+            by_key = {e.key: e for e in read.entries}
             changes: list[tuple[Resource, str]] = []
             diags: list[Diagnostic] = []
             gone = [k for k in keys if k in by_key]
             # What is deleted is reported as a resource: parsed from the stored text.
-            texts = "".join("---\n" + by_key[k].text for k in gone)
-            parsed = {r.key: r for r in load_text(texts, str(self.path)).resources}
+            parsed = {k: self._parse_yaml(by_key[k]) for k in gone}
             for k in keys:
                 entry = by_key.pop(k, None)
                 if entry is None:
@@ -360,30 +471,6 @@ class Store:
                 return ChangeResult(version, (), tuple(diags), self)
             self._write(version + 1, by_key.values(), Delta(version, (), tuple(r.key for r, _ in changes)))
             return ChangeResult(version + 1, tuple(changes), tuple(diags), self)
-
-
-def _share_field_sets(model: BaseModel, table: dict[frozenset[str], set[str]]) -> None:
-    """Every pydantic model keeps the set of fields its document gave (170,000 sets, 35 MiB at
-    30,000 resources), and most are alike: each distinct one is kept once and shared. Safe for
-    frozen models: pydantic changes the set only on assignment (refused) and on ``model_copy``,
-    which copies it first."""
-    fields = model.__pydantic_fields_set__
-    shared = table.setdefault(frozenset(fields), fields)
-    if shared is not fields:
-        object.__setattr__(model, "__pydantic_fields_set__", shared)
-    values = model.__dict__
-    for name, _ in nesting_fields(type(model)):
-        value = values.get(name)
-        if isinstance(value, BaseModel):
-            _share_field_sets(value, table)
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                if isinstance(item, BaseModel):
-                    _share_field_sets(item, table)
-        elif isinstance(value, dict):
-            for item in value.values():
-                if isinstance(item, BaseModel):
-                    _share_field_sets(item, table)
 
 
 def _same_yaml(text: str, raw: dict[str, Any]) -> bool:

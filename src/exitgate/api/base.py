@@ -89,6 +89,30 @@ def nesting_fields(cls: type[BaseModel]) -> tuple[tuple[str, str], ...]:
     return tuple((name, f.alias or name) for name, f in cls.model_fields.items() if _may_hold_model(f.annotation))
 
 
+def share_field_sets(model: BaseModel, table: dict[frozenset[str], set[str]]) -> None:
+    """Every pydantic model keeps the set of fields its document gave (170,000 sets, 35 MiB at
+    30,000 resources), and most are alike: each distinct one is kept once and shared. Safe for
+    frozen models: pydantic changes the set only on assignment (refused) and on ``model_copy``,
+    which copies it first."""
+    fields = model.__pydantic_fields_set__
+    shared = table.setdefault(frozenset(fields), fields)
+    if shared is not fields:
+        object.__setattr__(model, "__pydantic_fields_set__", shared)
+    values = model.__dict__
+    for name, _ in nesting_fields(type(model)):
+        value = values.get(name)
+        if isinstance(value, BaseModel):
+            share_field_sets(value, table)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                if isinstance(item, BaseModel):
+                    share_field_sets(item, table)
+        elif isinstance(value, dict):
+            for item in value.values():
+                if isinstance(item, BaseModel):
+                    share_field_sets(item, table)
+
+
 def _may_hold_model(tp: Any) -> bool:
     if isinstance(tp, type) and not typing.get_args(tp):
         return issubclass(tp, BaseModel)

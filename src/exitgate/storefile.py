@@ -1,0 +1,198 @@
+"""The store's two files as text: the snapshot (``config.yaml``) and its journal
+(``config.journal``): text in, documents out, and back; and the stamp that tells a file was written.
+
+The snapshot is YAML, one document per resource in key order, each opened by a
+``--- # KIND NS/NAME`` line, after ``# version: N``. The journal holds the changes written since
+that snapshot, one record a change, appended::
+
+    # journal over version: 7
+    --- # version: 8
+    --- # ServiceEntry default/se-1
+    {...the document...}
+    --- # deleted DestinationRule default/dr-1
+    --- # end: 8
+
+A record counts once its ``end`` line is there: one cut short by a crash is left out (and cut off
+by the next append). A journal over another version than the snapshot's is left from before the
+snapshot was rewritten, and counts for nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import orjson
+
+HEADER = "# written by exitgate; edit with `exitgate apply` / `delete`\n"
+_SEP = "\n--- # "
+
+Key = tuple[str, str, str]
+
+
+class Entry(NamedTuple):
+    """One stored document: its key, its text (the YAML the store wrote), its marker's line,
+    and the file it is in (None: the snapshot; else the journal's path)."""
+
+    key: Key
+    text: str
+    line: int
+    file: str | None = None
+
+
+class Record(NamedTuple):
+    """One change of the journal: the version it made, the documents it wrote, the keys it
+    deleted."""
+
+    version: int
+    upserts: tuple[Entry, ...]
+    deletes: tuple[Key, ...]
+
+
+Stamp = tuple[int, int, int]
+
+
+def stamp(path: Path) -> Stamp | None:
+    # Every snapshot write replaces the file (a new inode), every journal write grows or
+    # replaces it: the stamp tells any write from none.
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+@dataclass
+class Read:
+    """The store as read from both files."""
+
+    version: int
+    entries: list[Entry]  # by key
+    base_version: int
+    journal_end: int  # the length of the journal's complete records (0: no journal over the base)
+    journal_line: int  # the line the next record begins on
+
+
+class StoreFileError(RuntimeError):
+    """Text this store did not write (a bug, or tampering)."""
+
+
+def dump(raw: dict[str, Any]) -> str:
+    # JSON, indented, which is YAML too: key order as written, so the same raw always gives the
+    # same text, which tells "unchanged" from "configured" without parsing the stored side. The
+    # control plane reads it as JSON (~20 times faster than YAML: 30,000 new documents in
+    # 0.2 s instead of 4 s; they were validated when applied); ``analyze`` reads it as YAML,
+    # with each field's line. orjson writes the same text as json.dumps(indent=2), 13 times
+    # faster (0.06 s for 30,000 documents).
+    return orjson.dumps(raw, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode() + "\n"
+
+
+def marker(key: Key) -> str:
+    kind, ns, name = key
+    return f"--- # {kind} {ns}/{name}\n"
+
+
+def _key(head: str, cluster_scoped: frozenset[str]) -> Key | None:
+    kind, _, ref = head.partition(" ")
+    ns, _, name = ref.partition("/")
+    # A cluster-scoped object (a Namespace) has no namespace: "--- # Namespace /NAME".
+    if not (kind and name and (ns or kind in cluster_scoped)):
+        return None
+    return kind, ns, name
+
+
+def _chunks(text: str, first_line: int = 1) -> Iterable[tuple[str, str, int]]:
+    """(marker head, body, the marker's line) of each ``--- # `` chunk of ``text``, which
+    begins on line ``first_line``. A document's own lines cannot start with "--- " at column 0
+    (block scalars are indented under their key), so splitting at the markers is exact."""
+    chunks = text.split(_SEP)
+    line = first_line + chunks[0].count("\n") + 1
+    for chunk in chunks[1:]:
+        head, _, body = chunk.partition("\n")
+        yield head, body if body.endswith("\n") or not body else body + "\n", line
+        line += chunk.count("\n") + 1
+
+
+def parse_snapshot(text: str, path: str, cluster_scoped: frozenset[str]) -> tuple[int, list[Entry]]:
+    """The snapshot's version and documents. Raises StoreFileError for a marker it did not write."""
+    version = int(text.split("\n", 1)[0].split(":", 1)[1]) if text.startswith("# version:") else 0
+    entries: list[Entry] = []
+    for head, body, line in _chunks(text):
+        key = _key(head, cluster_scoped)
+        if key is None:
+            raise StoreFileError(f"{path}:{line}: not a document marker this store wrote: --- # {head}")
+        entries.append(Entry(key, body, line))
+    return version, entries
+
+
+def render_snapshot(version: int, entries: Iterable[Entry]) -> tuple[str, list[Entry]]:
+    """The snapshot's text, and its documents in order with their lines."""
+    parts = [f"# version: {version}\n", HEADER]
+    written: list[Entry] = []
+    line = 3  # each entry's line is its marker's, as parse_snapshot finds it
+    for e in sorted(entries, key=lambda e: e.key):
+        parts += (marker(e.key), e.text)
+        written.append(Entry(e.key, e.text, line))
+        line += 1 + e.text.count("\n")
+    return "".join(parts), written
+
+
+def journal_header(base_version: int) -> str:
+    return f"# journal over version: {base_version}\n"
+
+
+def parse_journal(text: str, path: str, base_version: int,
+                  cluster_scoped: frozenset[str]) -> tuple[list[Record], int]:
+    """The complete records of a journal over ``base_version`` (none when it is over another),
+    and the length of the text they take (where the next record goes)."""
+    header = journal_header(base_version)
+    if not text.startswith(header):
+        return [], 0
+    records: list[Record] = []
+    pos, line = len(header), 2
+    opening = "--- # version: "
+    while text.startswith(opening, pos):
+        eol = text.find("\n", pos)
+        if eol < 0:
+            break
+        version = int(text[pos + len(opening):eol])
+        closing = f"--- # end: {version}\n"
+        end = text.find("\n" + closing, eol - 1)
+        if end < 0:
+            break  # cut short: left out, and cut off by the next append
+        body = text[eol:end + 1]  # from the version line's newline to the last line's
+        upserts: list[Entry] = []
+        deletes: list[Key] = []
+        for head, doc, at in _chunks(body, line):
+            deleted = head.startswith("deleted ")
+            key = _key(head.removeprefix("deleted "), cluster_scoped)
+            if key is None:
+                raise StoreFileError(f"{path}:{at}: not a journal line this store wrote: --- # {head}")
+            if deleted:
+                deletes.append(key)
+            else:
+                upserts.append(Entry(key, doc, at, path))
+        records.append(Record(version, tuple(upserts), tuple(deletes)))
+        line += body.count("\n") + 1
+        pos = end + 1 + len(closing)
+    return records, pos
+
+
+def render_record(version: int, upserts: Iterable[Entry], deletes: Iterable[Key], first_line: int,
+                  path: str) -> tuple[str, list[Entry]]:
+    """A record's text to append where the journal's line ``first_line`` begins, and its
+    documents with their lines."""
+    parts = [f"--- # version: {version}\n"]
+    written: list[Entry] = []
+    line = first_line + 1
+    for e in upserts:
+        parts += (marker(e.key), e.text)
+        written.append(Entry(e.key, e.text, line, path))
+        line += 1 + e.text.count("\n")
+    for kind, ns, name in deletes:
+        parts.append(f"--- # deleted {kind} {ns}/{name}\n")
+    parts.append(f"--- # end: {version}\n")
+    return "".join(parts), written

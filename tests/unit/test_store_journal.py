@@ -1,0 +1,127 @@
+"""The store's journal: the control plane's resident Store appends an apply as one record
+instead of rewriting the snapshot, every other reader sees the same resources from both files,
+a record a crash cut short counts for nothing, and a journal grown large, or any write that has
+the whole store in hand, is folded into a new snapshot."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+import exitgate.store as store_module
+from exitgate.api.loader import load_text
+from exitgate.api.resources import Resource
+from exitgate.store import JOURNAL_FILE, SNAPSHOT_FILE, Store
+
+
+def se(name: str, host: str = "edition.cnn.com", port: int = 443) -> Resource:
+    text = (f"apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: {name}\nspec:\n"
+            f"  hosts:\n  - {host}\n  ports:\n  - number: {port}\n    name: tls\n    protocol: TLS\n"
+            "  resolution: DNS\n")
+    (r,) = load_text(text, f"{name}.yaml").resources
+    return r
+
+
+def resident(root: Path) -> Store:
+    s = Store(root, keep_documents=False, resident=True)
+    s.load()
+    return s
+
+
+def same(a: Store, b: Store) -> None:
+    x, y = a.load(), b.load()
+    assert x.version == y.version
+    assert x.resources == y.resources
+    assert [r.source for r in x.resources] == [r.source for r in y.resources]
+
+
+def test_a_resident_apply_is_one_record_that_every_reader_sees(tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    cp = resident(root)
+    assert cp.apply([se("a"), se("b")]).version == 1  # the first write: a journal over version 0
+    snapshot_before = (root / SNAPSHOT_FILE).exists()
+    assert cp.apply([se("c")]).version == 2
+    assert cp.apply([se("a", port=8443)]).changes[0][1] == "configured"
+    assert not snapshot_before and not (root / SNAPSHOT_FILE).exists()  # never rewritten
+    journal = root / JOURNAL_FILE
+    assert stat.S_IMODE(journal.stat().st_mode) == 0o600
+    assert journal.read_text().startswith("# journal over version: 0\n--- # version: 1\n")
+    reader = Store(root, keep_documents=False)
+    same(cp, reader)
+    assert reader.version() == 3 and reader.load().get("ServiceEntry", "default", "a").spec.ports[0].number == 8443
+    # Each resource points at its document in the journal (its line after the marker).
+    lines = journal.read_text().splitlines()
+    for r in reader.load().resources:
+        assert r.source is not None and r.source.file == str(journal)
+        assert lines[r.source.line - 2] == f"--- # ServiceEntry default/{r.name}"
+    # Unchanged is told from the digest alone.
+    assert cp.apply([se("c")]).changes[0][1] == "unchanged" and cp.version() == 3
+
+
+def test_a_record_a_crash_cut_short_counts_for_nothing_and_is_cut_off(tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    cp = resident(root)
+    cp.apply([se("a")])
+    journal = root / JOURNAL_FILE
+    good = journal.read_bytes()
+    journal.write_bytes(good + b"--- # version: 2\n--- # ServiceEntry default/b\n{\n  \"apiVersion\"")
+    reader = Store(root)
+    assert reader.version() == 1 and [r.name for r in reader.load().resources] == ["a"]
+    cp = resident(root)  # a control plane started after the crash
+    assert cp.apply([se("c")]).version == 2
+    text = journal.read_text()
+    assert "default/b" not in text and text.startswith(good.decode())
+    assert [r.name for r in Store(root).load().resources] == ["a", "c"]
+
+
+def test_a_write_with_the_whole_store_in_hand_folds_the_journal(tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    cp = resident(root)
+    cp.apply([se("a")])
+    cp.apply([se("b")])
+    cli = Store(root)  # `exitgate delete`, or `apply` with no control plane running
+    assert cli.delete([("ServiceEntry", "default", "a")]).version == 3
+    assert not (root / JOURNAL_FILE).exists()
+    assert (root / SNAPSHOT_FILE).read_text().startswith("# version: 3\n")
+    # The control plane sees the files changed under it, reads them, and appends over version 3.
+    assert [r.name for r in cp.load().resources] == ["b"]
+    assert cp.apply([se("c")]).version == 4
+    assert (root / JOURNAL_FILE).read_text().startswith("# journal over version: 3\n")
+    same(cp, Store(root, keep_documents=False))
+
+
+def test_a_journal_left_over_a_replaced_snapshot_counts_for_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    cp = resident(root)
+    cp.apply([se("a")])
+    stale = (root / JOURNAL_FILE).read_bytes()
+    Store(root).apply([se("b")])  # version 2 as a snapshot; the journal removed
+    # A crash between writing the snapshot and removing the journal leaves it behind.
+    (root / JOURNAL_FILE).write_bytes(stale)
+    assert Store(root).version() == 2
+    assert [r.name for r in Store(root).load().resources] == ["a", "b"]
+
+
+def test_a_grown_journal_is_folded_into_a_new_snapshot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "JOURNAL_MAX", 2000)
+    root = tmp_path / "state"
+    cp = resident(root)
+    for i in range(8):
+        cp.apply([se(f"s{i}")])
+    assert (root / SNAPSHOT_FILE).exists()  # folded at least once
+    journal = root / JOURNAL_FILE
+    assert not journal.exists() or journal.stat().st_size < 2000 + 700  # the room, and one record past it
+    assert cp.version() == 8
+    same(cp, Store(root, keep_documents=False))
+    assert [r.name for r in Store(root).load().resources] == [f"s{i}" for i in range(8)]
+
+
+def test_analyze_reads_journal_documents_with_their_fields_lines(tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    cp = resident(root)
+    cp.apply([se("a")])
+    (r,) = Store(root).load(field_lines=True).resources
+    assert r.source is not None and r.source.file == str(root / JOURNAL_FILE)
+    assert (root / JOURNAL_FILE).read_text().splitlines()[r.source.line - 1] == "{"
