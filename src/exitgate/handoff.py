@@ -1,8 +1,8 @@
 """``exitgate apply`` handed to the running control plane of its state directory.
 
-The CLI reads the files it is given and sends their text; the control plane (``exitgate up``),
-which has the loader imported and the store in memory, parses, validates and stores them, and
-answers with what the command prints. Without it, ``apply`` reads the whole store, rewrites it,
+The CLI reads the files it is given and sends their text (up to ``HANDOFF_MAX_BYTES``); the
+control plane (``exitgate up``), which has the loader imported and the store in memory, parses,
+validates and stores them, and answers with what the command prints. Without it, ``apply`` reads the whole store, rewrites it,
 and the control plane then reads it all again: at 10,000 services that was most of "one more
 service". The store file stays the one truth: the control plane writes it before it answers,
 and every other command reads it as before.
@@ -38,9 +38,25 @@ Answer = dict[str, Any]
 Handler = Callable[[dict[str, Any]], Answer]
 
 
+# The most text an apply hands over. The control plane's memory keeps what parsing a batch
+# leaves scattered through its heap (about 50 MiB a MiB of YAML: the parse's garbage is freed,
+# but the pages it shares with the resources kept are not); a larger batch is parsed by the
+# command, which writes the store, and the control plane loads the validated documents (a
+# third of the memory). A change a user types is a few KiB.
+HANDOFF_MAX_BYTES = 256 << 10
+
+
 def apply_request(sources: list[tuple[str, str]], namespace: str) -> dict[str, Any]:
     """What ``exitgate apply`` sends: each file's name and text, and ``-n``."""
     return {"verb": "apply", "namespace": namespace, "sources": sources}
+
+
+def apply(root: Path, sources: list[tuple[str, str]], namespace: str) -> Answer | None:
+    """The running control plane's answer to applying ``sources``; None when the command is to
+    apply them itself: none runs for ``root``, or they are more than it takes."""
+    if sum(len(text) for _, text in sources) > HANDOFF_MAX_BYTES:
+        return None
+    return request(root, apply_request(sources, namespace))
 
 
 class HandoffError(RuntimeError):

@@ -180,3 +180,19 @@ def test_a_resident_store_says_what_its_write_changed(served: tuple[Path, Store]
     # A version another process wrote is read, and nobody says what it changed.
     Store(root).delete([("Gateway", "default", "istio-egressgateway")])
     assert store.load().delta is None
+
+
+def test_a_large_batch_is_applied_by_the_command_not_handed_over(tmp_path: Path) -> None:
+    seen: list[object] = []
+    root = tmp_path / "state"
+    root.mkdir()
+    server = HandoffServer(root, lambda m: seen.append(m) or {"ok": True, "out": []})
+    server.start()
+    try:
+        small = [("a.yaml", "x" * 100)]
+        assert handoff.apply(root, small, "default") == {"ok": True, "out": []}
+        big = [("a.yaml", "x" * (handoff.HANDOFF_MAX_BYTES // 2)), ("b.yaml", "y" * (handoff.HANDOFF_MAX_BYTES // 2 + 1))]
+        assert handoff.apply(root, big, "default") is None  # parsed by the command itself
+    finally:
+        server.stop()
+    assert len(seen) == 1

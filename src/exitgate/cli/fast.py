@@ -53,7 +53,8 @@ def _parse(argv: list[str]) -> tuple[list[str], str, str | None] | None:
 def apply_handed_off(argv: list[str]) -> int | None:
     """The exit status of ``argv`` answered by a running control plane; None to leave it to the
     whole command: not such an apply, ``-f -`` (standard input is read once, there), a file
-    that cannot be read (the whole command says so), no state directory, none running."""
+    that cannot be read (the whole command says so), no state directory, none running, more
+    text than the control plane takes."""
     parsed = _parse(argv)
     if parsed is None or not parsed[0] or "-" in parsed[0]:
         return None
@@ -70,7 +71,7 @@ def apply_handed_off(argv: list[str]) -> int | None:
     if problems:
         return None
     try:
-        answer = handoff.request(root, handoff.apply_request(texts, namespace))
+        answer = handoff.apply(root, texts, namespace)
     except handoff.HandoffError as e:
         sys.stderr.write(f"error: {e}\n")
         return 1

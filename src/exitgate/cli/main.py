@@ -61,14 +61,13 @@ def apply(files: FilesOpt, namespace: Annotated[str, typer.Option("-n", "--names
         _err().print("error: nothing was applied", style="red")
         raise typer.Exit(1)
     root = _state(state_dir).root
-    message = handoff.apply_request(texts, namespace)
     try:
         # The running control plane parses and stores it, with the store in memory, if one runs.
-        answer = handoff.request(root, message)
+        answer = handoff.apply(root, texts, namespace)
     except handoff.HandoffError as e:
         raise fail(str(e)) from None
     if answer is None:
-        answer = answer_request(Store(root), message)
+        answer = answer_request(Store(root), handoff.apply_request(texts, namespace))
     raise typer.Exit(handoff.print_answer(answer))
 
 
