@@ -33,6 +33,7 @@ SOCKET_FILE = "control.sock"
 # descriptor (/proc/self/fd/N/control.sock), which Linux resolves for bind and connect alike.
 _MAX_PATH = 100
 _REPLY_TIMEOUT_S = 600.0
+_READ_TIMEOUT_S = 30.0
 
 Answer = dict[str, Any]
 Handler = Callable[[dict[str, Any]], Answer]
@@ -83,15 +84,20 @@ def _recv_all(conn: socket.socket) -> bytes:
 def request(root: Path, message: dict[str, Any]) -> Answer | None:
     """The running control plane's answer to ``message``; None when none runs for ``root``
     (nothing was sent)."""
-    if not (root / SOCKET_FILE).exists():
-        return None
-    address, fd = _address(root)
+    try:
+        if not (root / SOCKET_FILE).exists():
+            return None
+        address, fd = _address(root)
+    except PermissionError:
+        return None  # another user's state directory: applying to its store says so
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             try:
                 s.connect(address)
             except (FileNotFoundError, ConnectionRefusedError):
                 return None  # a socket file a killed control plane left behind
+            except PermissionError:
+                return None  # not this user's: applying to the store says so
             s.settimeout(_REPLY_TIMEOUT_S)
             s.sendall(json.dumps(message).encode())
             s.shutdown(socket.SHUT_WR)
@@ -178,8 +184,14 @@ class HandoffServer:
                     pass  # the client went away; what was applied is in the store
 
     def _answer(self, conn: socket.socket) -> None:
+        # A peer that connects and sends nothing must not hold the applies of everyone else.
+        conn.settimeout(_READ_TIMEOUT_S)
         uid = _peer_uid(conn)
         if uid not in (os.geteuid(), 0):
+            # Read to its end and dropped: closing on unread data would reset the connection
+            # before the peer reads why.
+            while conn.recv(1 << 16):
+                pass
             answer: Answer = {"ok": False, "diagnostics": [[True, f"refused: user {uid} does not own this state directory"]]}
         else:
             try:

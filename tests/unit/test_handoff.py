@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -196,3 +198,61 @@ def test_a_large_batch_is_applied_by_the_command_not_handed_over(tmp_path: Path)
     finally:
         server.stop()
     assert len(seen) == 1
+
+
+def test_a_socket_this_user_may_not_reach_leaves_it_to_the_command(tmp_path: Path) -> None:
+    """Another user's state directory (0700): no traceback, the command goes on to the store,
+    which says it may not be read."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to be another user")
+    root = tmp_path / "state"
+    root.mkdir(mode=0o700)
+    server = HandoffServer(root, lambda m: {"ok": True})
+    server.start()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child becomes another user and asks
+            try:
+                os.setuid(65534)
+                os._exit(0 if handoff.request(root, {"verb": "ping"}) is None else 1)
+            except BaseException:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        server.stop()
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_peer_of_another_user_is_refused_even_where_the_files_let_it_in() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to be another user")
+    # A directory of its own right under /tmp (sticky, open to all): no parent to loosen.
+    top = Path(tempfile.mkdtemp(prefix="eg-peer-"))
+    root = top / "state"
+    root.mkdir(mode=0o700)
+    asked: list[object] = []
+    server = HandoffServer(root, lambda m: asked.append(m) or {"ok": True})
+    server.start()
+    read_fd, write_fd = os.pipe()
+    try:
+        # Permissions loosened by mistake: the socket's peer check still holds.
+        os.chmod(top, 0o711)
+        os.chmod(root, 0o755)
+        os.chmod(root / SOCKET_FILE, 0o666)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setuid(65534)
+                answer = handoff.request(root, {"verb": "apply", "sources": []})
+                os.write(write_fd, json.dumps(answer).encode())
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        os.close(write_fd)
+        answer = json.loads(os.read(read_fd, 65536) or b"null")
+    finally:
+        os.close(read_fd)
+        server.stop()
+        shutil.rmtree(top)
+    assert asked == []
+    assert answer is not None and not answer["ok"] and "refused: user 65534" in answer["diagnostics"][0][1]
