@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import yaml
@@ -105,9 +105,19 @@ class _Known:
     base_version: int
     journal_end: int
     journal_line: int
-    digest: dict[Key, tuple[int, int] | None]  # each document's text length and hash (None: YAML)
-    current: dict[Key, Resource]  # the snapshot's resources, with their files and lines
-    keys: list[Key]  # sorted
+    keys: list[Key]  # the stored documents', sorted (each one's text and resource: Store._parsed)
+
+
+class _Parsed(NamedTuple):
+    """A stored document as parsed: its text's length and hash (what tells it changed), whether
+    it is JSON (else YAML an earlier exitgate wrote, compared by content), the resource's line
+    inside the document, and the resource, with its file and line in the store."""
+
+    length: int
+    digest: int
+    json: bool
+    offset: int
+    resource: Resource
 
 
 class Store:
@@ -131,11 +141,11 @@ class Store:
         self.keep_documents = keep_documents
         # Each distinct set of fields given, once (see api.base.share_field_sets).
         self._field_sets: dict[frozenset[str], set[str]] = {}
-        # A document, by its key and its text's length and hash, -> the resource parsed from it
-        # (with its line inside the document). Not by the text itself: 30,000 documents' text
+        # Each stored document as parsed (``_Parsed``), by key: a document whose text has the
+        # same length and hash is not parsed again. Not the text itself: 30,000 documents' text
         # kept only for this was 20 MiB of the control plane. A changed document the same length
         # as before and with the same 64-bit hash of its text is not a practical case.
-        self._parsed: dict[tuple[Key, int, int], Resource] = {}
+        self._parsed: dict[Key, _Parsed] = {}
         # The last snapshot built, and the stamps of the files it is the snapshot of: a reload
         # of unchanged files, or of ones this Store wrote itself, reads and parses nothing.
         self._snapshot: Snapshot | None = None
@@ -240,33 +250,35 @@ class Store:
     def _know(self, read: Read, snapshot: Snapshot) -> _Known:
         assert self._snapshot_stamps is not None
         return _Known(self._snapshot_stamps, read.version, read.base_version, read.journal_end, read.journal_line,
-                      {e.key: (len(e.text), hash(e.text)) if e.text.startswith("{") else None for e in read.entries},
-                      {r.key: r for r in snapshot.resources}, [e.key for e in read.entries])
+                      [e.key for e in read.entries])
 
     def _snapshot_of(self, version: int, entries: list[_Entry], parse: bool,
                      delta: Delta | None = None) -> Snapshot | None:
         """The snapshot of ``entries``, parsing those not parsed before (``parse``), else None
         when there is one."""
         resources: list[Resource] = []
-        seen: dict[tuple[Key, int, int], Resource] = {}
+        seen: dict[Key, _Parsed] = {}
         path = str(self.path)
+        parsed = self._parsed
         for e in entries:
-            known = (e.key, len(e.text), hash(e.text))
-            res = self._parsed.get(known)
-            if res is None:
+            length, digest = len(e.text), hash(e.text)
+            p = parsed.get(e.key)
+            if p is None or p.length != length or p.digest != digest:
                 if not parse:
                     return None
                 res = self._parse(e)
-            seen[known] = res
-            resources.append(res.with_source(self._source(res, e, path)))
-        # Keep what this version holds, so the next load parses only what is new.
+                offset = res.source.line if res.source and res.source.line else 1
+                p = _Parsed(length, digest, e.text.startswith("{"), offset, res)
+            source = Source(e.file or path, p.offset + e.line)
+            if p.resource.source != source:  # new, or moved (the journal folded into a snapshot)
+                p = p._replace(resource=p.resource.with_source(source))
+            seen[e.key] = p
+            resources.append(p.resource)
+        # Keep what this version holds, so the next load parses only what is new; each resource
+        # once, in the snapshot and here.
         self._parsed = seen
         self._snapshot = Snapshot(version, tuple(resources), delta)
         return self._snapshot
-
-    @staticmethod
-    def _source(res: Resource, e: _Entry, path: str) -> Source:
-        return Source(e.file or path, (res.source.line if res.source and res.source.line else 1) + e.line)
 
     def _load_with_lines(self) -> Snapshot:
         with gc_paused():
@@ -349,21 +361,15 @@ class Store:
             finally:
                 os.close(dir_fd)
         for (r, _), e in zip(upserts, written):
-            res = self._slim(r.with_source(Source(path, 1)))
-            digest = (len(e.text), hash(e.text))
-            old = known.digest.get(e.key)
-            if old is not None:
-                self._parsed.pop((e.key, *old), None)
-            else:
+            if e.key not in self._parsed:
                 bisect.insort(known.keys, e.key)
-            self._parsed[(e.key, *digest)] = res
-            known.digest[e.key] = digest
-            known.current[e.key] = res.with_source(self._source(res, e, path))
+            self._parsed[e.key] = _Parsed(len(e.text), hash(e.text), True, 1,
+                                          self._slim(r.with_source(Source(path, 1 + e.line))))
         known.version = version
         known.journal_end += len(text.encode())
         known.journal_line += text.count("\n") - (1 if fresh else 0)
         known.stamps = self._stamps()
-        self._snapshot = Snapshot(version, tuple(map(known.current.__getitem__, known.keys)), delta)
+        self._snapshot = Snapshot(version, tuple(self._parsed[k].resource for k in known.keys), delta)
         self._snapshot_stamps = known.stamps
         wake(self.state_dir)
 
@@ -378,7 +384,7 @@ class Store:
         known = self._known
         if known is None or known.stamps != self._stamps():
             return None
-        if any(r.key in known.digest and known.digest[r.key] is None for r in batch):
+        if any(r.key in self._parsed and not self._parsed[r.key].json for r in batch):
             return None  # a document stored as YAML is compared by content, read whole
         return known
 
@@ -420,7 +426,8 @@ class Store:
                 if self.resident:
                     # Known as if this Store had read it back (as _parse makes it): a later
                     # load of this version parses nothing.
-                    self._parsed[(r.key, len(text), hash(text))] = self._slim(r.with_source(Source(str(self.path), 1)))
+                    self._parsed[r.key] = _Parsed(len(text), hash(text), True, 1,
+                                                  self._slim(r.with_source(Source(str(self.path), 1))))
             if all(c == "unchanged" for _, c in changes):
                 return ChangeResult(version, tuple(changes), (), self)
             done = tuple((r, c) for r, c in changes if c != "unchanged")
@@ -434,10 +441,10 @@ class Store:
         upserts: list[tuple[Resource, _Entry]] = []
         for r in batch:
             text = _dump(_comparable(r.raw))
-            old = known.digest.get(r.key)
+            old = self._parsed.get(r.key)
             if old is None:
                 changes.append((r, "created"))
-            elif old == (len(text), hash(text)):
+            elif (old.length, old.digest) == (len(text), hash(text)):
                 changes.append((r, "unchanged"))
                 continue
             else:

@@ -125,3 +125,22 @@ def test_analyze_reads_journal_documents_with_their_fields_lines(tmp_path: Path)
     (r,) = Store(root).load(field_lines=True).resources
     assert r.source is not None and r.source.file == str(root / JOURNAL_FILE)
     assert (root / JOURNAL_FILE).read_text().splitlines()[r.source.line - 1] == "{"
+
+
+def test_the_journal_text_round_trips_with_its_lines_and_deletions() -> None:
+    from exitgate.storefile import Entry, journal_header, parse_journal, render_record
+
+    a = Entry(("ServiceEntry", "default", "a"), '{\n  "x": 1\n}\n', 0)
+    first, wrote = render_record(8, [a], [("DestinationRule", "default", "b")], 2, "J")
+    second, _ = render_record(9, [], [("Namespace", "", "old")], 2 + first.count("\n"), "J")
+    text = journal_header(7) + first + second
+    records, end = parse_journal(text, "J", 7, frozenset({"Namespace"}))
+    assert [(r.version, [e.key for e in r.upserts], list(r.deletes)) for r in records] == [
+        (8, [a.key], [("DestinationRule", "default", "b")]), (9, [], [("Namespace", "", "old")])]
+    assert end == len(text) and records[0].upserts == (wrote[0],)
+    assert text.splitlines()[wrote[0].line - 1] == "--- # ServiceEntry default/a"
+    # Cut anywhere inside the second record: only the first counts, and the next goes after it.
+    for cut in range(len(journal_header(7) + first), len(text) - 1):
+        records, end = parse_journal(text[:cut], "J", 7, frozenset({"Namespace"}))
+        assert [r.version for r in records] == [8] and end == len(journal_header(7) + first)
+    assert parse_journal(text, "J", 6, frozenset()) == ([], 0)  # over another snapshot
