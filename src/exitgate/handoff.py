@@ -40,10 +40,10 @@ Handler = Callable[[dict[str, Any]], Answer]
 
 
 # The most text an apply hands over. The control plane's memory keeps what parsing a batch
-# leaves scattered through its heap (about 50 MiB a MiB of YAML: the parse's garbage is freed,
+# leaves scattered through its heap (about 57 MiB a MiB of YAML: the parse's garbage is freed,
 # but the pages it shares with the resources kept are not); a larger batch is parsed by the
 # command, which writes the store, and the control plane loads the validated documents (a
-# third of the memory). A change a user types is a few KiB.
+# quarter of the memory; bench/parse_memory.py). A change a user types is a few KiB.
 HANDOFF_MAX_BYTES = 256 << 10
 
 
