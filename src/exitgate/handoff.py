@@ -24,6 +24,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
@@ -32,8 +33,14 @@ SOCKET_FILE = "control.sock"
 # AF_UNIX paths are at most 107 bytes; a deeper state directory is reached through its open
 # descriptor (/proc/self/fd/N/control.sock), which Linux resolves for bind and connect alike.
 _MAX_PATH = 100
-_REPLY_TIMEOUT_S = 600.0
-_READ_TIMEOUT_S = 30.0
+# A control plane that takes no connection within this is stopped or stuck (Ctrl-Z).
+CONNECT_TIMEOUT_S = 2.0
+# The most a batch of HANDOFF_MAX_BYTES takes to parse, validate and store here, many times over.
+REPLY_TIMEOUT_S = 60.0
+# A peer must send its whole request within this: one that trickles must not hold everyone's.
+READ_TIMEOUT_S = 30.0
+# A request larger than this is not one the CLI sends (HANDOFF_MAX_BYTES of text, JSON-escaped).
+MAX_REQUEST_BYTES = 8 * (256 << 10) + (64 << 10)
 
 Answer = dict[str, Any]
 Handler = Callable[[dict[str, Any]], Answer]
@@ -72,12 +79,23 @@ def _address(root: Path) -> tuple[str, int | None]:
     return f"/proc/self/fd/{fd}/{SOCKET_FILE}", fd
 
 
-def _recv_all(conn: socket.socket) -> bytes:
+def _recv_all(conn: socket.socket, deadline: float | None = None, limit: int | None = None) -> bytes:
+    """Everything until the peer's end, within ``deadline`` (monotonic) and ``limit`` bytes
+    (TimeoutError, ValueError past them)."""
     chunks: list[bytes] = []
+    size = 0
     while True:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request took too long to arrive")
+            conn.settimeout(left)
         chunk = conn.recv(1 << 20)
         if not chunk:
             return b"".join(chunks)
+        size += len(chunk)
+        if limit is not None and size > limit:
+            raise ValueError(f"a request of more than {limit} bytes")
         chunks.append(chunk)
 
 
@@ -92,16 +110,30 @@ def request(root: Path, message: dict[str, Any]) -> Answer | None:
         return None  # another user's state directory: applying to its store says so
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(CONNECT_TIMEOUT_S)
             try:
                 s.connect(address)
             except (FileNotFoundError, ConnectionRefusedError):
                 return None  # a socket file a killed control plane left behind
             except PermissionError:
                 return None  # not this user's: applying to the store says so
-            s.settimeout(_REPLY_TIMEOUT_S)
-            s.sendall(json.dumps(message).encode())
-            s.shutdown(socket.SHUT_WR)
-            reply = _recv_all(s)
+            except OSError as e:  # its backlog full, the connection not taken in time
+                raise HandoffError(f"the running control plane does not take connections ({e}); "
+                                   "nothing was applied") from None
+            try:
+                s.settimeout(REPLY_TIMEOUT_S)
+                s.sendall(json.dumps(message).encode())
+                s.shutdown(socket.SHUT_WR)
+            except OSError as e:
+                # The server reads the whole request before it acts: a request it did not
+                # take whole was not applied.
+                raise HandoffError(f"the running control plane closed the connection ({e}); "
+                                   "nothing was applied") from None
+            try:
+                reply = _recv_all(s)
+            except OSError as e:
+                raise HandoffError(f"no answer from the running control plane ({e or 'timed out'}); the "
+                                   "apply may or may not be stored: see `exitgate get`") from None
     finally:
         if fd is not None:
             os.close(fd)
@@ -126,7 +158,7 @@ def print_answer(answer: Answer, out: TextIO | None = None, err: TextIO | None =
     for is_error, text in answer.get("diagnostics", ()):
         say(text, "31" if is_error else "33")
     if not answer.get("ok"):
-        say("error: nothing was applied", "31")
+        say(f"error: {answer.get('error') or 'nothing was applied'}", "31")
         return 1
     for line in answer.get("out", ()):
         out.write(line + "\n")
@@ -181,22 +213,25 @@ class HandoffServer:
                 try:
                     self._answer(conn)
                 except OSError:
-                    pass  # the client went away; what was applied is in the store
+                    pass  # the client went away, or took too long; what was applied is stored
+                except Exception:  # noqa: BLE001 (one bad request must not end the serving)
+                    pass
 
     def _answer(self, conn: socket.socket) -> None:
-        # A peer that connects and sends nothing must not hold the applies of everyone else.
-        conn.settimeout(_READ_TIMEOUT_S)
+        # A peer that connects and sends nothing, or trickles, must not hold everyone's applies.
+        deadline = time.monotonic() + READ_TIMEOUT_S
         uid = _peer_uid(conn)
         if uid not in (os.geteuid(), 0):
             # Read to its end and dropped: closing on unread data would reset the connection
             # before the peer reads why.
-            while conn.recv(1 << 16):
-                pass
+            _recv_all(conn, deadline, MAX_REQUEST_BYTES)
             answer: Answer = {"ok": False, "diagnostics": [[True, f"refused: user {uid} does not own this state directory"]]}
         else:
             try:
-                message = json.loads(_recv_all(conn))
-            except ValueError as e:
+                message = json.loads(_recv_all(conn, deadline, MAX_REQUEST_BYTES))
+                if not isinstance(message, dict):
+                    raise ValueError("not a JSON object")
+            except (ValueError, RecursionError) as e:
                 answer = {"ok": False, "diagnostics": [[True, f"not a request: {e}"]]}
             else:
                 try:

@@ -60,7 +60,7 @@ class Observability:
     def _start_monitoring(self) -> None:
         self.metrics = ControlPlaneMetrics(self._metric_values)
         self.monitoring = MonitoringServer(self.metrics, self._scrape_targets, self.syncz, self.dashboard,
-                                           converging=lambda: bool(self._converging))
+                                           converging=self._awaiting_acks)
         wanted = self.mesh.monitoring_port
         try:
             self.monitoring_port = self.monitoring.start("127.0.0.1", wanted)
@@ -107,6 +107,13 @@ class Observability:
                         "role": p.record.role, "connected": bool(st and st.connected), "types": types,
                         "config_version": self.applied_version})
         return out
+
+    def _awaiting_acks(self) -> bool:
+        """A push sent less than the monitoring's wait ago that a proxy has not acknowledged yet.
+        A proxy that never will (gone, or refusing it) holds the stats reads no longer."""
+        now = time.monotonic()
+        wait = self.monitoring.converge_wait_s if self.monitoring is not None else 0.0
+        return any(now - since < wait for since in list(self._converging.values()))
 
     def _observe_convergence(self, node_id: str) -> None:
         """pilot_proxy_convergence_time: from the push of a new configuration until the proxy

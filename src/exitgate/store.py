@@ -11,19 +11,19 @@ version and re-translates when it changes.
 
 from __future__ import annotations
 
-import fcntl
 import bisect
+import fcntl
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from functools import cached_property
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
 import yaml
+
 from exitgate.api import diagnostics as dx
 from exitgate.api.diagnostics import Diagnostic, Severity
 from exitgate.api.base import share_field_sets
@@ -32,67 +32,17 @@ from exitgate.api.resources import Resource, Source
 from exitgate.gcpause import gc_paused
 from exitgate.privatefs import ensure_private_dir, write_private_atomic
 from exitgate.storefile import (
-    Entry as _Entry, Key, Read, Stamp, StoreFileError, dump as _dump, journal_header, parse_journal, parse_snapshot,
-    render_record, render_snapshot, stamp,
-)
+    ChangeResult as ChangeResult, Delta as Delta, Entry as _Entry, Key, Read, Snapshot as Snapshot, Stamp,
+    StoreFileError, dump as _dump, journal_header, parse_journal, parse_snapshot, render_record, render_snapshot, stamp,
+)  # the store's API (Snapshot, ChangeResult, Delta) is named here as before
 from exitgate.wake import wake
 
 SNAPSHOT_FILE = "config.yaml"
 JOURNAL_FILE = "config.journal"
-# The journal is folded into a new snapshot once it holds more than this, or a quarter of the
-# snapshot: what every command that reads the store parses beside it stays small.
+# The journal is folded into a new snapshot once it would hold more than this and more than a
+# quarter of the snapshot: what every command that reads the store parses beside it stays small.
 JOURNAL_MAX = 4 << 20
 LOCK_FILE = "store.lock"
-
-
-@dataclass(frozen=True)
-class Delta:
-    """What one write of this Store changed, from version ``base``: the resources created or
-    configured (with which), and the keys deleted."""
-
-    base: int
-    changes: tuple[tuple[Resource, str], ...]
-    deleted: tuple[tuple[str, str, str], ...]
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    version: int
-    resources: tuple[Resource, ...]
-    # Known when this Store wrote the version itself (a resident Store): what that write changed.
-    delta: Delta | None = field(default=None, compare=False)
-
-    def of_kind(self, kind: str) -> list[Resource]:
-        return [r for r in self.resources if r.kind == kind]
-
-    def get(self, kind: str, namespace: str, name: str) -> Resource | None:
-        for r in self.resources:
-            if r.key == (kind, namespace, name):
-                return r
-        return None
-
-
-@dataclass(frozen=True)
-class ChangeResult:
-    """What an apply/delete did: per resource "created", "configured", "unchanged", "deleted",
-    or "not found"; nothing is written when ``diagnostics`` has an error. ``snapshot`` (the
-    store after the change; None when refused) is loaded on first use: ``apply`` itself never
-    parses what was already stored."""
-
-    version: int | None
-    changes: tuple[tuple[Resource, str], ...]
-    diagnostics: tuple[Diagnostic, ...]
-    store: Store | None = field(default=None, compare=False, repr=False)
-
-    @property
-    def ok(self) -> bool:
-        return not dx.has_errors(self.diagnostics)
-
-    @cached_property
-    def snapshot(self) -> Snapshot | None:
-        if self.version is None or self.store is None:
-            return None
-        return self.store.load()
 
 
 @dataclass
@@ -172,32 +122,46 @@ class Store:
         known = self._known
         if known is not None and known.stamps == self._stamps():
             return known.version
+        journal = self._journal_text()  # first, as _read does
+        records, _ = self._journal_records(journal, self._base_version())
+        return records[-1].version if records else self._base_version()
+
+    def _base_version(self) -> int:
         try:
             with open(self.path, encoding="utf-8") as f:
                 first = f.readline()
         except FileNotFoundError:
             first = ""
-        base = int(first.split(":", 1)[1]) if first.startswith("# version:") else 0
-        records, _ = self._journal_records(base)
-        return records[-1].version if records else base
+        return int(first.split(":", 1)[1]) if first.startswith("# version:") else 0
 
-    def _journal_records(self, base_version: int) -> tuple[list[Any], int]:
+    def _journal_text(self) -> str | None:
         try:
-            text = self.journal.read_text(encoding="utf-8")
+            # A record a crash cut inside a character is left out whole: not an error here.
+            return self.journal.read_bytes().decode("utf-8", errors="replace")
         except FileNotFoundError:
+            return None
+
+    def _journal_records(self, text: str | None, base_version: int) -> tuple[list[Any], int]:
+        """The journal's complete records over ``base_version``, and the bytes they take."""
+        if text is None:
             return [], 0
         try:
-            return parse_journal(text, str(self.journal), base_version, CLUSTER_SCOPED)
+            records, end = parse_journal(text, str(self.journal), base_version, CLUSTER_SCOPED)
         except StoreFileError as e:
             raise RuntimeError(str(e)) from None
+        return records, len(text[:end].encode())  # the complete records are whole UTF-8
 
     def _read(self) -> Read:
+        # The journal first: a snapshot written meanwhile (which removes the journal) is then
+        # newer than the journal read, which counts for nothing over it; read the other way
+        # round, an old snapshot and no journal would go back several versions.
+        journal = self._journal_text()
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             text = ""
         base, entries = self._split(text) if text else (0, [])
-        records, end = self._journal_records(base)
+        records, end = self._journal_records(journal, base)
         version = base
         if records:
             by_key = {e.key: e for e in entries}
@@ -322,7 +286,11 @@ class Store:
     def _write(self, version: int, entries: Iterable[_Entry], delta: Delta | None = None) -> None:
         """The whole snapshot, replacing the journal."""
         text, written = render_snapshot(version, entries)
-        write_private_atomic(self.path, text.encode())
+        try:
+            write_private_atomic(self.path, text.encode())
+        except BaseException:
+            self._forget()
+            raise
         # After the snapshot: a crash in between leaves a journal over an older version, which
         # counts for nothing.
         self.journal.unlink(missing_ok=True)
@@ -337,7 +305,13 @@ class Store:
                 self._known = self._know(Read(version, written, version, 0, 2), snapshot)
         wake(self.state_dir)  # a running control plane reads the new version now
 
-    def _append(self, known: _Known, upserts: list[tuple[Resource, _Entry]], delta: Delta) -> None:
+    def _forget(self) -> None:
+        """After a write that failed: what this Store knew of the files may be wrong; the next
+        load or apply reads them whole."""
+        self._parsed, self._known, self._snapshot, self._snapshot_stamps = {}, None, None, None
+
+    def _append(self, known: _Known, upserts: list[tuple[Resource, _Entry]], base: int,
+                changes: tuple[tuple[Resource, str], ...]) -> None:
         """One record at the end of the journal (a resident Store that knows the files)."""
         version = known.version + 1
         path = str(self.journal)
@@ -345,28 +319,37 @@ class Store:
         fresh = known.journal_end == 0
         if fresh:
             text = journal_header(known.base_version) + text  # line 1; the record begins on line 2
-        fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if fresh else 0), 0o600)
+        data = text.encode()
         try:
-            # A record a crash cut short is cut off here, before the new one.
-            os.ftruncate(fd, known.journal_end)
-            os.lseek(fd, known.journal_end, os.SEEK_SET)
-            os.write(fd, text.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if fresh:
-            dir_fd = os.open(self.state_dir, os.O_RDONLY)
+            fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if fresh else 0), 0o600)
             try:
-                os.fsync(dir_fd)
+                # A record a crash cut short is cut off here, before the new one.
+                os.ftruncate(fd, known.journal_end)
+                os.lseek(fd, known.journal_end, os.SEEK_SET)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
             finally:
-                os.close(dir_fd)
+                os.close(fd)
+            if fresh:
+                dir_fd = os.open(self.state_dir, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+        except BaseException:
+            self._forget()
+            raise
         for (r, _), e in zip(upserts, written):
             if e.key not in self._parsed:
                 bisect.insort(known.keys, e.key)
             self._parsed[e.key] = _Parsed(len(e.text), hash(e.text), True, 1,
                                           self._slim(r.with_source(Source(path, 1 + e.line))))
+        # The change as stored (slim, with its place in the journal), not the batch as parsed.
+        delta = Delta(base, tuple((self._parsed[r.key].resource, what) for r, what in changes), ())
         known.version = version
-        known.journal_end += len(text.encode())
+        known.journal_end += len(data)
         known.journal_line += text.count("\n") - (1 if fresh else 0)
         known.stamps = self._stamps()
         self._snapshot = Snapshot(version, tuple(self._parsed[k].resource for k in known.keys), delta)
@@ -383,6 +366,10 @@ class Store:
         """What this Store knows of the files, if an apply of ``batch`` can be a journal record."""
         known = self._known
         if known is None or known.stamps != self._stamps():
+            return None
+        if known.stamps[0] is not None and self._base_version() != known.base_version:
+            # A snapshot another process wrote in the same clock tick, the same size, reusing the
+            # inode: its version says it is another.
             return None
         if any(r.key in self._parsed and not self._parsed[r.key].json for r in batch):
             return None  # a document stored as YAML is compared by content, read whole
@@ -430,7 +417,9 @@ class Store:
                                                   self._slim(r.with_source(Source(str(self.path), 1))))
             if all(c == "unchanged" for _, c in changes):
                 return ChangeResult(version, tuple(changes), (), self)
-            done = tuple((r, c) for r, c in changes if c != "unchanged")
+            # The change as stored (slim), not the batch as parsed.
+            done = tuple((self._parsed[r.key].resource if self.resident else r, c) for r, c in changes
+                         if c != "unchanged")
             self._write(version + 1, by_key.values(), Delta(version, done, ()))
             return ChangeResult(version + 1, tuple(changes), (), self)
 
@@ -455,7 +444,7 @@ class Store:
         if sum(len(e.text) for _, e in upserts) > self._journal_room(known):
             return None
         base = known.version
-        self._append(known, upserts, Delta(base, tuple((r, c) for r, c in changes if c != "unchanged"), ()))
+        self._append(known, upserts, base, tuple((r, c) for r, c in changes if c != "unchanged"))
         return ChangeResult(base + 1, tuple(changes), (), self)
 
     def delete(self, keys: list[Key]) -> ChangeResult:

@@ -1,5 +1,6 @@
 """The store's two files as text: the snapshot (``config.yaml``) and its journal
-(``config.journal``): text in, documents out, and back; and the stamp that tells a file was written.
+(``config.journal``): text in, documents out, and back; the stamp that tells a file was written;
+and what a read of the store gives (``Snapshot``, ``ChangeResult``).
 
 The snapshot is YAML, one document per resource in key order, each opened by a
 ``--- # KIND NS/NAME`` line, after ``# version: N``. The journal holds the changes written since
@@ -10,22 +11,32 @@ that snapshot, one record a change, appended::
     --- # ServiceEntry default/se-1
     {...the document...}
     --- # deleted DestinationRule default/dr-1
-    --- # end: 8
+    --- # end: 8 3f2a9c0d5b7e1a46
 
-A record counts once its ``end`` line is there: one cut short by a crash is left out (and cut off
-by the next append). A journal over another version than the snapshot's is left from before the
+A record counts once its ``end`` line is there with the digest of the record's text before it:
+one cut short by a crash, or whose pages did not all reach the disk, is left out (and cut off by
+the next append), with everything after it. A journal over another version than the snapshot's is left from before the
 snapshot was rewritten, and counts for nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
+
+from exitgate.api import diagnostics as dx
+from exitgate.api.diagnostics import Diagnostic
+from exitgate.api.resources import Resource
+
+if TYPE_CHECKING:
+    from exitgate.store import Store
 
 HEADER = "# written by exitgate; edit with `exitgate apply` / `delete`\n"
 _SEP = "\n--- # "
@@ -74,6 +85,56 @@ class Read:
     base_version: int
     journal_end: int  # the length of the journal's complete records (0: no journal over the base)
     journal_line: int  # the line the next record begins on
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What one write of this Store changed, from version ``base``: the resources created or
+    configured (with which), and the keys deleted."""
+
+    base: int
+    changes: tuple[tuple[Resource, str], ...]
+    deleted: tuple[tuple[str, str, str], ...]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: int
+    resources: tuple[Resource, ...]
+    # Known when this Store wrote the version itself (a resident Store): what that write changed.
+    delta: Delta | None = field(default=None, compare=False)
+
+    def of_kind(self, kind: str) -> list[Resource]:
+        return [r for r in self.resources if r.kind == kind]
+
+    def get(self, kind: str, namespace: str, name: str) -> Resource | None:
+        for r in self.resources:
+            if r.key == (kind, namespace, name):
+                return r
+        return None
+
+
+@dataclass(frozen=True)
+class ChangeResult:
+    """What an apply/delete did: per resource "created", "configured", "unchanged", "deleted",
+    or "not found"; nothing is written when ``diagnostics`` has an error. ``snapshot`` (the
+    store after the change; None when refused) is loaded on first use: ``apply`` itself never
+    parses what was already stored."""
+
+    version: int | None
+    changes: tuple[tuple[Resource, str], ...]
+    diagnostics: tuple[Diagnostic, ...]
+    store: "Store | None" = field(default=None, compare=False, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return not dx.has_errors(self.diagnostics)
+
+    @cached_property
+    def snapshot(self) -> Snapshot | None:
+        if self.version is None or self.store is None:
+            return None
+        return self.store.load()
 
 
 class StoreFileError(RuntimeError):
@@ -147,7 +208,7 @@ def journal_header(base_version: int) -> str:
 def parse_journal(text: str, path: str, base_version: int,
                   cluster_scoped: frozenset[str]) -> tuple[list[Record], int]:
     """The complete records of a journal over ``base_version`` (none when it is over another),
-    and the length of the text they take (where the next record goes)."""
+    and the length of the text they take, in characters (where the next record goes)."""
     header = journal_header(base_version)
     if not text.startswith(header):
         return [], 0
@@ -156,13 +217,14 @@ def parse_journal(text: str, path: str, base_version: int,
     opening = "--- # version: "
     while text.startswith(opening, pos):
         eol = text.find("\n", pos)
-        if eol < 0:
+        if eol < 0 or not text[pos + len(opening):eol].isdigit():
             break
         version = int(text[pos + len(opening):eol])
-        closing = f"--- # end: {version}\n"
+        closing = f"--- # end: {version} "
         end = text.find("\n" + closing, eol - 1)
-        if end < 0:
-            break  # cut short: left out, and cut off by the next append
+        close_eol = text.find("\n", end + 1 + len(closing)) if end >= 0 else -1
+        if close_eol < 0 or text[end + 1 + len(closing):close_eol] != _digest(text[pos:end + 1]):
+            break  # cut short, or not all of it on disk: left out, and cut off by the next append
         body = text[eol:end + 1]  # from the version line's newline to the last line's
         upserts: list[Entry] = []
         deletes: list[Key] = []
@@ -177,8 +239,12 @@ def parse_journal(text: str, path: str, base_version: int,
                 upserts.append(Entry(key, doc, at, path))
         records.append(Record(version, tuple(upserts), tuple(deletes)))
         line += body.count("\n") + 1
-        pos = end + 1 + len(closing)
+        pos = close_eol + 1
     return records, pos
+
+
+def _digest(record: str) -> str:
+    return hashlib.sha256(record.encode()).hexdigest()[:16]
 
 
 def render_record(version: int, upserts: Iterable[Entry], deletes: Iterable[Key], first_line: int,
@@ -194,5 +260,5 @@ def render_record(version: int, upserts: Iterable[Entry], deletes: Iterable[Key]
         line += 1 + e.text.count("\n")
     for kind, ns, name in deletes:
         parts.append(f"--- # deleted {kind} {ns}/{name}\n")
-    parts.append(f"--- # end: {version}\n")
-    return "".join(parts), written
+    text = "".join(parts)
+    return f"{text}--- # end: {version} {_digest(text)}\n", written

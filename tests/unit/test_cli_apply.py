@@ -289,3 +289,11 @@ def test_apply_of_yaml_with_block_scalars_and_hex_numbers_is_stored(state: Path,
     assert shown["metadata"]["annotations"] == {"owner": "team egress\non call\n"}
     assert shown["spec"]["ports"][0]["number"] == 443
     assert run(state, "apply", "-f", str(f)).stdout.splitlines() == ["serviceentry.networking.istio.io/cnn unchanged"]
+
+
+def test_files_without_a_resource_are_kubectls_error(state: Path, tmp_path: Path) -> None:
+    empty = write(tmp_path / "empty.yaml", "# nothing here yet\n---\n")
+    result = run(state, "apply", "-f", str(empty))
+    assert result.exit_code == 1
+    assert "error: no objects passed to apply" in result.stderr
+    assert snapshot_bytes(state) is None

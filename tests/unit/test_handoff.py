@@ -256,3 +256,42 @@ def test_a_peer_of_another_user_is_refused_even_where_the_files_let_it_in() -> N
         shutil.rmtree(top)
     assert asked == []
     assert answer is not None and not answer["ok"] and "refused: user 65534" in answer["diagnostics"][0][1]
+
+
+def test_the_entry_point_leaves_a_pipe_to_the_command_which_reads_it_once(served: tuple[Path, Store],
+                                                                          tmp_path: Path) -> None:
+    root, _ = served
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    # Nothing writes the pipe: had the entry point opened it, it would block, then time out.
+    proc = _entry(root, "apply", "-f", str(fifo))
+    assert json.loads(proc.stderr.splitlines()[-1]) == [None, False]
+
+
+def test_a_control_plane_that_never_answers_is_an_error_not_a_hang(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "state"
+    root.mkdir()
+    stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stuck.bind(str(root / SOCKET_FILE))
+    stuck.listen(4)  # takes connections into its backlog, never accepts them (a stopped `up`)
+    monkeypatch.setattr(handoff, "REPLY_TIMEOUT_S", 0.5)
+    try:
+        with pytest.raises(handoff.HandoffError, match="may or may not be stored"):
+            handoff.request(root, {"verb": "ping"})
+    finally:
+        stuck.close()
+
+
+def test_one_bad_answer_does_not_end_the_serving(tmp_path: Path) -> None:
+    answers: list[dict[str, object]] = [{"ok": True, "bad": object()}, {"ok": True}]
+    server = HandoffServer(tmp_path, lambda m: answers.pop(0))
+    server.start()
+    try:
+        with pytest.raises(handoff.HandoffError):
+            handoff.request(tmp_path, {"verb": "ping"})  # the answer cannot be written: no answer
+        assert handoff.request(tmp_path, {"verb": "ping"}) == {"ok": True}
+        assert handoff.request(tmp_path, ["not", "an", "object"]) == {  # type: ignore[arg-type]
+            "ok": False, "diagnostics": [[True, "not a request: not a JSON object"]]}
+    finally:
+        server.stop()

@@ -16,8 +16,10 @@ from exitgate.api.resources import Resource
 from exitgate.store import JOURNAL_FILE, SNAPSHOT_FILE, Store
 
 
-def se(name: str, host: str = "edition.cnn.com", port: int = 443) -> Resource:
-    text = (f"apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: {name}\nspec:\n"
+def se(name: str, host: str = "edition.cnn.com", port: int = 443, note: str | None = None) -> Resource:
+    """A ServiceEntry; ``note``: an annotation's value (text beyond ASCII, for the journal's bytes)."""
+    annotations = f"  annotations:\n    note: \"{note}\"\n" if note is not None else ""
+    text = (f"apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: {name}\n{annotations}spec:\n"
             f"  hosts:\n  - {host}\n  ports:\n  - number: {port}\n    name: tls\n    protocol: TLS\n"
             "  resolution: DNS\n")
     (r,) = load_text(text, f"{name}.yaml").resources
@@ -144,3 +146,81 @@ def test_the_journal_text_round_trips_with_its_lines_and_deletions() -> None:
         records, end = parse_journal(text[:cut], "J", 7, frozenset({"Namespace"}))
         assert [r.version for r in records] == [8] and end == len(journal_header(7) + first)
     assert parse_journal(text, "J", 6, frozenset()) == ([], 0)  # over another snapshot
+
+
+def test_a_journal_with_text_beyond_ascii_is_appended_where_it_ends(tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    cp = resident(root)
+    cp.apply([se("a", note="café ☃ 東京")])  # orjson writes these as UTF-8: more bytes than characters
+    cp = resident(root)  # a control plane started again: it knows the journal from reading it
+    cp.apply([se("b", note="naïve")])
+    cp = resident(root)
+    cp.apply([se("c")])
+    reader = Store(root)
+    assert [r.name for r in reader.load().resources] == ["a", "b", "c"] and reader.version() == 3
+    assert reader.load().get("ServiceEntry", "default", "a").raw["metadata"]["annotations"]["note"] == "café ☃ 東京"
+
+
+def test_a_record_cut_inside_a_character_or_not_all_on_disk_counts_for_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    cp = resident(root)
+    cp.apply([se("a", note="ok")])
+    journal = root / JOURNAL_FILE
+    good = journal.read_bytes()
+    cp.apply([se("b", note="東京")])
+    whole = journal.read_bytes()
+    cut = whole.index("東".encode()) + 1  # inside the character
+    journal.write_bytes(whole[:cut])
+    assert Store(root).version() == 1 and [r.name for r in Store(root).load().resources] == ["a"]
+    # A record whose end line reached the disk but not all its text: its digest says so.
+    broken = bytearray(whole)
+    at = whole.index(b'"b"', len(good))
+    broken[at + 1] = ord("x")
+    journal.write_bytes(bytes(broken))
+    assert [r.name for r in Store(root).load().resources] == ["a"]
+    cp = resident(root)
+    assert cp.apply([se("c")]).version == 2  # appended after the last good record
+    assert [r.name for r in Store(root).load().resources] == ["a", "c"]
+
+
+def test_a_snapshot_written_while_a_reader_reads_gives_it_the_newer_version(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "state"
+    cp = resident(root)
+    cp.apply([se("a")])
+    cp.apply([se("b")])
+    reader = Store(root)
+    read_journal = reader._journal_text
+
+    def then_a_command_rewrites_the_store() -> str | None:
+        text = read_journal()
+        Store(root).delete([("ServiceEntry", "default", "a")])  # version 3, as a snapshot; no journal
+        return text
+
+    monkeypatch.setattr(reader, "_journal_text", then_a_command_rewrites_the_store)
+    snapshot = reader.load()
+    assert snapshot.version == 3 and [r.name for r in snapshot.resources] == ["b"]
+
+
+@pytest.mark.parametrize("fails", ["journal append", "snapshot write"])
+def test_a_write_that_fails_leaves_nothing_believed_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            fails: str) -> None:
+    import os
+
+    root = tmp_path / "state"
+    cp = resident(root)
+    cp.apply([se("a")])
+
+    def disk_full(*args: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    if fails == "snapshot write":
+        monkeypatch.setattr(store_module, "JOURNAL_MAX", 0)  # every apply writes the snapshot whole
+    with monkeypatch.context() as m:
+        m.setattr(*((store_module, "write_private_atomic") if fails == "snapshot write" else (os, "write")), disk_full)
+        with pytest.raises(OSError):
+            cp.apply([se("b")])
+    result = cp.apply([se("b")])
+    assert result.changes[0][1] == "created" and result.version == 2  # not "unchanged"
+    assert [r.name for r in Store(root).load().resources] == ["a", "b"]
+    assert [r.name for r in cp.load().resources] == ["a", "b"]

@@ -44,6 +44,9 @@ def apply_sources(store: Store, sources: list[tuple[str, str]], namespace: str,
         diags: list[Diagnostic] = list(loaded.diagnostics)
         if not loaded.ok:
             return _answer(diags, None)
+        if not loaded.resources:
+            # kubectl's words for files with no resource in them (empty, or comments only).
+            return {**_answer(diags, None), "error": "no objects passed to apply"}
         with lock if lock is not None else nullcontext():
             result = store.apply(loaded.resources)
         diags += result.diagnostics

@@ -5,6 +5,7 @@ and an apply with any other option, or none running, goes to the whole command (
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -52,21 +53,26 @@ def _parse(argv: list[str]) -> tuple[list[str], str, str | None] | None:
 
 def apply_handed_off(argv: list[str]) -> int | None:
     """The exit status of ``argv`` answered by a running control plane; None to leave it to the
-    whole command: not such an apply, ``-f -`` (standard input is read once, there), a file
-    that cannot be read (the whole command says so), no state directory, none running, more
-    text than the control plane takes."""
+    whole command: not such an apply, ``-f -`` or a pipe (read once, there), a file that cannot
+    be read (the whole command says so), no state directory, none running, more text than the
+    control plane takes."""
     parsed = _parse(argv)
-    if parsed is None or not parsed[0] or "-" in parsed[0]:
+    if parsed is None or not parsed[0]:
+        return None
+    files, namespace, state_dir = parsed
+    if not all(os.path.isfile(f) or os.path.isdir(f) for f in files):
+        # A pipe (`-f <(...)`, `-f -`) is read once, by the command that applies it.
         return None
     from exitgate import handoff
     from exitgate.api import sources
     from exitgate.runtime import NoStateDir, resolve_state_dir
 
-    files, namespace, state_dir = parsed
     try:
-        root = resolve_state_dir(Path(state_dir) if state_dir else None)
+        root = resolve_state_dir(Path(state_dir) if state_dir is not None else None)
     except NoStateDir:
         return None
+    if not (root / handoff.SOCKET_FILE).exists():
+        return None  # nothing to hand it to: the files are read once, by the command
     texts, problems = sources.read(files)
     if problems:
         return None
