@@ -2,13 +2,14 @@
 
 The CLI reads the files it is given and sends their text (up to ``HANDOFF_MAX_BYTES``); the
 control plane (``exitgate up``), which has the loader imported and the store in memory, parses,
-validates and stores them, and answers with what the command prints. Without it, ``apply`` reads the whole store, rewrites it,
-and the control plane then reads it all again: at 10,000 services that was most of "one more
-service". The store file stays the one truth: the control plane writes it before it answers,
-and every other command reads it as before.
+validates and stores them (a journal record), and answers with what the command prints. Done by
+the command itself, ``apply`` reads and rewrites the whole store and the control plane then
+reads it all again: at 10,000 services that was most of "one more service". The store's files
+stay the one truth: the control plane writes them before it answers, and every other command
+reads them as before.
 
-The socket is a file in the state directory (mode 0700: whoever may write the store may apply),
-and the control plane also refuses a peer of another user (``SO_PEERCRED``). One request a
+The socket is a file of the state directory (mode 0600 in a 0700 directory: whoever may write
+the store may apply), and the control plane also refuses a peer of another user (``SO_PEERCRED``). One request a
 connection: the client sends a JSON object and shuts its side down; the server answers with one
 JSON object and closes. A connection that cannot be made means no control plane runs here (a
 socket file left by a killed one refuses), and the CLI applies to the store itself.
@@ -39,12 +40,6 @@ CONNECT_TIMEOUT_S = 2.0
 REPLY_TIMEOUT_S = 60.0
 # A peer must send its whole request within this: one that trickles must not hold everyone's.
 READ_TIMEOUT_S = 30.0
-# A request larger than this is not one the CLI sends (HANDOFF_MAX_BYTES of text, JSON-escaped).
-MAX_REQUEST_BYTES = 8 * (256 << 10) + (64 << 10)
-
-Answer = dict[str, Any]
-Handler = Callable[[dict[str, Any]], Answer]
-
 
 # The most text an apply hands over. The control plane's memory keeps what parsing a batch
 # leaves scattered through its heap (about 57 MiB a MiB of YAML: the parse's garbage is freed,
@@ -52,6 +47,11 @@ Handler = Callable[[dict[str, Any]], Answer]
 # command, which writes the store, and the control plane loads the validated documents (a
 # quarter of the memory; bench/parse_memory.py). A change a user types is a few KiB.
 HANDOFF_MAX_BYTES = 256 << 10
+# A request larger than this is not one the CLI sends (HANDOFF_MAX_BYTES of text, JSON-escaped).
+MAX_REQUEST_BYTES = 8 * HANDOFF_MAX_BYTES + (64 << 10)
+
+Answer = dict[str, Any]
+Handler = Callable[[dict[str, Any]], Answer]
 
 
 def apply_request(sources: list[tuple[str, str]], namespace: str) -> dict[str, Any]:
@@ -68,7 +68,8 @@ def apply(root: Path, sources: list[tuple[str, str]], namespace: str) -> Answer 
 
 
 class HandoffError(RuntimeError):
-    """The control plane took the request and gave no answer (it stopped meanwhile)."""
+    """A control plane runs here and did not answer: it takes no connection, or it took the
+    request and gave no answer (the message says whether anything may have been applied)."""
 
 
 def _address(root: Path) -> tuple[str, int | None]:

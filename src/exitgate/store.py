@@ -172,9 +172,7 @@ class Store:
                     by_key.pop(k, None)
                 version = rec.version
             entries = sorted(by_key.values(), key=lambda e: e.key)
-        journal_line = 2 + sum(1 + sum(1 + e.text.count("\n") for e in r.upserts) + len(r.deletes) + 1
-                               for r in records)
-        return Read(version, entries, base, end, journal_line)
+        return Read(version, entries, base, end, 2 + sum(r.lines for r in records))  # after the header
 
     def _split(self, text: str) -> tuple[int, list[_Entry]]:
         try:

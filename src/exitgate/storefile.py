@@ -56,11 +56,12 @@ class Entry(NamedTuple):
 
 class Record(NamedTuple):
     """One change of the journal: the version it made, the documents it wrote, the keys it
-    deleted."""
+    deleted, and the lines it takes there."""
 
     version: int
     upserts: tuple[Entry, ...]
     deletes: tuple[Key, ...]
+    lines: int
 
 
 Stamp = tuple[int, int, int]
@@ -237,8 +238,9 @@ def parse_journal(text: str, path: str, base_version: int,
                 deletes.append(key)
             else:
                 upserts.append(Entry(key, doc, at, path))
-        records.append(Record(version, tuple(upserts), tuple(deletes)))
-        line += body.count("\n") + 1
+        lines = body.count("\n") + 1
+        records.append(Record(version, tuple(upserts), tuple(deletes), lines))
+        line += lines
         pos = close_eol + 1
     return records, pos
 

@@ -53,13 +53,12 @@ def apply(files: FilesOpt, namespace: Annotated[str, typer.Option("-n", "--names
     """Create or update resources from YAML files (all or nothing)."""
     from exitgate import handoff
     from exitgate.api import sources
-    from exitgate.cli.applying import answer_request
+    from exitgate.cli.applying import apply_sources
 
     texts, problems = sources.read(files)
     if problems:
-        _print_diagnostics([unreadable(path, problem) for path, problem in problems])
-        _err().print("error: nothing was applied", style="red")
-        raise typer.Exit(1)
+        raise typer.Exit(handoff.print_answer(
+            {"ok": False, "diagnostics": [[True, str(unreadable(path, problem))] for path, problem in problems]}))
     root = _state(state_dir).root
     try:
         # The running control plane parses and stores it, with the store in memory, if one runs.
@@ -67,7 +66,7 @@ def apply(files: FilesOpt, namespace: Annotated[str, typer.Option("-n", "--names
     except handoff.HandoffError as e:
         raise fail(str(e)) from None
     if answer is None:
-        answer = answer_request(Store(root), handoff.apply_request(texts, namespace))
+        answer = apply_sources(Store(root), texts, namespace)
     raise typer.Exit(handoff.print_answer(answer))
 
 
