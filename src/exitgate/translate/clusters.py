@@ -27,19 +27,31 @@ def build_clusters(snap: Snapshot, services: Iterable[Service], proxy_ns: str,
     connection's own destination (Istio's ORIGINAL_DST); without capture Envoy resolves the
     host the request names."""
     clusters: list[Cluster] = []
-    auto_mtls = snap.istio_mutual_gateway_ports
     memo = snap.memo
     for svc in services:
-        dr = snap.destination_rule(svc.host, proxy_ns, svc.namespace)
-        auto = auto_mtls.get(svc.host, frozenset())
         if memo is None:
-            clusters += _service_clusters(svc, dr, auto, original_dst)
-            continue
-        # Everything a service's clusters depend on, by identity (translate.memo).
-        key = ("clusters", id(svc), id(dr.spec) if dr else 0, dr.namespace if dr else "", dr.name if dr else "", auto,
-               original_dst)
-        clusters += memo.value(key, (svc, dr.spec if dr else None), partial(_service_clusters, svc, dr, auto, original_dst))
+            clusters += _clusters_of(snap, svc, proxy_ns, original_dst)
+        else:
+            # A service's clusters change only with its host's ServiceEntry and DestinationRule.
+            clusters += memo.fragment(snap.generation, ("service clusters", id(svc), proxy_ns, original_dst),
+                                      (svc.host,), svc, partial(_memoized_clusters, snap, svc, proxy_ns, original_dst))
     return clusters
+
+
+def _clusters_of(snap: Snapshot, svc: Service, proxy_ns: str, original_dst: bool) -> list[Cluster]:
+    dr = snap.destination_rule(svc.host, proxy_ns, svc.namespace)
+    return _service_clusters(svc, dr, snap.istio_mutual_gateway_ports.get(svc.host, frozenset()), original_dst)
+
+
+def _memoized_clusters(snap: Snapshot, svc: Service, proxy_ns: str, original_dst: bool) -> tuple[list[Cluster], tuple[()]]:
+    assert snap.memo is not None
+    dr = snap.destination_rule(svc.host, proxy_ns, svc.namespace)
+    auto = snap.istio_mutual_gateway_ports.get(svc.host, frozenset())
+    # Everything a service's clusters depend on, by identity (translate.memo).
+    key = ("clusters", id(svc), id(dr.spec) if dr else 0, dr.namespace if dr else "", dr.name if dr else "", auto,
+           original_dst)
+    built = snap.memo.value(key, (svc, dr.spec if dr else None), partial(_service_clusters, svc, dr, auto, original_dst))
+    return built, ()
 
 
 def _service_clusters(svc: Service, dr: Resource[DestinationRuleSpec] | None, auto_mtls_ports: frozenset[int],

@@ -4,7 +4,9 @@ Gateway servers that select it, the VirtualServices those servers let bind (Isti
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import replace
+from functools import partial
 
 from exitgate import names
 from exitgate.api import diagnostics as dx
@@ -17,7 +19,9 @@ from exitgate.ir import (DiscoveryType, DownstreamTls, HttpListener, ProxyConfig
 from exitgate.mesh import GatewayProxy
 from exitgate.translate.authz import gateway_rbac
 from exitgate.translate.clusters import build_clusters
+from exitgate.translate.memo import Recorded, reads_only
 from exitgate.translate.proxy import secret_names
+from exitgate.translate.registry import Service
 from exitgate.translate.routing import routes_for, server_host_binds
 from exitgate.translate.snapshot import Snapshot
 from exitgate.translate.telemetry import log_format, with_telemetry, workload_labels
@@ -53,12 +57,31 @@ def _virtual_hosts(snap: Snapshot, gateway: GatewayProxy,
                 if h in vhosts or not any(server_host_binds(sh, gw.namespace, b.resource.namespace, h)
                                           for sh in server.hosts):
                     continue
-                bound = [vs for vs in snap.virtual_services_for(context, h, gateway.namespace)
-                         if any(server_host_binds(sh, gw.namespace, vs.namespace, h) for sh in server.hosts)]
-                routes = routes_for(bound, context, server.port.number, by_host, snap.memo)
-                if routes:
-                    vhosts[h] = VirtualHost(names.virtual_host_name(h, server.port.number), (h,), tuple(routes))
+                if snap.memo is None:
+                    vhost = _virtual_host(snap, gateway, gw, server, h, by_host)
+                else:
+                    key = ("gateway virtual host", gateway.namespace, context, id(server), h)
+                    vhost = snap.memo.fragment(snap.generation, key, (h,), server,
+                                               partial(_recorded_virtual_host, snap, gateway, gw, server, h, by_host))
+                if vhost is not None:
+                    vhosts[h] = vhost
     return list(vhosts.values())
+
+
+def _virtual_host(snap: Snapshot, gateway: GatewayProxy, gw: Resource[GatewaySpec], server: Server, h: str,
+                  by_host: Mapping[str, Service]) -> VirtualHost | None:
+    """Host ``h``'s virtual host on ``server``: the routes of the VirtualServices bound to it."""
+    context = f"{gw.namespace}/{gw.name}"
+    bound = [vs for vs in snap.virtual_services_for(context, h, gateway.namespace)
+             if any(server_host_binds(sh, gw.namespace, vs.namespace, h) for sh in server.hosts)]
+    routes = routes_for(bound, context, server.port.number, by_host, snap.memo)
+    return VirtualHost(names.virtual_host_name(h, server.port.number), (h,), tuple(routes)) if routes else None
+
+
+def _recorded_virtual_host(snap: Snapshot, gateway: GatewayProxy, gw: Resource[GatewaySpec], server: Server, h: str,
+                           by_host: Mapping[str, Service]) -> tuple[VirtualHost | None, Collection[str]]:
+    recorded = Recorded(by_host, reads_only)
+    return _virtual_host(snap, gateway, gw, server, h, recorded), recorded.reads.keys()
 
 
 def _istio_mutual(snap: Snapshot) -> DownstreamTls:

@@ -10,11 +10,19 @@ reads beyond its key (a route's destination port taken from the destination serv
 recorded with it and checked before the result is used again.
 
 Like ``envoy.snapshot.ProtoMemo``, the memo keeps what the last two pushes used, nothing older.
+
+Keys by identity still cost a lookup per service, and at 10,000 services the lookups that build
+them were most of a push. So the memo also knows what changed between one snapshot and the next
+(``observe``): the hosts the changed resources name, or "everything" when a resource of another
+kind, a wildcard host or the mesh changed. A fragment of a translation that concerns some hosts
+(``fragment``: one service's clusters, one host's virtual host) is then used again without
+computing any key beyond the host, as long as no snapshot since it was built changed one of the
+hosts it concerns or read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 K = TypeVar("K")
@@ -56,12 +64,69 @@ def unchanged(reads: Mapping[K, Hashable], now: Mapping[K, V], sign: Callable[[V
     return all(sign(now.get(k)) == s for k, s in reads.items())
 
 
+def reads_only(_: object) -> Hashable:
+    """A ``Recorded`` sign for a reader that needs the keys read, not the values."""
+    return None
+
+
+# How many snapshots' deltas the memo remembers: a fragment older than that is built again.
+DELTAS_KEPT = 8
+
+
 class TranslationMemo:
     """Key -> (what the key names, kept alive; the result; what else the result read)."""
 
     def __init__(self) -> None:
         self._previous: dict[Hashable, tuple[object, Any, Any]] = {}
         self._current: dict[Hashable, tuple[object, Any, Any]] = {}
+        # The resources of the last snapshot observed (by identity: kept alive, so that an id
+        # seen again is the same object), the mesh it was built for, and each snapshot's delta.
+        self._seen: dict[int, object] | None = None
+        self._seen_mesh: object = None
+        self._generation = 0
+        self._deltas: dict[int, frozenset[str] | None] = {}
+
+    def observe(self, resources: Iterable[object], mesh: object,
+                touched: Callable[[list[Any]], frozenset[str] | None]) -> int:
+        """A new snapshot of ``resources`` for ``mesh``: its generation, and its delta from the
+        last one observed, ``touched`` (the hosts the added and removed resources name, or None
+        for everything)."""
+        current = {id(r): r for r in resources}
+        delta: frozenset[str] | None = None
+        if self._seen is not None and self._seen_mesh is mesh:
+            seen = self._seen
+            changed = [current[i] for i in current.keys() - seen.keys()]
+            changed += [seen[i] for i in seen.keys() - current.keys()]
+            delta = touched(changed)
+        self._seen, self._seen_mesh = current, mesh
+        self._generation += 1
+        self._deltas[self._generation] = delta
+        self._deltas.pop(self._generation - DELTAS_KEPT, None)
+        return self._generation
+
+    def _clean(self, since: int, generation: int, hosts: frozenset[str]) -> bool:
+        for g in range(since + 1, generation + 1):
+            delta = self._deltas.get(g)
+            if delta is None or not delta.isdisjoint(hosts):
+                return False
+        return True
+
+    def fragment(self, generation: int, key: Hashable, hosts: Iterable[str], keep: object,
+                 build: Callable[[], tuple[T, Collection[str]]]) -> T:
+        """The part of a translation that concerns ``hosts`` at snapshot ``generation``: the
+        one built for an earlier snapshot, if none since changed those hosts or the hosts it
+        read; else ``build()``, which returns the result and the hosts it read. ``key`` names
+        everything else the result depends on that is not a resource (the proxy, its ports)."""
+        entry = self._current.get(key) or self._previous.get(key)
+        if entry is not None:
+            since, deps = entry[2]
+            if self._clean(since, generation, deps):
+                self._current[key] = (keep, entry[1], (generation, deps))
+                found: T = entry[1]
+                return found
+        value, reads = build()
+        self._current[key] = (keep, value, (generation, frozenset(hosts).union(reads)))
+        return value
 
     def get(self, key: Hashable, keep: object, build: Callable[[], tuple[T, E]],
             still: Callable[[E], bool] | None = None) -> T:

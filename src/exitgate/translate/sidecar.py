@@ -6,7 +6,9 @@ declares (ALLOW_ANY or REGISTRY_ONLY)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass
+from functools import partial
 
 from exitgate import names
 from exitgate.api.diagnostics import Diagnostic, Severity
@@ -20,6 +22,7 @@ from exitgate.mesh import WorkloadProxy
 from exitgate.translate.authz import policies_on_sidecar
 from exitgate.translate.capture import CaptureSettings, Tunnel, capture_listeners
 from exitgate.translate.clusters import blackhole_cluster, build_clusters, passthrough_cluster
+from exitgate.translate.memo import Recorded, reads_only
 from exitgate.translate.proxy import secret_names
 from exitgate.translate.registry import Service
 from exitgate.translate.route_features import DEFAULT_RETRY
@@ -49,6 +52,48 @@ def _scoped(snap: Snapshot, scope: SidecarScope, host: str, port: int,
     return [vs for vs in snap.virtual_services_for(MESH, host, workload_ns) if id(vs) in listener.selected]
 
 
+@dataclass(frozen=True)
+class _ServicePart:
+    """What one service gives a sidecar: a virtual host per HTTP port, a tunnel per other port."""
+
+    vhosts: tuple[VirtualHost, ...]
+    tunnels: tuple[Tunnel, ...]
+    http_ports: tuple[int, ...]
+
+
+def _service_part(snap: Snapshot, scope: SidecarScope, workload_ns: str, svc: Service,
+                  by_host: Mapping[str, Service]) -> _ServicePart:
+    vhosts: list[VirtualHost] = []
+    tunnels: list[Tunnel] = []
+    http_ports: list[int] = []
+    for port in svc.ports:
+        egress = scope.listener_for(port.number)
+        if egress is None or egress.service(svc.host) is None:
+            continue
+        vss = _scoped(snap, scope, svc.host, port.number, workload_ns)
+        if not port.is_http:
+            # HTTPS, TLS and TCP reach a forward proxy as CONNECT host:port (https_proxy),
+            # captured ones by SNI or address: the connection goes where a tls route for
+            # that name sends it (the host standing in for the SNI), else a tcp route, else
+            # the service; the workload's own TLS passes through.
+            tunnel = (tls_route_for(vss, MESH, port.number, svc.host, by_host)
+                      or tcp_route_for(vss, MESH, port.number, by_host)
+                      or (WeightedCluster(names.cluster_name(svc.host, port.number), 100),))
+            tunnels.append(Tunnel(svc.host, port.number, port.protocol, svc.addresses, tunnel))
+            continue
+        routes = routes_for(vss, MESH, port.number, by_host, snap.memo) or [_default_route(svc, port.number)]
+        http_ports.append(port.number)
+        vhosts.append(VirtualHost(names.virtual_host_name(svc.host, port.number), _domains(svc.host, port.number),
+                                  tuple(routes)))
+    return _ServicePart(tuple(vhosts), tuple(tunnels), tuple(http_ports))
+
+
+def _recorded_service_part(snap: Snapshot, scope: SidecarScope, workload_ns: str, svc: Service,
+                           by_host: Mapping[str, Service]) -> tuple[_ServicePart, Collection[str]]:
+    recorded = Recorded(by_host, reads_only)
+    return _service_part(snap, scope, workload_ns, svc, recorded), recorded.reads.keys()
+
+
 def _catch_all(mode: str) -> VirtualHost:
     """Istio's catch-all virtual host, for plain requests and CONNECT tunnels alike."""
     if mode == "ALLOW_ANY":
@@ -70,25 +115,17 @@ def translate_sidecar(snap: Snapshot, workload: WorkloadProxy, proxy_port: int,
     tunnels: list[Tunnel] = []
     http_ports: set[int] = set()
     for svc in services:
-        for port in svc.ports:
-            egress = scope.listener_for(port.number)
-            if egress is None or egress.service(svc.host) is None:
-                continue
-            vss = _scoped(snap, scope, svc.host, port.number, workload.namespace)
-            if not port.is_http:
-                # HTTPS, TLS and TCP reach a forward proxy as CONNECT host:port (https_proxy),
-                # captured ones by SNI or address: the connection goes where a tls route for
-                # that name sends it (the host standing in for the SNI), else a tcp route, else
-                # the service; the workload's own TLS passes through.
-                tunnel = (tls_route_for(vss, MESH, port.number, svc.host, by_host)
-                          or tcp_route_for(vss, MESH, port.number, by_host)
-                          or (WeightedCluster(names.cluster_name(svc.host, port.number), 100),))
-                tunnels.append(Tunnel(svc.host, port.number, port.protocol, svc.addresses, tunnel))
-                continue
-            routes = routes_for(vss, MESH, port.number, by_host, snap.memo) or [_default_route(svc, port.number)]
-            http_ports.add(port.number)
-            vhosts.append(VirtualHost(names.virtual_host_name(svc.host, port.number), _domains(svc.host, port.number),
-                                      tuple(routes)))
+        if snap.memo is None:
+            part = _service_part(snap, scope, workload.namespace, svc, by_host)
+        else:
+            # One service's virtual hosts and tunnels change only with what its host's
+            # resources and the destinations its routes read say (translate.memo).
+            key = ("sidecar service", workload.namespace, workload.name, id(svc))
+            part = snap.memo.fragment(snap.generation, key, (svc.host,), svc,
+                                      partial(_recorded_service_part, snap, scope, workload.namespace, svc, by_host))
+        vhosts += part.vhosts
+        tunnels += part.tunnels
+        http_ports.update(part.http_ports)
     vs_only = _virtual_service_only_hosts(snap, scope, workload.namespace, {v.name for v in vhosts}, by_host)
     http_ports.update(p for _, p in vs_only)
     vhosts += [v for v, _ in vs_only]

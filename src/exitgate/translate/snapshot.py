@@ -59,6 +59,51 @@ def _order(r: Resource) -> tuple[str, str]:
     return (r.namespace, r.name)
 
 
+# Past this many changed resources, a push translates everything again (as a first push does)
+# rather than working out which hosts they touch.
+TOUCHED_MAX = 1000
+
+
+def touched_hosts(changed: Sequence[Resource]) -> frozenset[str] | None:
+    """The hosts whose translation ``changed`` resources (added or removed) may change, or None
+    when it may change anything: a resource that is not a ServiceEntry, VirtualService or
+    DestinationRule, a wildcard host, a VirtualService without hosts. A VirtualService touches
+    its hosts and the hosts it routes or mirrors to (a sidecar imports those)."""
+    if len(changed) > TOUCHED_MAX:
+        return None
+    hosts: set[str] = set()
+    for r in changed:
+        found: list[str]
+        if isinstance(r.spec, ServiceEntrySpec):
+            found = list(r.spec.hosts)
+        elif isinstance(r.spec, DestinationRuleSpec):
+            found = [r.spec.host]
+        elif isinstance(r.spec, VirtualServiceSpec):
+            if not r.spec.hosts:
+                return None
+            found = [*r.spec.hosts, *_destination_hosts(r.spec)]
+        else:
+            return None
+        for h in found:
+            if "*" in h:
+                return None
+            hosts.update((h, fqdn(h, r.namespace)))
+    return frozenset(hosts)
+
+
+def _destination_hosts(spec: VirtualServiceSpec) -> Iterable[str]:
+    for http in spec.http or []:
+        yield from (d.destination.host for d in http.route or [])
+        if http.mirror is not None:
+            yield http.mirror.host
+        yield from (m.destination.host for m in http.mirrors or [])
+    for tls in spec.tls or []:
+        yield from (d.destination.host for d in tls.route)
+        yield from (h for m in tls.match for h in m.sni_hosts)
+    for tcp in spec.tcp or []:
+        yield from (d.destination.host for d in tcp.route)
+
+
 @dataclass(frozen=True)
 class BoundVirtualService:
     """A VirtualService with what the indexes need precomputed: its gateway contexts and its
@@ -77,6 +122,8 @@ class Snapshot:
         # ``memo``: results of earlier pushes that this one may reuse (the control plane's).
         self.memo = memo
         self.resources: tuple[Resource, ...] = tuple(sorted(resources, key=lambda r: (r.kind, *_order(r))))
+        # What changed since the memo's last snapshot, for the translation's fragments.
+        self.generation = memo.observe(self.resources, mesh, touched_hosts) if memo is not None else 0
         by_kind: dict[str, list[Resource]] = {}
         for r in self.resources:
             by_kind.setdefault(r.kind, []).append(r)
