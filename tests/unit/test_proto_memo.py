@@ -71,7 +71,7 @@ def test_a_route_table_assembled_from_its_hosts_bytes_is_the_tables_own_serializ
         whole = route_pb2.RouteConfiguration(name=rc.name)
         whole.validate_clusters.value = False
         whole.virtual_hosts.extend(routes.virtual_host(v) for v in rc.virtual_hosts)
-        packed = routes.packed_route_config(rc, lambda v: routes.virtual_host(v).SerializeToString(deterministic=True))
+        packed = routes.packed_route_config(rc, routes.framed_virtual_host)
         assert packed.blob == whole.SerializeToString(deterministic=True)
         assert packed.message() == whole and routes.route_config(rc) == whole
 

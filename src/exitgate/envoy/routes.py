@@ -194,22 +194,28 @@ def _varint(n: int) -> bytes:
 _VIRTUAL_HOSTS_TAG = bytes([(2 << 3) | 2])
 
 
-def packed_route_config(rc: ir.RouteConfig, vhost: Callable[[ir.VirtualHost], bytes]) -> Packed:
-    """``route_config`` serialized, assembled from each virtual host's bytes (``vhost``, a memo's)
-    without building the table's message: the same bytes as its deterministic serialization,
-    since that writes fields in number order and a repeated field as one record per element —
-    name (1), the virtual hosts (2), then validate_clusters (7)."""
+def framed_virtual_host(v: ir.VirtualHost) -> bytes:
+    """A virtual host as one record of its route table's bytes: the field's tag, the length,
+    the virtual host serialized."""
+    blob: bytes = virtual_host(v).SerializeToString(deterministic=True)
+    return _VIRTUAL_HOSTS_TAG + _varint(len(blob)) + blob
+
+
+def packed_route_config(rc: ir.RouteConfig, framed: Callable[[ir.VirtualHost], bytes]) -> Packed:
+    """``route_config`` serialized, assembled from each virtual host's record (``framed``, a
+    memo's ``framed_virtual_host``) without building the table's message: the same bytes as its
+    deterministic serialization, since that writes fields in number order and a repeated field
+    as one record per element — name (1), the virtual hosts (2), then validate_clusters (7)."""
     head = route_pb2.RouteConfiguration(name=rc.name).SerializeToString(deterministic=True)
     tail_message = route_pb2.RouteConfiguration()
     tail_message.validate_clusters.value = False
     tail = tail_message.SerializeToString(deterministic=True)
-    hosts = b"".join(_VIRTUAL_HOSTS_TAG + _varint(len(blob)) + blob for blob in map(vhost, rc.virtual_hosts))
-    return Packed(route_pb2.RouteConfiguration, rc.name, head + hosts + tail)
+    return Packed(route_pb2.RouteConfiguration, rc.name, b"".join((head, *map(framed, rc.virtual_hosts), tail)))
 
 
 def route_config(rc: ir.RouteConfig) -> route_pb2.RouteConfiguration:
     """The route table as a message (static bootstraps, tools): ``packed_route_config``'s, parsed."""
-    packed = packed_route_config(rc, lambda v: virtual_host(v).SerializeToString(deterministic=True))
+    packed = packed_route_config(rc, framed_virtual_host)
     out = route_pb2.RouteConfiguration()
     out.ParseFromString(packed.blob)
     return out

@@ -5,7 +5,7 @@ golden tests store."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar, cast
 
@@ -57,29 +57,32 @@ class ProtoMemo:
     def __init__(self) -> None:
         self._previous: dict[object, object] = {}
         self._current: dict[object, object] = {}
-        # id -> (the object, kept alive so its id is not reused; what was built from it).
-        self._previous_ids: dict[int, tuple[object, object]] = {}
-        self._current_ids: dict[int, tuple[object, object]] = {}
+        # id (with the salt) -> (the object, kept alive so its id is not reused; what was built).
+        self._previous_ids: dict[Hashable, tuple[object, object]] = {}
+        self._current_ids: dict[Hashable, tuple[object, object]] = {}
 
-    def get(self, item: T, build: Callable[[T], R], parts: Callable[[T], Iterable[object]] | None = None) -> R:
+    def get(self, item: T, build: Callable[[T], R], parts: Callable[[T], Iterable[object]] | None = None,
+            salt: Hashable = None) -> R:
         """``parts``: the nodes inside ``item`` that ``build`` memoizes on their own. When
         ``item`` itself is found they are not visited, so they are carried to this push here;
-        else one service more would find a route table changed and none of its virtual hosts."""
-        key = id(item)
+        else one service more would find a route table changed and none of its virtual hosts.
+        ``salt``: what else ``build`` reads (a cluster's, the labels the proxy's loggers hold)."""
+        key = id(item) if salt is None else (id(item), salt)
         known = self._current_ids.get(key) or self._previous_ids.get(key)
         if known is not None and known[0] is item:
             hit: object | None = known[1]
         else:
+            by_value = item if salt is None else (item, salt)
             try:
-                hit = self._current.get(item)
+                hit = self._current.get(by_value)
                 if hit is None:
-                    hit = self._previous.get(item)
+                    hit = self._previous.get(by_value)
             except TypeError:  # a node holding something unhashable: build it every time
                 return build(item)
             if hit is None:
                 hit = build(item)
                 parts = None
-            self._current[item] = hit
+            self._current[by_value] = hit
         assert hit is not None
         if parts is not None:
             self._keep(parts(item))
@@ -119,12 +122,8 @@ def xds_resources(pc: ir.ProxyConfig, secrets: Mapping[str, ir.SecretData],
     m = memo or ProtoMemo()
     shared = tuple(k for k, _ in pc.shared_labels)
 
-    def serialized_vhost(v: ir.VirtualHost) -> bytes:
-        blob: bytes = routes.virtual_host(v).SerializeToString(deterministic=True)
-        return blob
-
     def vhost(v: ir.VirtualHost) -> bytes:
-        return m.get(v, serialized_vhost)
+        return m.get(v, routes.framed_virtual_host)
 
     return {
         LISTENER_TYPE: {**{x.name: m.get(x, lambda x: Packed.of(res.listener(x))) for x in pc.listeners},
@@ -134,7 +133,7 @@ def xds_resources(pc: ir.ProxyConfig, secrets: Mapping[str, ir.SecretData],
         ROUTE_TYPE: {x.name: m.get(x, lambda rc: routes.packed_route_config(rc, vhost), lambda rc: rc.virtual_hosts)
                      for x in pc.route_configs},
         # Keyed with the labels left out too: a cluster is the same resource only if they are.
-        CLUSTER_TYPE: {x.name: m.get((x, shared), lambda k: Packed.of(res.cluster(*k))) for x in clusters},
+        CLUSTER_TYPE: {x.name: m.get(x, lambda c: Packed.of(res.cluster(c, shared)), salt=shared) for x in clusters},
         # Secrets stay messages: few, and never memoized (their keys are not kept for a next push).
         SECRET_TYPE: {n: res.secret(secrets[n]) for n in pc.secret_names if n in secrets},
     }

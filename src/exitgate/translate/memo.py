@@ -120,7 +120,9 @@ class TranslationMemo:
         entry = self._current.get(key) or self._previous.get(key)
         if entry is not None:
             since, deps = entry[2]
-            if self._clean(since, generation, deps):
+            # The usual case first, without the loop: built for the snapshot just before.
+            delta = self._deltas.get(generation) if since == generation - 1 else None
+            if (delta is not None and delta.isdisjoint(deps)) or self._clean(since, generation, deps):
                 self._current[key] = (keep, entry[1], (generation, deps))
                 found: T = entry[1]
                 return found

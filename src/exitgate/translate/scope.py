@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Literal
 
 from exitgate.api.networking import VirtualServiceSpec
@@ -30,7 +30,7 @@ from exitgate.api.resources import Resource
 from exitgate.api.sidecar import IstioEgressListener, SidecarSpec
 from exitgate.mesh import WorkloadProxy
 from exitgate.translate.registry import Service, exported_to, fqdn, host_matches
-from exitgate.translate.snapshot import MESH, Snapshot, labels_match
+from exitgate.translate.snapshot import MESH, BoundVirtualService, Snapshot, labels_match
 
 OutboundMode = Literal["ALLOW_ANY", "REGISTRY_ONLY"]
 ALL_HOSTS = ("*/*",)
@@ -68,6 +68,12 @@ class HostImports:
 
     def _in(self, table: dict[str, tuple[str, ...]], namespace: str, host: str) -> bool:
         return any(_subset_of(host, p) for ns in (namespace, "*") for p in table.get(ns, ()))
+
+    @property
+    def everything(self) -> bool:
+        """``*/*`` with nothing excluded (the default scope): every service and every
+        VirtualService with a host is imported."""
+        return not self.excluded and "*" in self.imported.get("*", ())
 
     def service(self, namespace: str, host: str) -> bool:
         if self._in(self.excluded, namespace, host):
@@ -147,26 +153,32 @@ def _trim(service: Service, port: int) -> Service | None:
     return replace(service, ports=(p,)) if p is not None else None
 
 
+def _http_destinations(b: BoundVirtualService) -> tuple[str, ...]:
+    vs = b.resource
+    return tuple(fqdn(rd.destination.host, vs.namespace) for http in vs.spec.http or [] for rd in http.route or [])
+
+
 def _egress(snap: Snapshot, listener: IstioEgressListener | None, sidecar_ns: str, workload_ns: str) -> EgressScope:
     port = listener.port.number if listener is not None and listener.port is not None else None
     imports = HostImports.parse(listener.hosts if listener is not None else ALL_HOSTS, sidecar_ns)
-    visible = snap.services_for(workload_ns)
+    everything = imports.everything
     chosen: dict[str, Service] = {}
-    for s in visible:
-        if imports.service(s.namespace, s.host) and (s.host not in chosen or s.namespace == workload_ns):
+    for s in snap.services_for(workload_ns):
+        if (everything or imports.service(s.namespace, s.host)) and (s.host not in chosen or s.namespace == workload_ns):
             chosen[s.host] = s
-    vss = tuple(b.resource for b in snap.virtual_services_in(MESH)
-                if exported_to(b.resource.namespace, b.resource.spec.export_to, workload_ns)
-                and imports.virtual_service(b.resource.namespace, b.hosts))
+    bound = [b for b in snap.virtual_services_in(MESH)
+             if exported_to(b.resource.namespace, b.resource.spec.export_to, workload_ns)
+             and (b.hosts if everything else imports.virtual_service(b.resource.namespace, b.hosts))]
+    vss = tuple(b.resource for b in bound)
     # The destinations of the selected VirtualServices are imported too; explicit imports win.
-    for vs in vss:
-        for http in vs.spec.http or []:
-            for rd in http.route or []:
-                host = fqdn(rd.destination.host, vs.namespace)
-                if host not in chosen:
-                    svc = snap.service(host, workload_ns)
-                    if svc is not None and svc.host == host:
-                        chosen[host] = svc
+    memo = snap.memo
+    for b in bound:
+        for host in (_http_destinations(b) if memo is None else
+                     memo.value(("http destinations", id(b)), b, partial(_http_destinations, b))):
+            if host not in chosen:
+                svc = snap.service(host, workload_ns)
+                if svc is not None and svc.host == host:
+                    chosen[host] = svc
     services = list(chosen.values())
     if port is not None:
         services = [t for t in (_trim(s, port) for s in services) if t is not None]

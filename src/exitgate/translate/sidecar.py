@@ -184,27 +184,31 @@ def _virtual_service_only_hosts(snap: Snapshot, scope: SidecarScope, proxy_ns: s
     and the route decides where the request goes."""
     out: list[tuple[VirtualHost, int]] = []
     for b in _selected_mesh_virtual_services(snap, scope):
-        vs = b.resource
-        ports: set[int] = set()
-        for http in vs.spec.http or []:
-            for m in http.match or []:
-                contexts = match_contexts(m.gateways, vs.namespace)
-                if contexts is None or MESH in contexts:
-                    ports.add(m.port if m.port else 80)
-            if not http.match:
-                ports.add(80)
-        for h in b.hosts:
-            if "*" in h:
+        candidates = (_mesh_virtual_hosts(b) if snap.memo is None else
+                      snap.memo.value(("mesh virtual hosts", id(b)), b, partial(_mesh_virtual_hosts, b)))
+        for h, port, name in candidates:
+            if name in have:
                 continue
-            for port in sorted(ports):
-                name = names.virtual_host_name(h, port)
-                if name in have:
-                    continue
-                routes = routes_for(_scoped(snap, scope, h, port, proxy_ns), MESH, port, by_host, snap.memo)
-                if routes:
-                    out.append((VirtualHost(name, _domains(h, port), tuple(routes)), port))
-                    have.add(name)
+            routes = routes_for(_scoped(snap, scope, h, port, proxy_ns), MESH, port, by_host, snap.memo)
+            if routes:
+                out.append((VirtualHost(name, _domains(h, port), tuple(routes)), port))
+                have.add(name)
     return out
+
+
+def _mesh_virtual_hosts(b: BoundVirtualService) -> tuple[tuple[str, int, str], ...]:
+    """(host, port, virtual host name) for each exact host of a mesh VirtualService and each
+    port its mesh HTTP routes match (80 for a route without a port)."""
+    vs = b.resource
+    ports: set[int] = set()
+    for http in vs.spec.http or []:
+        for m in http.match or []:
+            contexts = match_contexts(m.gateways, vs.namespace)
+            if contexts is None or MESH in contexts:
+                ports.add(m.port if m.port else 80)
+        if not http.match:
+            ports.add(80)
+    return tuple((h, port, names.virtual_host_name(h, port)) for h in b.hosts if "*" not in h for port in sorted(ports))
 
 
 def _tls_route_only_hosts(snap: Snapshot, scope: SidecarScope, proxy_ns: str, have: set[str],

@@ -114,6 +114,10 @@ class BoundVirtualService:
     hosts: tuple[str, ...]
 
 
+def _bound(vs: Resource[VirtualServiceSpec]) -> BoundVirtualService:
+    return BoundVirtualService(vs, vs_contexts(vs), tuple(fqdn(h, vs.namespace) for h in vs.spec.hosts or []))
+
+
 class Snapshot:
     """The indexed configuration; see the module docstring. Cheap to build (one pass per kind),
     and each index is built on first use."""
@@ -223,12 +227,11 @@ class Snapshot:
     # -- VirtualServices ------------------------------------------------------------------------
     @cached_property
     def bound_virtual_services(self) -> tuple[BoundVirtualService, ...]:
-        out = []
-        for vs in self.virtual_services:
-            contexts = vs_contexts(vs)
-            hosts = tuple(fqdn(h, vs.namespace) for h in vs.spec.hosts or [])
-            out.append(BoundVirtualService(vs, contexts, hosts))
-        return tuple(out)
+        if self.memo is None:
+            return tuple(map(_bound, self.virtual_services))
+        # The same resource, the same object from push to push (what fragments key on).
+        memo = self.memo
+        return tuple(memo.value(("bound", id(vs)), vs, partial(_bound, vs)) for vs in self.virtual_services)
 
     @cached_property
     def _vs_index(self) -> tuple[dict[tuple[str, str], list[BoundVirtualService]], dict[str, list[BoundVirtualService]]]:

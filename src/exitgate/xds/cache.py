@@ -17,6 +17,7 @@ import hashlib
 import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
 from typing import TypeAlias
 
@@ -83,16 +84,16 @@ class _TypeEntry:
     resource_versions: Mapping[str, str]
 
 
-def _type_version(blobs: Mapping[str, bytes]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(blobs):
-        # Length-prefix both parts so that ("ab", "c") and ("a", "bc") cannot collide.
-        encoded = name.encode()
-        digest.update(len(encoded).to_bytes(8, "big"))
-        digest.update(encoded)
-        digest.update(len(blobs[name]).to_bytes(8, "big"))
-        digest.update(blobs[name])
-    return digest.hexdigest()[:_VERSION_HEX_CHARS]
+def _blob_version(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()[:_VERSION_HEX_CHARS]
+
+
+def _type_version(versions: Mapping[str, str]) -> str:
+    """A digest of every resource's name and version (each name length-prefixed, each version
+    of one length: two different tables never give the same text); the per-resource digests
+    are taken once per resource, not once per push."""
+    parts = [f"{len(name)}:{name}\0{versions[name]}" for name in sorted(versions)]
+    return hashlib.sha256("".join(parts).encode()).hexdigest()[:_VERSION_HEX_CHARS]
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,11 @@ class Packed:
     message_class: type[Message]
     name: str
     blob: bytes
+
+    @cached_property
+    def version(self) -> str:
+        """The digest of the bytes, once: the memo hands the same object to push after push."""
+        return _blob_version(self.blob)
 
     @classmethod
     def of(cls, message: Message, name_field: str = "name") -> Packed:
@@ -142,17 +148,18 @@ def _check_resource(type_url: str, name: str, message: Resource) -> None:
 
 def _freeze(type_url: str, resources: Mapping[str, Resource]) -> _TypeEntry:
     blobs: dict[str, bytes] = {}
+    versions: dict[str, str] = {}
     message_class: type[Message] | None = None
     for name, message in resources.items():
         _check_resource(type_url, name, message)
         if isinstance(message, Packed):
-            blobs[name], message_class = message.blob, message.message_class
+            blobs[name], versions[name], message_class = message.blob, message.version, message.message_class
             continue
         # The bytes are the cache's own: the caller may go on mutating its message objects.
-        blobs[name] = message.SerializeToString(deterministic=True)
+        blobs[name] = blob = message.SerializeToString(deterministic=True)
+        versions[name] = _blob_version(blob)
         message_class = type(message)
-    versions = {name: hashlib.sha256(blob).hexdigest()[:_VERSION_HEX_CHARS] for name, blob in blobs.items()}
-    return _TypeEntry(_type_version(blobs), message_class, MappingProxyType(blobs), MappingProxyType(versions))
+    return _TypeEntry(_type_version(versions), message_class, MappingProxyType(blobs), MappingProxyType(versions))
 
 
 class SnapshotCache:
