@@ -8,7 +8,6 @@ translation (``translate.telemetry``) and by the proto layer."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable
 
 from exitgate import ir, names
@@ -59,15 +58,27 @@ def route_labels(route_name: str) -> dict[str, str]:
     return labels
 
 
+def _label_items(c: ir.Cluster) -> frozenset[tuple[str, str]]:
+    # Kept on the cluster, as ``ir`` keeps a node's hash: the translation hands the same cluster
+    # objects to push after push, and their labels were a tenth of a push at 10,000 services.
+    try:
+        cached: frozenset[tuple[str, str]] = c.__dict__["_label_items"]
+        return cached
+    except KeyError:
+        items = frozenset(cluster_labels(c).items())
+        object.__setattr__(c, "_label_items", items)
+        return items
+
+
 def shared_labels(clusters: Iterable[ir.Cluster]) -> Shared:
     """The labels with one value in every cluster and in both kinds of routes that answer
     themselves (counted whether the proxy has such routes or not: their labels are their own
     metadata, which stays whole). A label some of them lack is not shared."""
-    shared = route_labels("")
-    rows = itertools.chain((route_labels(names.BLOCK_ALL_ROUTE),), (cluster_labels(c) for c in clusters))
-    for row in rows:
-        for key in [k for k, v in shared.items() if row.get(k) != v]:
-            del shared[key]
+    shared = set(route_labels("").items()) & set(route_labels(names.BLOCK_ALL_ROUTE).items())
+    for c in clusters:
         if not shared:
             break
-    return tuple(sorted(shared.items()))
+        items = _label_items(c)
+        if not shared <= items:
+            shared &= items
+    return tuple(sorted(shared))
