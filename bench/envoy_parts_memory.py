@@ -6,7 +6,8 @@ each variant one part changed; resident memory once ready, and how long until ``
 Variants: ``full`` (as translated), ``rejectall`` (no stat kept), ``deferred`` (Istio's deferred
 stats and cluster creation, exitgate's bootstrap since issue 9's fifth stop), ``notelemetry`` /
 ``noistio`` / ``nometa`` (without the stats loggers' labels, Istio's metadata, any metadata),
-``onecluster`` (Envoy with next to nothing).
+``onecluster`` (Envoy with next to nothing); for the route table alone, ``novhosts`` (no virtual
+host), ``noroutemeta`` (routes without metadata), ``noretry`` (routes without a retry policy).
 
 Run: .venv/bin/python bench/envoy_parts_memory.py [N] [variant,...]
 """
@@ -38,7 +39,20 @@ from exitgate.mesh import MeshConfig  # noqa: E402
 from exitgate.translate.gateway import translate_gateway  # noqa: E402
 from exitgate.translate.snapshot import Snapshot  # noqa: E402
 
-VARIANTS = ("full", "rejectall", "deferred", "notelemetry", "noistio", "nometa", "onecluster")
+VARIANTS = ("full", "rejectall", "deferred", "notelemetry", "noistio", "nometa", "onecluster",
+            "novhosts", "noroutemeta", "noretry")
+
+
+def route_configs(b: dict[str, Any]) -> list[dict[str, Any]]:
+    """The route tables inlined in the bootstrap's HTTP connection managers."""
+    out = []
+    for lst in b["static_resources"].get("listeners", []):
+        for chain in lst.get("filter_chains", []):
+            for f in chain.get("filters", []):
+                rc = f.get("typed_config", {}).get("route_config")
+                if rc is not None:
+                    out.append(rc)
+    return out
 
 
 def strip(node: Any, keys: tuple[str, ...]) -> Any:
@@ -66,6 +80,15 @@ def variant(boot: dict[str, Any], name: str) -> dict[str, Any]:
         b = strip(b, ("metadata",))
     elif name == "onecluster":
         b["static_resources"] = {"clusters": b["static_resources"]["clusters"][:1]}
+    for rc in route_configs(b) if name in ("novhosts", "noroutemeta", "noretry") else []:
+        if name == "novhosts":
+            rc["virtual_hosts"] = []
+        for v in rc.get("virtual_hosts", []):
+            for r in v.get("routes", []):
+                if name == "noroutemeta":
+                    r.pop("metadata", None)
+                else:
+                    r.get("route", {}).pop("retry_policy", None)
     return b
 
 

@@ -255,11 +255,13 @@ class Store:
     def _parse(self, e: _Entry) -> Resource:
         if not e.text.startswith("{"):
             return self._slim(self._parse_yaml(e))  # written as YAML by an earlier exitgate
+        # Loaded with the source (the file, line 1) that _snapshot_of offsets by the entry's line.
         res, diags = load_document(orjson.loads(e.text), e.file or str(self.path), default_namespace=e.key[1],
                                    checked=True)
         if res is None or dx.has_errors(diags):
             raise self._invalid(e, diags)
-        return self._slim(res.with_source(Source(e.file or str(self.path), 1)))
+        first = Source(e.file or str(self.path), 1)
+        return self._slim(res if res.source == first else res.with_source(first))
 
     def _slim(self, res: Resource) -> Resource:
         if self.keep_documents:
@@ -267,8 +269,8 @@ class Store:
         share_field_sets(res.spec, self._field_sets)
         if res.kind not in SPEC_MODELS:
             return res
-        return replace(res, raw={"apiVersion": res.raw.get("apiVersion"), "kind": res.kind,
-                                 "metadata": res.raw.get("metadata")})
+        return res.with_raw({"apiVersion": res.raw.get("apiVersion"), "kind": res.kind,
+                             "metadata": res.raw.get("metadata")})
 
     def _parse_yaml(self, e: _Entry) -> Resource:
         result = load_text(e.text, e.file or str(self.path))

@@ -34,9 +34,16 @@ class Resource(Generic[SpecT]):
     def with_source(self, source: Source | None) -> Resource[SpecT]:
         """A copy with another source, without running ``__init__`` again as
         ``dataclasses.replace`` does (a store load gives each of 30,000 resources its line)."""
+        return self._with(source=source)
+
+    def with_raw(self, raw: dict[str, Any]) -> Resource[SpecT]:
+        """A copy with another document (the store keeps only an Istio resource's metadata)."""
+        return self._with(raw=raw)
+
+    def _with(self, **fields: Any) -> Resource[SpecT]:
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
-        new.__dict__["source"] = source
+        new.__dict__.update(fields)
         return new
 
     @property
