@@ -52,10 +52,12 @@ def _virtual_hosts(snap: Snapshot, gateway: GatewayProxy,
     vhosts: dict[str, VirtualHost] = {}
     for gw, server in servers:
         context = f"{gw.namespace}/{gw.name}"
+        # A server for "*" (or "*/*") binds every host of every namespace: no check per host.
+        binds_all = any(sh in ("*", "*/*") for sh in server.hosts)
         for b in snap.virtual_services_in(context):
             for h in b.hosts:
-                if h in vhosts or not any(server_host_binds(sh, gw.namespace, b.resource.namespace, h)
-                                          for sh in server.hosts):
+                if h in vhosts or not (binds_all or any(server_host_binds(sh, gw.namespace, b.resource.namespace, h)
+                                                        for sh in server.hosts)):
                     continue
                 if snap.memo is None:
                     vhost = _virtual_host(snap, gateway, gw, server, h, by_host)

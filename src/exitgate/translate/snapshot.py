@@ -208,8 +208,16 @@ class Snapshot:
         return tuple(s for s in self.services if "*" in s.host)
 
     def services_for(self, viewer_ns: str) -> list[Service]:
-        """The services exported to ``viewer_ns``."""
-        return [s for s in self.services if exported_to(s.namespace, s.export_to, viewer_ns)]
+        """The services exported to ``viewer_ns`` (a new list; each namespace's is worked out once)."""
+        found = self._exported.get(viewer_ns)
+        if found is None:
+            found = self._exported[viewer_ns] = tuple(
+                s for s in self.services if not s.export_to or exported_to(s.namespace, s.export_to, viewer_ns))
+        return list(found)
+
+    @cached_property
+    def _exported(self) -> dict[str, tuple[Service, ...]]:
+        return {}
 
     def service(self, host: str, viewer_ns: str | None = None) -> Service | None:
         """The service answering for ``host``: the exact name first, then a wildcard
