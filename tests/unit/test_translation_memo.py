@@ -131,7 +131,7 @@ def test_a_fragment_is_used_again_only_while_every_delta_since_is_known_and_miss
     assert fragment(Snapshot([VS, FRONT, other, backend], MESH, memo).generation) == 3
     assert fragment(Snapshot([VS, other, backend], MESH, memo).generation) == 4
     # Another mesh, and back: built again each time, then used again.
-    assert fragment(Snapshot([VS, other, backend], MeshConfig(), memo).generation) == 5
+    assert fragment(Snapshot([VS, other, backend], MeshConfig(root_namespace="other"), memo).generation) == 5
     assert fragment(Snapshot([VS, other, backend], MESH, memo).generation) == 6
     assert fragment(Snapshot([VS, other, backend], MESH, memo).generation) == 6
     # More snapshots since than the memo keeps deltas for, none touching its hosts: built again.
@@ -140,3 +140,35 @@ def test_a_fragment_is_used_again_only_while_every_delta_since_is_known_and_miss
     last = Snapshot([VS, other, backend], MESH, memo).generation
     assert fragment(last) == last
     assert builds == [1, 3, 4, 5, 6, last]
+
+
+def test_an_older_snapshot_translated_after_a_newer_one_gets_its_own_fragments() -> None:
+    memo = TranslationMemo()
+    se = _se_named("a", "a.example")
+    old = Snapshot([se], MESH, memo)
+    new = Snapshot([se, _dr("a.example")], MESH, memo)
+
+    def tls(snap: Snapshot) -> str | None:
+        pc, _ = translate_sidecar(snap, MESH.workloads[0], 15001)
+        c = next(c for c in pc.clusters if c.name == "outbound|80||a.example")
+        return c.tls.mode.value if c.tls is not None else None
+
+    assert tls(new) == "SIMPLE"
+    assert tls(old) is None
+    assert tls(new) == "SIMPLE"
+
+
+def test_an_equal_mesh_is_the_same_mesh_for_the_delta() -> None:
+    memo = TranslationMemo()
+    builds: list[int] = []
+
+    def fragment(generation: int) -> int:
+        def build() -> tuple[int, tuple[()]]:
+            builds.append(generation)
+            return generation, ()
+        return memo.fragment(generation, ("f",), ("front.example",), None, build)
+
+    assert fragment(Snapshot([FRONT], MeshConfig(), memo).generation) == 1
+    # The inventory of applied Kubernetes objects gives a new, equal mesh at every push.
+    assert fragment(Snapshot([FRONT], MeshConfig(), memo).generation) == 1
+    assert builds == [1]

@@ -94,7 +94,9 @@ class TranslationMemo:
         for everything)."""
         current = {id(r): r for r in resources}
         delta: frozenset[str] | None = None
-        if self._seen is not None and self._seen_mesh is mesh:
+        # An equal mesh counts as the same: the inventory of applied Kubernetes objects builds a
+        # new one at each push.
+        if self._seen is not None and (self._seen_mesh is mesh or self._seen_mesh == mesh):
             seen = self._seen
             changed = [current[i] for i in current.keys() - seen.keys()]
             changed += [seen[i] for i in seen.keys() - current.keys()]
@@ -121,6 +123,10 @@ class TranslationMemo:
         # A fragment's entry is a list, [keep, result, generation, hosts], renewed in place when
         # it is used again; the hosts a tuple: 40,000 fragments at 10,000 services.
         entry = self._current.get(key) or self._previous.get(key)
+        if entry is not None and entry[2] > generation:
+            # Built for a newer snapshot than this one (an older snapshot translated late):
+            # nothing says what changed back, so built again, and the newer entry kept.
+            return build()[0]
         if entry is not None:
             since, deps = entry[2], entry[3]
             # The usual case first, without the loop: built for the snapshot just before.
