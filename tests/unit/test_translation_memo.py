@@ -170,5 +170,11 @@ def test_an_equal_mesh_is_the_same_mesh_for_the_delta() -> None:
 
     assert fragment(Snapshot([FRONT], MeshConfig(), memo).generation) == 1
     # The inventory of applied Kubernetes objects gives a new, equal mesh at every push.
-    assert fragment(Snapshot([FRONT], MeshConfig(), memo).generation) == 1
+    again = Snapshot([FRONT], MeshConfig(), memo)
+    assert fragment(again.generation) == 1
     assert builds == [1]
+    # And the snapshot is of the mesh seen before, so what is memoized on its identity (the
+    # registry's services, the fragments keyed on them) is used again too.
+    first = Snapshot([FRONT], MESH, memo)
+    assert Snapshot([FRONT], MeshConfig(), memo).mesh is first.mesh
+    assert first.services[-1] is Snapshot([FRONT], MeshConfig(), memo).services[-1]

@@ -28,6 +28,7 @@ from typing import Any, Generic, TypeVar
 K = TypeVar("K")
 V = TypeVar("V")
 T = TypeVar("T")
+M = TypeVar("M")
 E = TypeVar("E")
 
 
@@ -86,6 +87,16 @@ class TranslationMemo:
         self._seen_mesh: object = None
         self._generation = 0
         self._deltas: dict[int, frozenset[str] | None] = {}
+
+    def same_mesh(self, mesh: M) -> M:
+        """The mesh of the last snapshot observed if it equals ``mesh``: the inventory of applied
+        Kubernetes objects builds a new, equal one at each push, and what is memoized on the
+        mesh's identity (the registry's services, and the fragments keyed on them) is then
+        used again."""
+        seen = self._seen_mesh
+        if seen is not None and seen is not mesh and type(seen) is type(mesh) and seen == mesh:
+            return seen
+        return mesh
 
     def observe(self, resources: Iterable[object], mesh: object,
                 touched: Callable[[list[Any]], frozenset[str] | None]) -> int:

@@ -125,6 +125,8 @@ class Snapshot:
     def __init__(self, resources: Iterable[Resource], mesh: MeshConfig, memo: TranslationMemo | None = None) -> None:
         # ``memo``: results of earlier pushes that this one may reuse (the control plane's).
         self.memo = memo
+        if memo is not None:
+            mesh = memo.same_mesh(mesh)
         self.resources: tuple[Resource, ...] = tuple(sorted(resources, key=lambda r: (r.kind, *_order(r))))
         # What changed since the memo's last snapshot, for the translation's fragments.
         self.generation = memo.observe(self.resources, mesh, touched_hosts) if memo is not None else 0
