@@ -34,24 +34,19 @@ def build_clusters(snap: Snapshot, services: Iterable[Service], proxy_ns: str,
         else:
             # A service's clusters change only with its host's ServiceEntry and DestinationRule.
             clusters += memo.fragment(snap.generation, ("service clusters", id(svc), proxy_ns, original_dst),
-                                      (svc.host,), svc, partial(_memoized_clusters, snap, svc, proxy_ns, original_dst))
+                                      (svc.host,), svc, lambda: (_clusters_of(snap, svc, proxy_ns, original_dst), ()))
     return clusters
 
 
 def _clusters_of(snap: Snapshot, svc: Service, proxy_ns: str, original_dst: bool) -> list[Cluster]:
     dr = snap.destination_rule(svc.host, proxy_ns, svc.namespace)
-    return _service_clusters(svc, dr, snap.istio_mutual_gateway_ports.get(svc.host, frozenset()), original_dst)
-
-
-def _memoized_clusters(snap: Snapshot, svc: Service, proxy_ns: str, original_dst: bool) -> tuple[list[Cluster], tuple[()]]:
-    assert snap.memo is not None
-    dr = snap.destination_rule(svc.host, proxy_ns, svc.namespace)
     auto = snap.istio_mutual_gateway_ports.get(svc.host, frozenset())
+    if snap.memo is None:
+        return _service_clusters(svc, dr, auto, original_dst)
     # Everything a service's clusters depend on, by identity (translate.memo).
     key = ("clusters", id(svc), id(dr.spec) if dr else 0, dr.namespace if dr else "", dr.name if dr else "", auto,
            original_dst)
-    built = snap.memo.value(key, (svc, dr.spec if dr else None), partial(_service_clusters, svc, dr, auto, original_dst))
-    return built, ()
+    return snap.memo.value(key, (svc, dr.spec if dr else None), partial(_service_clusters, svc, dr, auto, original_dst))
 
 
 def _service_clusters(svc: Service, dr: Resource[DestinationRuleSpec] | None, auto_mtls_ports: frozenset[int],

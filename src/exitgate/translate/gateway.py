@@ -4,7 +4,7 @@ Gateway servers that select it, the VirtualServices those servers let bind (Isti
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from functools import partial
 
@@ -19,7 +19,6 @@ from exitgate.ir import (DiscoveryType, DownstreamTls, HttpListener, ProxyConfig
 from exitgate.mesh import GatewayProxy
 from exitgate.translate.authz import gateway_rbac
 from exitgate.translate.clusters import build_clusters
-from exitgate.translate.memo import Recorded, reads_only
 from exitgate.translate.proxy import secret_names
 from exitgate.translate.registry import Service
 from exitgate.translate.routing import routes_for, server_host_binds
@@ -63,8 +62,8 @@ def _virtual_hosts(snap: Snapshot, gateway: GatewayProxy,
                     vhost = _virtual_host(snap, gateway, gw, server, h, by_host)
                 else:
                     key = ("gateway virtual host", gateway.namespace, context, id(server), h)
-                    vhost = snap.memo.fragment(snap.generation, key, (h,), server,
-                                               partial(_recorded_virtual_host, snap, gateway, gw, server, h, by_host))
+                    vhost = snap.memo.fragment_reading(snap.generation, key, (h,), server, by_host,
+                                                       partial(_virtual_host, snap, gateway, gw, server, h))
                 if vhost is not None:
                     vhosts[h] = vhost
     return list(vhosts.values())
@@ -78,12 +77,6 @@ def _virtual_host(snap: Snapshot, gateway: GatewayProxy, gw: Resource[GatewaySpe
              if any(server_host_binds(sh, gw.namespace, vs.namespace, h) for sh in server.hosts)]
     routes = routes_for(bound, context, server.port.number, by_host, snap.memo)
     return VirtualHost(names.virtual_host_name(h, server.port.number), (h,), tuple(routes)) if routes else None
-
-
-def _recorded_virtual_host(snap: Snapshot, gateway: GatewayProxy, gw: Resource[GatewaySpec], server: Server, h: str,
-                           by_host: Mapping[str, Service]) -> tuple[VirtualHost | None, Collection[str]]:
-    recorded = Recorded(by_host, reads_only)
-    return _virtual_host(snap, gateway, gw, server, h, recorded), recorded.reads.keys()
 
 
 def _istio_mutual(snap: Snapshot) -> DownstreamTls:

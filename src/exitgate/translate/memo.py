@@ -105,9 +105,8 @@ class TranslationMemo:
         for everything)."""
         current = {id(r): r for r in resources}
         delta: frozenset[str] | None = None
-        # An equal mesh counts as the same: the inventory of applied Kubernetes objects builds a
-        # new one at each push.
-        if self._seen is not None and (self._seen_mesh is mesh or self._seen_mesh == mesh):
+        # By identity: a snapshot takes the last mesh when its own is equal (``same_mesh``).
+        if self._seen is not None and self._seen_mesh is mesh:
             seen = self._seen
             changed = [current[i] for i in current.keys() - seen.keys()]
             changed += [seen[i] for i in seen.keys() - current.keys()]
@@ -150,6 +149,15 @@ class TranslationMemo:
         value, reads = build()
         self._current[key] = [keep, value, generation, tuple(dict.fromkeys((*hosts, *reads)))]
         return value
+
+    def fragment_reading(self, generation: int, key: Hashable, hosts: Iterable[str], keep: object,
+                         services: Mapping[str, V], build: Callable[[Mapping[str, V]], T]) -> T:
+        """``fragment`` for a result built from ``services`` (by host): the hosts it reads there
+        are recorded as hosts it depends on."""
+        def recorded() -> tuple[T, Collection[str]]:
+            reads = Recorded(services, reads_only)
+            return build(reads), reads.reads.keys()
+        return self.fragment(generation, key, hosts, keep, recorded)
 
     def get(self, key: Hashable, keep: object, build: Callable[[], tuple[T, E]],
             still: Callable[[E], bool] | None = None) -> T:

@@ -6,7 +6,7 @@ declares (ALLOW_ANY or REGISTRY_ONLY)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -22,7 +22,6 @@ from exitgate.mesh import WorkloadProxy
 from exitgate.translate.authz import policies_on_sidecar
 from exitgate.translate.capture import CaptureSettings, Tunnel, capture_listeners
 from exitgate.translate.clusters import blackhole_cluster, build_clusters, passthrough_cluster
-from exitgate.translate.memo import Recorded, reads_only
 from exitgate.translate.proxy import secret_names
 from exitgate.translate.registry import Service
 from exitgate.translate.route_features import DEFAULT_RETRY
@@ -88,12 +87,6 @@ def _service_part(snap: Snapshot, scope: SidecarScope, workload_ns: str, svc: Se
     return _ServicePart(tuple(vhosts), tuple(tunnels), tuple(http_ports))
 
 
-def _recorded_service_part(snap: Snapshot, scope: SidecarScope, workload_ns: str, svc: Service,
-                           by_host: Mapping[str, Service]) -> tuple[_ServicePart, Collection[str]]:
-    recorded = Recorded(by_host, reads_only)
-    return _service_part(snap, scope, workload_ns, svc, recorded), recorded.reads.keys()
-
-
 def _catch_all(mode: str) -> VirtualHost:
     """Istio's catch-all virtual host, for plain requests and CONNECT tunnels alike."""
     if mode == "ALLOW_ANY":
@@ -121,8 +114,8 @@ def translate_sidecar(snap: Snapshot, workload: WorkloadProxy, proxy_port: int,
             # One service's virtual hosts and tunnels change only with what its host's
             # resources and the destinations its routes read say (translate.memo).
             key = ("sidecar service", workload.namespace, workload.name, id(svc))
-            part = snap.memo.fragment(snap.generation, key, (svc.host,), svc,
-                                      partial(_recorded_service_part, snap, scope, workload.namespace, svc, by_host))
+            part = snap.memo.fragment_reading(snap.generation, key, (svc.host,), svc, by_host,
+                                              partial(_service_part, snap, scope, workload.namespace, svc))
         vhosts += part.vhosts
         tunnels += part.tunnels
         http_ports.update(part.http_ports)
