@@ -67,3 +67,43 @@ def test_a_cluster_built_with_other_shared_labels_is_another_resource() -> None:
     first = xds_resources(one, {}, memo)[CLUSTER_TYPE][c.name]
     second = xds_resources(other, {}, memo)[CLUSTER_TYPE][c.name]
     assert isinstance(first, Packed) and isinstance(second, Packed) and first.blob != second.blob
+
+
+def _by_definition(clusters: list[ir.Cluster]) -> labels.Shared:
+    """Shared labels as the docstring defines them: every cluster's labels, each compared."""
+    rows = [labels.cluster_labels(c) for c in clusters] + [labels.route_labels(""),
+                                                           labels.route_labels(names.BLOCK_ALL_ROUTE)]
+    keys = set(labels.DESTINATION_DEFAULTS)
+    return tuple(sorted((k, rows[0][k]) for k in keys if all(r.get(k) == rows[0][k] for r in rows)))
+
+
+def test_clusters_are_compared_once_per_key_with_the_same_result_as_each_one() -> None:
+    mutual = ir.UpstreamTls(ir.TlsMode.ISTIO_MUTUAL)
+    simple = ir.UpstreamTls(ir.TlsMode.SIMPLE)
+    other_workload = ir.WorkloadLabels("api", "prod", app="api", version="v2", canonical_service="api",
+                                       canonical_revision="v2", cluster_id="east")
+    variants = [
+        external("a.example.com"), external("b.example.com"), in_mesh(), passthrough(),
+        ir.Cluster(names.BLACKHOLE_CLUSTER, ir.DiscoveryType.STATIC, ()),
+        ir.Cluster("outbound|443||c.example.com", ir.DiscoveryType.STRICT_DNS, (), tls=simple,
+                   service=ir.ServiceLabels("c.example.com", "c.example.com", "other")),
+        ir.Cluster("outbound|80||gw", ir.DiscoveryType.STATIC, (), tls=mutual,
+                   service=ir.ServiceLabels("gw", "gw", "default", principal="spiffe://cluster.local/ns/a/sa/b")),
+        ir.Cluster("outbound|81||gw", ir.DiscoveryType.STATIC, (), tls=mutual,
+                   service=ir.ServiceLabels("gw", "gw", "default")),
+        ir.Cluster("outbound|82||api", ir.DiscoveryType.STATIC, (),
+                   service=ir.ServiceLabels("api", "api", "prod", workload=other_workload)),
+        # Apart from an external service by one part of the key only: the workload, the namespace.
+        ir.Cluster("outbound|83||api", ir.DiscoveryType.STATIC, (),
+                   service=ir.ServiceLabels("api", "api", "default", workload=other_workload)),
+        ir.Cluster("outbound|84||odd", ir.DiscoveryType.STATIC, (),
+                   service=ir.ServiceLabels("odd", "odd", "unknown")),
+        ir.Cluster("outbound|85||gw", ir.DiscoveryType.STATIC, (), tls=mutual,
+                   service=ir.ServiceLabels("gw", "gw", "default", principal="unknown")),
+    ]
+    # Every pair and triple of kinds, in both orders: the fast path must agree on each.
+    for i, a in enumerate(variants):
+        for b in variants[i:]:
+            for c in variants:
+                for group in ([a, b, c], [c, b, a], [a, a, b]):
+                    assert labels.shared_labels(group) == _by_definition(group), group

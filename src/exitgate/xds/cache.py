@@ -125,15 +125,20 @@ class Packed:
 Resource: TypeAlias = "Message | Packed"
 
 
-def _check_resource(type_url: str, name: str, message: Resource) -> None:
+def _check_resource(type_url: str, name: str, message: Resource, checked: set[type[Message]] | None = None) -> None:
+    """``checked``: the Packed classes already found to be of ``type_url`` (one check per class,
+    not one per resource: a proxy has thousands of one type)."""
+    expected = type_url.rsplit("/", 1)[-1]
     if isinstance(message, Packed):
         cls = message.message_class
-        if cls.DESCRIPTOR.full_name != type_url.rsplit("/", 1)[-1]:
-            raise ValueError(f"resource {name!r} is a {cls.DESCRIPTOR.full_name}, not a {type_url}")
+        if checked is None or cls not in checked:
+            if cls.DESCRIPTOR.full_name != expected:
+                raise ValueError(f"resource {name!r} is a {cls.DESCRIPTOR.full_name}, not a {type_url}")
+            if checked is not None:
+                checked.add(cls)
         if message.name != name:
             raise ValueError(f"resource keyed {name!r} names itself {message.name!r}")
         return
-    expected = type_url.rsplit("/", 1)[-1]
     if message.DESCRIPTOR.full_name != expected:
         raise ValueError(
             f"resource {name!r} is a {message.DESCRIPTOR.full_name}, not a {expected} ({type_url})"
@@ -150,11 +155,14 @@ def _freeze(type_url: str, resources: Mapping[str, Resource]) -> _TypeEntry:
     blobs: dict[str, bytes] = {}
     versions: dict[str, str] = {}
     message_class: type[Message] | None = None
+    checked: set[type[Message]] = set()
     for name, message in resources.items():
-        _check_resource(type_url, name, message)
         if isinstance(message, Packed):
+            if message.message_class not in checked or message.name != name:
+                _check_resource(type_url, name, message, checked)
             blobs[name], versions[name], message_class = message.blob, message.version, message.message_class
             continue
+        _check_resource(type_url, name, message)
         # The bytes are the cache's own: the caller may go on mutating its message objects.
         blobs[name] = blob = message.SerializeToString(deterministic=True)
         versions[name] = _blob_version(blob)
