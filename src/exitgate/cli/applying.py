@@ -31,14 +31,15 @@ def answer_request(store: Store, message: dict[str, Any], lock: AbstractContextM
 
 def apply_sources(store: Store, sources: list[tuple[str, str]], namespace: str,
                   lock: AbstractContextManager[Any] | None = None,
-                  keep: Callable[[object], None] | None = None) -> Answer:
+                  keep: Callable[[object], None] | None = None, jobs: int = 1) -> Answer:
     """Load every resource of ``sources`` and apply them all to ``store``, or none. ``keep``
     (the control plane's): takes what loading made, which is freed when the caller drops it;
-    30,000 documents' parse took 1 s to free, in the middle of the push the apply set off."""
+    30,000 documents' parse took 1 s to free, in the middle of the push the apply set off.
+    ``jobs``: the command's 2, a large file loaded on two cores (``load_sources``)."""
     with gc_paused():
         # Paused throughout: with 30,000 resources just loaded, collections set off by what
         # follows walked them all again and again.
-        loaded = load_sources(sources, default_namespace=namespace)
+        loaded = load_sources(sources, default_namespace=namespace, jobs=jobs)
         if keep is not None:
             keep(loaded)
         diags: list[Diagnostic] = list(loaded.diagnostics)

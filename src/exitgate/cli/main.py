@@ -66,7 +66,8 @@ def apply(files: FilesOpt, namespace: Annotated[str, typer.Option("-n", "--names
     except handoff.HandoffError as e:
         raise fail(str(e)) from None
     if answer is None:
-        answer = apply_sources(Store(root), texts, namespace)
+        # The command's own process, single-threaded: a large file is loaded on two cores.
+        answer = apply_sources(Store(root), texts, namespace, jobs=2)
     raise typer.Exit(handoff.print_answer(answer))
 
 
