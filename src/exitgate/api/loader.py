@@ -234,13 +234,18 @@ def field_path(path: tuple[str | int, ...]) -> str:
     return out
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def to_plain(node: Any) -> Any:
     """Plain Python data: ruamel's round-trip scalars (block strings, hex ints, anchored booleans,
-    timestamps) are subclasses a safe YAML dumper cannot write, so the store could not save them."""
+    timestamps) are subclasses a safe YAML dumper cannot write, so the store could not save them.
+    Values of the plain types themselves (all of libyaml's, most of ruamel's) are taken as they
+    are, without a call: 30,000 documents have a million of them."""
     if isinstance(node, dict):
-        return {str(k): to_plain(v) for k, v in node.items()}
+        return {k if type(k) is str else str(k): v if type(v) in _PLAIN else to_plain(v) for k, v in node.items()}
     if isinstance(node, list):
-        return [to_plain(v) for v in node]
+        return [v if type(v) in _PLAIN else to_plain(v) for v in node]
     if isinstance(node, (bool, ScalarBoolean)):
         return bool(node)
     for plain in (str, int, float):

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property, partial
+from itertools import groupby
+from operator import attrgetter
 from typing import Literal, TypeVar, cast
 
 from exitgate.api.base import Spec
@@ -57,6 +59,11 @@ def labels_match(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool
 def _order(r: Resource) -> tuple[str, str]:
     # Istio orders by creation time; names stand in for it here, so output is deterministic.
     return (r.namespace, r.name)
+
+
+# A snapshot's order, written out (30,000 keys per push): its kind, then ``_order``.
+_KIND_ORDER = attrgetter("kind", "namespace", "name")
+_KIND = attrgetter("kind")
 
 
 # Past this many changed resources, a push translates everything again (as a first push does)
@@ -127,13 +134,11 @@ class Snapshot:
         self.memo = memo
         if memo is not None:
             mesh = memo.same_mesh(mesh)
-        self.resources: tuple[Resource, ...] = tuple(sorted(resources, key=lambda r: (r.kind, *_order(r))))
+        # By kind, then ``_order``: usually the store's order already, which the sort goes through once.
+        self.resources: tuple[Resource, ...] = tuple(sorted(resources, key=_KIND_ORDER))
         # What changed since the memo's last snapshot, for the translation's fragments.
         self.generation = memo.observe(self.resources, mesh, touched_hosts) if memo is not None else 0
-        by_kind: dict[str, list[Resource]] = {}
-        for r in self.resources:
-            by_kind.setdefault(r.kind, []).append(r)
-        self._by_kind = {k: tuple(v) for k, v in by_kind.items()}
+        self._by_kind = {kind: tuple(group) for kind, group in groupby(self.resources, key=_KIND)}
         # Istio's mesh ConfigMap, when applied, sets the access log over the mesh file's. The
         # same mesh object comes back while neither changes: translations are memoized on it.
         cm = next((c for c in self._typed("ConfigMap", ConfigMapSpec) if (c.namespace, c.name) == MESH_CONFIGMAP), None)
