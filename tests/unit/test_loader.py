@@ -611,3 +611,18 @@ def test_with_source_copies_a_resource_with_another_line() -> None:
     moved = r.with_source(Source("b.yaml", 7))
     assert moved == r and moved.spec is r.spec and moved.raw is r.raw
     assert moved.source == Source("b.yaml", 7) and r.source != moved.source
+
+
+def test_a_stored_document_is_built_without_its_checks_a_new_one_is_checked() -> None:
+    # The store holds only documents that passed every check: reading one back builds its
+    # models, and neither Istio's rules nor the field checks run again (a sixth of a load).
+    doc = {"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry", "metadata": {"name": "se"},
+           "spec": {"hosts": ["bad..host"], "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}]}}
+    fresh, diags = load_document(doc, "f.yaml")
+    assert fresh is None and any("bad..host" in d.message for d in diags)
+    stored, diags = load_document(doc, "config.yaml", checked=True)
+    assert stored is not None and not diags and stored.spec.hosts == ["bad..host"]
+    # A value of the wrong type still fails: the models are built, and a broken file is refused.
+    wrong = {**doc, "spec": {**doc["spec"], "ports": [{"number": "eighty", "name": "http"}]}}
+    stored, diags = load_document(wrong, "config.yaml", checked=True)
+    assert stored is None and diags
