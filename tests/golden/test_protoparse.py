@@ -37,7 +37,9 @@ def _all_resources(case: Path) -> list[Any]:
 @pytest.mark.parametrize("case", sorted(CASES.glob("*.in.yaml")), ids=lambda p: p.name.removesuffix(".in.yaml"))
 def test_every_golden_resource_parses_as_parse_dict_parses_it(case: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fast = _all_resources(case)
-    monkeypatch.setattr(protoparse, "parse", lambda data, message: json_format.ParseDict(data, message))
+    # The reference: ParseDict of the same data (a ``Reused`` part as its content).
+    monkeypatch.setattr(protoparse, "parse",
+                        lambda data, message: json_format.ParseDict(protoparse.unwrapped(data), message))
     slow = _all_resources(case)
     assert fast == slow
     assert sum(len(by_name) for proxy in fast for by_name in proxy.values()) > 0
@@ -131,3 +133,25 @@ def test_a_bad_integer_string_fails_as_parse_dict_fails(data: dict[str, Any]) ->
     with pytest.raises(json_format.ParseError) as fast:
         protoparse.parse(data, address_pb2.SocketAddress())
     assert str(fast.value) == str(slow.value)
+
+
+def test_reused_parts_parse_as_their_content_wherever_they_stand() -> None:
+    cb = {"thresholds": [{"max_connections": 4294967295, "track_remaining": True}]}
+    options = {"@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+               "explicit_http_config": {"http_protocol_options": {}}}
+    data = {"name": "c", "circuit_breakers": protoparse.Reused(cb),
+            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions":
+                                                 protoparse.Reused(options)},
+            "load_assignment": {"cluster_name": "c", "endpoints": [protoparse.Reused({"lb_endpoints": []})]}}
+    plain = protoparse.unwrapped(data)
+    assert plain == {**data, "circuit_breakers": cb, "typed_extension_protocol_options": {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options},
+        "load_assignment": {"cluster_name": "c", "endpoints": [{"lb_endpoints": []}]}}
+    for _ in range(2):  # the second from the memo
+        fast = protoparse.parse(data, cluster_pb2.Cluster())
+        assert fast == json_format.ParseDict(plain, cluster_pb2.Cluster())
+        assert fast.HasField("circuit_breakers") and len(fast.load_assignment.endpoints) == 1
+    # A mistake inside a reused part is ParseDict's error, as anywhere else.
+    with pytest.raises(json_format.ParseError, match="no_such_field"):
+        protoparse.parse({"name": "c", "circuit_breakers": protoparse.Reused({"no_such_field": 1})},
+                         cluster_pb2.Cluster())

@@ -43,6 +43,17 @@ _FLOAT_TYPES = frozenset({FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOA
 _Field = tuple[int, str, "dict[str, int] | None", "str | None"]
 
 
+class Reused:
+    """A message's data that a builder knows recurs across resources (a route's retry policy,
+    a cluster's circuit breakers): parsed once per distinct content, then merged as bytes.
+    Anywhere a message's dict may stand; the content is read when the message is parsed."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+
 def parse(data: dict[str, Any], message: M) -> M:
     """``data`` (Envoy's JSON shape, proto or JSON field names) into ``message``, which is returned."""
     try:
@@ -53,8 +64,19 @@ def parse(data: dict[str, Any], message: M) -> M:
         # A shape the fast walk does not take: the slow parser decides, and gives the exact
         # error (which field, why) if there is one.
         message.Clear()
-        json_format.ParseDict(data, message)
+        json_format.ParseDict(unwrapped(data), message)
     return message
+
+
+def unwrapped(data: Any) -> Any:
+    """``data`` with each ``Reused`` replaced by its content (for ``json_format``)."""
+    if type(data) is Reused:
+        return unwrapped(data.data)
+    if isinstance(data, dict):
+        return {k: unwrapped(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [unwrapped(v) for v in data]
+    return data
 
 
 @functools.cache
@@ -108,6 +130,14 @@ def _numeric_fields(descriptor: Descriptor) -> dict[str, tuple[bool, bool]]:
 
 
 def _merge(data: Any, message: Message) -> None:
+    if type(data) is Reused:
+        try:
+            text = json.dumps(data.data)
+        except (TypeError, ValueError):
+            _merge(data.data, message)
+            return
+        message.MergeFromString(_reused_bytes(message.DESCRIPTOR.full_name, text))
+        return
     descriptor = message.DESCRIPTOR
     full = descriptor.full_name
     if full.startswith("google.protobuf."):
@@ -249,3 +279,13 @@ def _any_value(type_url: str, body: str) -> bytes:
     blob: bytes = inner.SerializeToString()
     return blob
 
+
+
+@functools.lru_cache(maxsize=1024)
+def _reused_bytes(full_name: str, body: str) -> bytes:
+    """A ``Reused`` message's bytes, by its type and its content as JSON text (in its own key
+    order, so the bytes are those the content itself gives). A pure function of its arguments."""
+    inner = _message_class(full_name)()
+    _merge(json.loads(body), inner)
+    blob: bytes = inner.SerializeToString()
+    return blob

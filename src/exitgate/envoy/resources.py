@@ -331,19 +331,21 @@ def cluster(c: ir.Cluster, shared_labels: Collection[str] = ()) -> cluster_pb2.C
         "name": c.name,
         "connect_timeout": duration(c.connect_timeout_s),
         "lb_policy": c.lb_policy,
-        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options},
+        # The same for most clusters of a proxy: parsed once (the DFP's is completed below first).
+        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions":
+                                             protoparse.Reused(options)},
         "metadata": {"filter_metadata": telemetry.cluster_metadata(c, shared_labels)},
     }
     if c.circuit_breakers is not None:
         cb = c.circuit_breakers
-        data["circuit_breakers"] = {"thresholds": [{
+        data["circuit_breakers"] = protoparse.Reused({"thresholds": [{
             "max_connections": cb.max_connections,
             "max_pending_requests": cb.max_pending_requests,
             "max_requests": cb.max_requests,
             "max_retries": cb.max_retries,
             # Istio's default: the remaining_* gauges show how close each limit is.
             "track_remaining": True,
-        }]}
+        }]})
     if c.tcp_keepalive is not None:
         ka: dict[str, Any] = {}
         if c.tcp_keepalive.probes is not None:

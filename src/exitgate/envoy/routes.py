@@ -19,6 +19,7 @@ from exitgate import ir
 from exitgate.envoy import telemetry
 from exitgate.envoy import filters
 from exitgate.xds.cache import Packed
+from exitgate.envoy.protoparse import Reused
 from exitgate.envoy.resources import parse_json, duration
 
 
@@ -49,7 +50,7 @@ def _route(r: ir.Route) -> dict[str, Any]:
                                       {"name": w.cluster, "weight": w.weight} for w in r.clusters if w.weight > 0]}})
         action["timeout"] = duration(r.timeout_s)
         if r.retry is not None:
-            action["retry_policy"] = _retry_policy(r.retry)
+            action["retry_policy"] = Reused(_retry_policy(r.retry))  # Istio's default, on nearly every route
         if r.rewrite is not None:
             action.update(_rewrite(r.rewrite))
         if r.mirrors:
