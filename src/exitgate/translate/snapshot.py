@@ -261,9 +261,18 @@ class Snapshot:
                         exact.setdefault((context, h), []).append(b)
         return exact, wildcard
 
+    @cached_property
+    def _vs_by_context(self) -> dict[str, list[BoundVirtualService]]:
+        out: dict[str, list[BoundVirtualService]] = {}
+        for b in self.bound_virtual_services:
+            for context in dict.fromkeys(b.contexts):
+                out.setdefault(context, []).append(b)
+        return out
+
     def virtual_services_in(self, context: str) -> list[BoundVirtualService]:
-        """Every VirtualService bound to ``context`` (``mesh`` or ``namespace/gateway``)."""
-        return [b for b in self.bound_virtual_services if context in b.contexts]
+        """Every VirtualService bound to ``context`` (``mesh`` or ``namespace/gateway``), in
+        Istio's order (a new list: each proxy's translation asks several times per push)."""
+        return list(self._vs_by_context.get(context, ()))
 
     def virtual_services_for(self, context: str, host: str, proxy_ns: str) -> list[Resource[VirtualServiceSpec]]:
         """VirtualServices bound to ``context`` with a host matching ``host``, in Istio's order;
