@@ -6,6 +6,8 @@ forks."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -48,6 +50,36 @@ def small_split(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(forked, "MIN_SPLIT", 1000)
 
 
+# A fork is made only by a process of one thread; the suite's process has others by now (gRPC,
+# earlier tests' helpers), so the cases that fork run in a new pytest process of their own.
+FORK_CASES_ENV = "EXITGATE_FORK_CASES"
+FORK_CASE = pytest.mark.skipif(os.environ.get(FORK_CASES_ENV) != "1", reason="run by test_the_forking_cases_in_a_process_of_their_own")
+
+
+@pytest.fixture
+def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The children forked during the test."""
+    started: list[int] = []
+    real_fork = os.fork
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid:
+            started.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork)
+    return started
+
+
+@pytest.mark.skipif(os.environ.get(FORK_CASES_ENV) == "1", reason="the cases' own process")
+def test_the_forking_cases_in_a_process_of_their_own() -> None:
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "fork_case"],
+                         env={**os.environ, FORK_CASES_ENV: "1"}, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "5 passed" in out.stdout, out.stdout
+
+
 def _summary(result: LoadResult) -> tuple[list[Any], list[str]]:
     return ([(r.key, r.source, r.spec, dict(r.raw)) for r in result.resources],
             [f"{d} {d.line} {d.field}" for d in result.diagnostics])
@@ -59,18 +91,21 @@ def _both(text: str) -> tuple[LoadResult, LoadResult]:
     return whole, two
 
 
-def test_a_large_text_loads_on_two_cores_as_it_loads_whole() -> None:
+@FORK_CASE
+def test_fork_case_a_large_text_loads_on_two_cores_as_it_loads_whole(forks: list[int]) -> None:
     text = _text(100, MISTAKES)
     at = forked.split_point(text)
     assert at is not None and 0.4 < at / len(text) < 0.6 and text[at:].startswith("---")
     whole, two = _both(text)
     assert _summary(two) == _summary(whole)
     assert len(whole.resources) == 198 and len(whole.diagnostics) == 3  # the warning refuses nothing
+    assert len(forks) == 1
     # The second half's lines are the file's, not its part's.
     assert max(d.line or 0 for d in two.diagnostics) > text.count("\n", 0, at)
 
 
-def test_a_yaml_error_in_either_half_is_the_whole_texts_error() -> None:
+@FORK_CASE
+def test_fork_case_a_yaml_error_in_either_half_is_the_whole_texts_error(forks: list[int]) -> None:
     for half in ("first", "second"):
         text = _text(100)
         lines = text.split("\n")
@@ -80,9 +115,12 @@ def test_a_yaml_error_in_either_half_is_the_whole_texts_error() -> None:
         whole, two = _both(broken)
         assert whole.unparsed and not two.resources
         assert _summary(two) == _summary(whole)
+    assert len(forks) == 2
 
 
-def test_a_failed_child_leaves_its_half_to_the_parent(monkeypatch: pytest.MonkeyPatch) -> None:
+@FORK_CASE
+def test_fork_case_a_failed_child_leaves_its_half_to_the_parent(monkeypatch: pytest.MonkeyPatch,
+                                                               forks: list[int]) -> None:
     parent = os.getpid()
     real = load_text
 
@@ -95,6 +133,7 @@ def test_a_failed_child_leaves_its_half_to_the_parent(monkeypatch: pytest.Monkey
     text = _text(100, MISTAKES)
     two = load_sources([("all.yaml", text)], jobs=2)
     assert _summary(two) == _summary(real(text, "all.yaml"))
+    assert len(forks) == 1
 
 
 def test_no_cut_for_small_texts_directives_or_a_threaded_process(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -115,7 +154,8 @@ def test_no_cut_for_small_texts_directives_or_a_threaded_process(monkeypatch: py
         other.join()
 
 
-def test_an_error_just_before_the_cut_is_the_whole_texts_error() -> None:
+@FORK_CASE
+def test_fork_case_an_error_just_before_the_cut_is_the_whole_texts_error(forks: list[int]) -> None:
     text = _text(100)
     at = forked.split_point(text)
     assert at is not None
@@ -124,12 +164,13 @@ def test_an_error_just_before_the_cut_is_the_whole_texts_error() -> None:
     whole, two = _both(broken)
     assert whole.unparsed and "document start" in str(whole.diagnostics[0])
     assert _summary(two) == _summary(whole)
+    assert len(forks) == 1
 
 
-def test_an_interrupted_parent_stops_its_child(monkeypatch: pytest.MonkeyPatch) -> None:
+@FORK_CASE
+def test_fork_case_an_interrupted_parent_stops_its_child(monkeypatch: pytest.MonkeyPatch, forks: list[int]) -> None:
     parent = os.getpid()
     real = load_text
-    started: list[int] = []
 
     def interrupted_in_parent(text: str, **kw: Any) -> LoadResult:
         if os.getpid() == parent:
@@ -137,17 +178,8 @@ def test_an_interrupted_parent_stops_its_child(monkeypatch: pytest.MonkeyPatch) 
         return real(text, **kw)
 
     monkeypatch.setattr("exitgate.api.loader.load_text", interrupted_in_parent)
-    real_fork = os.fork
-
-    def fork() -> int:
-        pid = real_fork()
-        if pid:
-            started.append(pid)
-        return pid
-
-    monkeypatch.setattr(os, "fork", fork)
     with pytest.raises(KeyboardInterrupt):
         load_sources([("all.yaml", _text(100))], jobs=2)
-    assert len(started) == 1
+    assert len(forks) == 1
     with pytest.raises(ProcessLookupError):
-        os.kill(started[0], 0)  # killed and reaped, not left running or a zombie
+        os.kill(forks[0], 0)  # killed and reaped, not left running or a zombie
