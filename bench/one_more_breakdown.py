@@ -86,7 +86,8 @@ def main() -> None:
         (work / "mesh.yaml").write_text(yaml.safe_dump({"externalPortMap": {80: port}, "capture": "off"}))
         (work / "config.yaml").write_text(yaml.safe_dump_all([GATEWAY, *[d for i in range(n) for d in service(i)]]))
         (work / "one-more.yaml").write_text(yaml.safe_dump_all(service(n)))
-        env = {**os.environ, "EXITGATE_HOME": str(work / "state")}
+        # The command of this checkout, not the installed one (an editable install is main's).
+        env = {**os.environ, "EXITGATE_HOME": str(work / "state"), "PYTHONPATH": str(HERE.parent / "src")}
         cli = [sys.executable, "-m", "exitgate.cli.fast"]  # the installed `exitgate`'s entry point
         mesh, diags = load_mesh(work / "mesh.yaml")
         assert mesh is not None, diags
