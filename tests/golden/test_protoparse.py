@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_components_pb2
 from envoy.config.route.v3 import route_components_pb2
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format, struct_pb2, symbol_database
 
 from exitgate.api.loader import load_paths
 from exitgate.envoy import protoparse
@@ -37,12 +38,34 @@ def _all_resources(case: Path) -> list[Any]:
 @pytest.mark.parametrize("case", sorted(CASES.glob("*.in.yaml")), ids=lambda p: p.name.removesuffix(".in.yaml"))
 def test_every_golden_resource_parses_as_parse_dict_parses_it(case: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fast = _all_resources(case)
-    # The reference: ParseDict of the same data (a ``Reused`` part as its content).
-    monkeypatch.setattr(protoparse, "parse",
-                        lambda data, message: json_format.ParseDict(protoparse.unwrapped(data), message))
+    # The reference: ParseDict of the same data (a ``Reused`` part as its content), each Any's
+    # value serialized deterministically, as exitgate serializes it (ParseDict packs in the
+    # process's map order).
+    monkeypatch.setattr(protoparse, "parse", lambda data, message: _deterministic_anys(
+        json_format.ParseDict(protoparse.unwrapped(data), message)))
     slow = _all_resources(case)
     assert fast == slow
     assert sum(len(by_name) for proxy in fast for by_name in proxy.values()) > 0
+
+
+def _deterministic_anys(message: Any) -> Any:
+    """``message`` with every Any inside (at any depth) holding its value serialized
+    deterministically."""
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        entry = field.message_type.GetOptions().map_entry
+        if entry:
+            items = list(value.values()) if field.message_type.fields_by_name["value"].message_type else []
+        else:
+            items = list(value) if field.is_repeated else [value]
+        for item in items:
+            _deterministic_anys(item)
+    if message.DESCRIPTOR.full_name == "google.protobuf.Any" and message.type_url:
+        inner = symbol_database.Default().GetSymbol(message.type_url.rsplit("/", 1)[-1])()
+        inner.ParseFromString(message.value)
+        message.value = _deterministic_anys(inner).SerializeToString(deterministic=True)
+    return message
 
 
 def _both(data: Any, message_type: Any) -> tuple[Any, Any]:
@@ -155,3 +178,16 @@ def test_reused_parts_parse_as_their_content_wherever_they_stand() -> None:
     with pytest.raises(json_format.ParseError, match="no_such_field"):
         protoparse.parse({"name": "c", "circuit_breakers": protoparse.Reused({"no_such_field": 1})},
                          cluster_pb2.Cluster())
+
+
+def test_an_any_holds_the_same_bytes_whatever_the_order_of_its_maps() -> None:
+    # Istio's TypedStruct carries a Struct (the stats loggers' configuration): its map must not
+    # come out in the process's hash order, or every control plane sends other listener bytes.
+    def typed(fields: dict[str, Any]) -> dict[str, Any]:
+        return {"name": "l", "typed_config": {"@type": "type.googleapis.com/xds.type.v3.TypedStruct",
+                                              "type_url": "type.googleapis.com/x.y", "value": fields}}
+    one = {f"k{i}": i for i in range(40)}
+    other = dict(reversed(one.items()))
+    first = protoparse.parse(typed(one), listener_components_pb2.Filter())
+    second = protoparse.parse(typed(other), listener_components_pb2.Filter())
+    assert first.typed_config.value == second.typed_config.value

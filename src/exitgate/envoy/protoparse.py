@@ -252,7 +252,7 @@ def _well_known(data: Any, message: Any, full: str) -> None:
             text = json.dumps(body)
         except (TypeError, ValueError):
             _merge(body, inner)
-            message.type_url, message.value = type_url, inner.SerializeToString()
+            message.type_url, message.value = type_url, inner.SerializeToString(deterministic=True)
             return
         message.type_url, message.value = type_url, _any_value(type_url, text)
     elif full == "google.protobuf.Duration" and isinstance(data, str):
@@ -272,11 +272,13 @@ def _any_value(type_url: str, body: str) -> bytes:
     """An Any's bytes from its type and its body as JSON text: the same configuration rides in
     thousands of resources (every cluster's HTTP protocol options, every route's retry
     predicate), and an Any costs a type lookup, a message and its serialization each time.
-    A pure function of its arguments; the text keeps the body's key order, so the bytes are
-    those the body itself gives."""
+    A pure function of its arguments. Serialized deterministically: an Any's value is bytes the
+    resource's own deterministic serialization copies as they are, and a map inside (a Struct
+    of the stats loggers' configuration) would otherwise come out in this process's hash order,
+    another listener's bytes in every control-plane process for the same configuration."""
     inner = _message_class(type_url)()
     _merge(json.loads(body), inner)
-    blob: bytes = inner.SerializeToString()
+    blob: bytes = inner.SerializeToString(deterministic=True)
     return blob
 
 
