@@ -1,4 +1,4 @@
-"""A large text loaded on two cores (``api.forked``) gives what loading it whole gives: the same
+"""A large text loaded on two cores (``cli.forked``) gives what loading it whole gives: the same
 resources in the same order with the same lines, the same diagnostics, and a YAML error as
 the whole text reports it; a child that fails is made up for, and a threaded process never
 forks."""
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exitgate.api import forked
+from exitgate.cli import forked
 from exitgate.api.loader import LoadResult, load_sources, load_text
 
 
@@ -87,7 +87,7 @@ def _summary(result: LoadResult) -> tuple[list[Any], list[str]]:
 
 def _both(text: str) -> tuple[LoadResult, LoadResult]:
     whole = load_text(text, "all.yaml")
-    two = load_sources([("all.yaml", text)], jobs=2)
+    two = load_sources([("all.yaml", text)], split=forked.load_in_two)
     return whole, two
 
 
@@ -131,7 +131,7 @@ def test_fork_case_a_failed_child_leaves_its_half_to_the_parent(monkeypatch: pyt
 
     monkeypatch.setattr("exitgate.api.loader.load_text", failing_in_child)
     text = _text(100, MISTAKES)
-    two = load_sources([("all.yaml", text)], jobs=2)
+    two = load_sources([("all.yaml", text)], split=forked.load_in_two)
     assert _summary(two) == _summary(real(text, "all.yaml"))
     assert len(forks) == 1
 
@@ -179,7 +179,7 @@ def test_fork_case_an_interrupted_parent_stops_its_child(monkeypatch: pytest.Mon
 
     monkeypatch.setattr("exitgate.api.loader.load_text", interrupted_in_parent)
     with pytest.raises(KeyboardInterrupt):
-        load_sources([("all.yaml", _text(100))], jobs=2)
+        load_sources([("all.yaml", _text(100))], split=forked.load_in_two)
     assert len(forks) == 1
     with pytest.raises(ProcessLookupError):
         os.kill(forks[0], 0)  # killed and reaped, not left running or a zombie

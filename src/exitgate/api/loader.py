@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime
 import io
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -145,18 +145,20 @@ def load_paths(paths: Iterable[str | Path], default_namespace: str = "default", 
     return result
 
 
-def load_sources(texts: Iterable[tuple[str, str]], default_namespace: str = "default", keep_unsupported: bool = False,
-                 keep_invalid: bool = False, jobs: int = 1) -> LoadResult:
-    """Every resource of each (file name, text), as ``load_text`` loads one. ``jobs=2``: a large
-    text is loaded on two cores, with the same result (``api.forked``; a command's, not a
-    threaded server's: it forks)."""
-    from exitgate.api import forked  # it imports this module
+# How a caller may load one text in parts (the command's ``cli.forked.load_in_two``): given the
+# text and the loader of a text, the whole text's result, or None to leave it to the loader.
+Splitter = Callable[[str, Callable[[str], "LoadResult"]], "LoadResult | None"]
 
+
+def load_sources(texts: Iterable[tuple[str, str]], default_namespace: str = "default", keep_unsupported: bool = False,
+                 keep_invalid: bool = False, split: Splitter | None = None) -> LoadResult:
+    """Every resource of each (file name, text), as ``load_text`` loads one; ``split``, the
+    caller's way of loading a text in parts, with the same result (this layer forks nothing)."""
     result = LoadResult([], [])
     for filename, text in texts:
         load = partial(load_text, filename=filename, default_namespace=default_namespace,
                        keep_unsupported=keep_unsupported, keep_invalid=keep_invalid)
-        sub = (forked.load_in_two(text, load) if jobs > 1 else None) or load(text)
+        sub = (split(text, load) if split is not None else None) or load(text)
         result.resources.extend(sub.resources)
         result.diagnostics.extend(sub.diagnostics)
     return result

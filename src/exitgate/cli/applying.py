@@ -12,6 +12,7 @@ from exitgate.api.diagnostics import Diagnostic
 from exitgate.api.loader import load_sources
 from exitgate.api.meshconfig import MESH_CONFIGMAP
 from exitgate.api.resources import Resource
+from exitgate.cli import forked
 from exitgate.cli.kubectl import kind_name
 from exitgate.gcpause import gc_paused
 from exitgate.handoff import Answer
@@ -35,11 +36,12 @@ def apply_sources(store: Store, sources: list[tuple[str, str]], namespace: str,
     """Load every resource of ``sources`` and apply them all to ``store``, or none. ``keep``
     (the control plane's): takes what loading made, which is freed when the caller drops it;
     30,000 documents' parse took 1 s to free, in the middle of the push the apply set off.
-    ``jobs``: the command's 2, a large file loaded on two cores (``load_sources``)."""
+    ``jobs``: the command's 2, a large file loaded on two cores (``cli.forked``)."""
     with gc_paused():
         # Paused throughout: with 30,000 resources just loaded, collections set off by what
         # follows walked them all again and again.
-        loaded = load_sources(sources, default_namespace=namespace, jobs=jobs)
+        loaded = load_sources(sources, default_namespace=namespace,
+                              split=forked.load_in_two if jobs > 1 else None)
         if keep is not None:
             keep(loaded)
         diags: list[Diagnostic] = list(loaded.diagnostics)

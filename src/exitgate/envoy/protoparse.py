@@ -131,12 +131,11 @@ def _numeric_fields(descriptor: Descriptor) -> dict[str, tuple[bool, bool]]:
 
 def _merge(data: Any, message: Message) -> None:
     if type(data) is Reused:
-        try:
-            text = json.dumps(data.data)
-        except (TypeError, ValueError):
+        text = _json_text(data.data)
+        if text is None:
             _merge(data.data, message)
-            return
-        message.MergeFromString(_reused_bytes(message.DESCRIPTOR.full_name, text))
+        else:
+            message.MergeFromString(_parsed_bytes(message.DESCRIPTOR.full_name, text))
         return
     descriptor = message.DESCRIPTOR
     full = descriptor.full_name
@@ -248,13 +247,12 @@ def _well_known(data: Any, message: Any, full: str) -> None:
         body: Any = {k: v for k, v in data.items() if k != "@type"}
         if inner.DESCRIPTOR.full_name.startswith("google.protobuf."):
             body = body.get("value")  # a well-known type inside Any sits under "value"
-        try:
-            text = json.dumps(body)
-        except (TypeError, ValueError):
+        text = _json_text(body)
+        if text is None:
             _merge(body, inner)
             message.type_url, message.value = type_url, inner.SerializeToString(deterministic=True)
             return
-        message.type_url, message.value = type_url, _any_value(type_url, text)
+        message.type_url, message.value = type_url, _parsed_bytes(type_url, text)
     elif full == "google.protobuf.Duration" and isinstance(data, str):
         message.FromJsonString(data)
     elif full == "google.protobuf.Struct" and isinstance(data, dict):
@@ -267,27 +265,24 @@ def _well_known(data: Any, message: Any, full: str) -> None:
         json_format.ParseDict(data, message)
 
 
+def _json_text(data: Any) -> str | None:
+    """``data`` as JSON text, the key of ``_parsed_bytes``; None for what JSON cannot write."""
+    try:
+        return json.dumps(data)
+    except (TypeError, ValueError):
+        return None
+
+
 @functools.lru_cache(maxsize=1024)
-def _any_value(type_url: str, body: str) -> bytes:
-    """An Any's bytes from its type and its body as JSON text: the same configuration rides in
-    thousands of resources (every cluster's HTTP protocol options, every route's retry
-    predicate), and an Any costs a type lookup, a message and its serialization each time.
-    A pure function of its arguments. Serialized deterministically: an Any's value is bytes the
-    resource's own deterministic serialization copies as they are, and a map inside (a Struct
-    of the stats loggers' configuration) would otherwise come out in this process's hash order,
-    another listener's bytes in every control-plane process for the same configuration."""
-    inner = _message_class(type_url)()
+def _parsed_bytes(type_name: str, body: str) -> bytes:
+    """The bytes of a message of ``type_name`` (a full name or an Any's type URL) parsed from
+    ``body``, JSON text in its own key order: the same configuration rides in thousands of
+    resources (an Any's body, a ``Reused`` part: every route's retry policy, every cluster's
+    protocol options), and each costs a type lookup, a message and its serialization. A pure
+    function of its arguments. Serialized deterministically: an Any's value is bytes a
+    resource's deterministic serialization copies as they are, and a map inside (the stats
+    loggers' Struct) would otherwise come out in an order that differs between processes."""
+    inner = _message_class(type_name)()
     _merge(json.loads(body), inner)
     blob: bytes = inner.SerializeToString(deterministic=True)
-    return blob
-
-
-
-@functools.lru_cache(maxsize=1024)
-def _reused_bytes(full_name: str, body: str) -> bytes:
-    """A ``Reused`` message's bytes, by its type and its content as JSON text (in its own key
-    order, so the bytes are those the content itself gives). A pure function of its arguments."""
-    inner = _message_class(full_name)()
-    _merge(json.loads(body), inner)
-    blob: bytes = inner.SerializeToString()
     return blob

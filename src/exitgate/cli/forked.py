@@ -1,4 +1,5 @@
-"""A large YAML text parsed on two cores: ``exitgate apply`` of 30,000 documents spends seconds
+"""A large YAML text parsed on two cores (the command's way of loading, ``load_sources(split=
+load_in_two)``; the pure ``api`` layer forks nothing): ``exitgate apply`` of 30,000 documents spends seconds
 in parsing and Istio's rules, one core's work while the machine's other core waits (the
 control plane is idle until the store changes). The text is cut at the document boundary
 nearest its middle; a forked child loads the second run of documents while this process
@@ -31,6 +32,7 @@ MIN_SPLIT = 1 << 20
 # A document start at a line's beginning (YAML forbids one inside a document's content).
 _DOCUMENT_START = re.compile(r"^---(?=[ \t\r\n]|$)", re.MULTILINE)
 _DIRECTIVE = re.compile(r"^%", re.MULTILINE)
+
 
 def split_point(text: str) -> int | None:
     """The offset of the document start nearest the middle of ``text`` (not its first line),
