@@ -174,6 +174,10 @@ class MeshConfig(_Model):
     # Incremental xDS, as Istio's ISTIO_DELTA_XDS (on by default): a change sends the proxies
     # only what it changed. false: State of the World, every resource of each changed type.
     delta_xds: bool = True
+    # The clusters a sidecar gets: "routed", those of the service ports its routes and tunnels
+    # reach (``translate.clusters.routed_service_ports``); "all", Istio's set: every service it
+    # sees, also one whose every request a VirtualService sends to the egress gateway.
+    sidecar_clusters: Literal["routed", "all"] = "routed"
     # The control plane's monitoring port (metrics, merged proxy stats, sync state), istiod's
     # 15014; if it is taken, `up` says so and takes a free one (written to the runtime file).
     # 0: always a free one.

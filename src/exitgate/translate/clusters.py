@@ -11,7 +11,7 @@ from functools import partial
 from exitgate import names
 from exitgate.api.networking import ClientTLSSettings, DestinationRuleSpec
 from exitgate.api.resources import Resource
-from exitgate.ir import CircuitBreakers, Cluster, DiscoveryType, ServiceLabels, TlsMode
+from exitgate.ir import CircuitBreakers, Cluster, DiscoveryType, ServiceLabels, TlsMode, VirtualHost
 from exitgate.translate.registry import Service
 from exitgate.translate.snapshot import Snapshot
 from exitgate.translate.tls import cluster_policy, upstream_tls
@@ -36,6 +36,27 @@ def build_clusters(snap: Snapshot, services: Iterable[Service], proxy_ns: str,
             clusters += memo.fragment(snap.generation, ("service clusters", id(svc), proxy_ns, original_dst),
                                       (svc.host,), svc, lambda: (_clusters_of(snap, svc, proxy_ns, original_dst), ()))
     return clusters
+
+
+def routed_service_ports(vhosts: Iterable[VirtualHost]) -> set[tuple[str, int]]:
+    """The service ports (host, port) whose clusters the routes of ``vhosts`` send requests,
+    copies or tunnels to. A sidecar gets the clusters of these ports only (issue 9): where a
+    mesh VirtualService sends a host's every request to the egress gateway, the host's own
+    clusters would never carry a byte, and at thousands of hosts they were most of the
+    sidecar's memory and of Envoy's time to take a push. A port keeps all its clusters, its
+    DestinationRule's subsets too, when any route reaches one of them, as in Istio."""
+    names_: set[str] = set()
+    for v in vhosts:
+        names_.update(c.cluster for c in v.connect_clusters)
+        for r in v.routes:
+            names_.update(c.cluster for c in r.clusters)
+            names_.update(m.cluster for m in r.mirrors)
+    ports: set[tuple[str, int]] = set()
+    for n in names_:
+        if n.startswith("outbound|"):
+            parsed = names.parse_cluster_name(n)
+            ports.add((parsed.host, parsed.port))
+    return ports
 
 
 def _clusters_of(snap: Snapshot, svc: Service, proxy_ns: str, original_dst: bool) -> list[Cluster]:
