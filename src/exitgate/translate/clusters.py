@@ -51,12 +51,13 @@ def routed_service_ports(vhosts: Iterable[VirtualHost]) -> set[tuple[str, int]]:
         for r in v.routes:
             names_.update(c.cluster for c in r.clusters)
             names_.update(m.cluster for m in r.mirrors)
-    ports: set[tuple[str, int]] = set()
-    for n in names_:
-        if n.startswith("outbound|"):
-            parsed = names.parse_cluster_name(n)
-            ports.add((parsed.host, parsed.port))
-    return ports
+    return {service_port(n) for n in names_ if n.startswith("outbound|")}
+
+
+def service_port(cluster: str) -> tuple[str, int]:
+    """The (host, port) an Istio cluster name names, whatever its subset."""
+    parsed = names.parse_cluster_name(cluster)
+    return parsed.host, parsed.port
 
 
 def _clusters_of(snap: Snapshot, svc: Service, proxy_ns: str, original_dst: bool) -> list[Cluster]:

@@ -21,7 +21,9 @@ from exitgate.ir import (
 from exitgate.mesh import WorkloadProxy
 from exitgate.translate.authz import policies_on_sidecar
 from exitgate.translate.capture import CaptureSettings, Tunnel, capture_listeners
-from exitgate.translate.clusters import blackhole_cluster, build_clusters, passthrough_cluster, routed_service_ports
+from exitgate.translate.clusters import (
+    blackhole_cluster, build_clusters, passthrough_cluster, routed_service_ports, service_port,
+)
 from exitgate.translate.proxy import secret_names
 from exitgate.translate.registry import Service
 from exitgate.translate.route_features import DEFAULT_RETRY
@@ -87,11 +89,6 @@ def _service_part(snap: Snapshot, scope: SidecarScope, workload_ns: str, svc: Se
     return _ServicePart(tuple(vhosts), tuple(tunnels), tuple(http_ports))
 
 
-def _service_port(cluster: str) -> tuple[str, int]:
-    parsed = names.parse_cluster_name(cluster)
-    return parsed.host, parsed.port
-
-
 def _catch_all(mode: str) -> VirtualHost:
     """Istio's catch-all virtual host, for plain requests and CONNECT tunnels alike."""
     if mode == "ALLOW_ANY":
@@ -135,15 +132,11 @@ def translate_sidecar(snap: Snapshot, workload: WorkloadProxy, proxy_port: int,
     # Only the clusters its routes and tunnels reach, unless the mesh asks for Istio's set (the
     # capture listeners are built from the same tunnels and route table, plus the catch-all
     # clusters added below).
-    clusters: list[Cluster]
-    if snap.mesh.sidecar_clusters == "all":
-        clusters = build_clusters(snap, services, workload.namespace, original_dst=capture_netns is not None)
-    else:
-        routed = routed_service_ports(vhosts)
-        routed_hosts = {h for h, _ in routed}
-        clusters = [c for c in build_clusters(snap, [s for s in services if s.host in routed_hosts],
-                                              workload.namespace, original_dst=capture_netns is not None)
-                    if _service_port(c.name) in routed]
+    routed = routed_service_ports(vhosts) if snap.mesh.sidecar_clusters == "routed" else None
+    seen = services if routed is None else [s for s in services if any((s.host, p.number) in routed for p in s.ports)]
+    clusters: list[Cluster] = build_clusters(snap, seen, workload.namespace, original_dst=capture_netns is not None)
+    if routed is not None:
+        clusters = [c for c in clusters if service_port(c.name) in routed]
     listener = HttpListener(
         name=names.listener_name(workload.address, proxy_port),
         address=workload.address, port=proxy_port,
