@@ -1,10 +1,11 @@
 """What Istio's standard metrics name as a request's destination, cluster by cluster: the labels
 Envoy's stats loggers read from a cluster's metadata (``envoy.telemetry``), and those every
-cluster of a proxy gives the same value. The loggers write the shared ones as constants and no
-cluster carries them: an egress gateway's clusters all reach services outside the mesh, whose
-workload labels are all ``unknown``, and at thousands of clusters each label in each cluster's
-metadata costs Envoy memory and time (bench/RESULTS.md). One implementation, read by the
-translation (``translate.telemetry``) and by the proto layer."""
+cluster a proxy's traffic can reach gives the same value. The loggers write the shared ones as
+constants and no cluster carries them: an egress gateway's routes all reach services outside the
+mesh, whose workload labels are all ``unknown``, and at thousands of clusters each label in each
+cluster's metadata costs Envoy memory and time (bench/RESULTS.md). A cluster no route or chain
+names (a gateway's own service) carries no metric, so it does not count. One implementation,
+read by the translation (``translate.telemetry``) and by the proto layer."""
 
 from __future__ import annotations
 
@@ -74,7 +75,8 @@ def _shareable_key(c: ir.Cluster) -> tuple[object, ...]:
 
 
 def shared_labels(clusters: Iterable[ir.Cluster]) -> Shared:
-    """The labels with one value in every cluster and in both kinds of routes that answer
+    """The labels with one value in every one of ``clusters`` (those the proxy's traffic can
+    reach: ``translate.reach.reachable_clusters``) and in both kinds of routes that answer
     themselves (counted whether the proxy has such routes or not: their labels are their own
     metadata, which stays whole). A label some of them lack is not shared."""
     base, block = route_labels(""), route_labels(names.BLOCK_ALL_ROUTE)

@@ -4,8 +4,15 @@ left out of every cluster's metadata (``exitgate.labels``), with Istio's values 
 from __future__ import annotations
 
 from exitgate import ir, labels, names
+from exitgate.api.loader import load_text
 from exitgate.envoy import telemetry
 from exitgate.envoy.snapshot import ProtoMemo, xds_resources
+from exitgate.mesh import MeshConfig, WorkloadProxy
+from exitgate.translate.gateway import translate_gateway
+from exitgate.translate.reach import reachable_clusters
+from exitgate.translate.sidecar import translate_sidecar
+from exitgate.translate.snapshot import Snapshot
+from tests.unit.test_sidecar_clusters import GATEWAY, SE, VS_TO_GATEWAY
 from exitgate.xds.cache import CLUSTER_TYPE, Packed
 
 SOURCE = ir.WorkloadLabels("istio-egressgateway", "istio-system")
@@ -107,3 +114,36 @@ def test_clusters_are_compared_once_per_key_with_the_same_result_as_each_one() -
             for c in variants:
                 for group in ([a, b, c], [c, b, a], [a, a, b]):
                     assert labels.shared_labels(group) == _by_definition(group), group
+
+
+# Istio's Egress Gateways task: the mesh hop of port 80 goes to the gateway.
+EGRESS_TASK = "---\n".join((SE, GATEWAY, VS_TO_GATEWAY))
+
+
+def _egress_task() -> tuple[ir.ProxyConfig, ir.ProxyConfig]:
+
+    loaded = load_text(EGRESS_TASK, "task.yaml")
+    assert loaded.ok, [str(d) for d in loaded.diagnostics]
+    sleep = WorkloadProxy(name="sleep", namespace="default", service_account="sleep", labels={"app": "sleep"})
+    mesh = MeshConfig(workloads=[sleep])
+    snap = Snapshot(loaded.resources, mesh)
+    return translate_gateway(snap, mesh.gateways[0])[0], translate_sidecar(snap, sleep, 15001)[0]
+
+
+def test_a_gateway_shares_the_labels_of_the_clusters_its_routes_reach_only() -> None:
+    gateway, sidecar = _egress_task()
+    gw_own = "outbound|80||istio-egressgateway.istio-system.svc.cluster.local"
+    # The gateway has its own service's clusters (Istio's set), but no route of its goes there.
+    assert gw_own in {c.name for c in gateway.clusters}
+    assert [c.name for c in reachable_clusters(gateway)] == ["outbound|80||edition.cnn.com"]
+    shared = dict(gateway.shared_labels)
+    assert shared["destination_workload"] == "unknown" and shared["destination_app"] == "unknown"
+    own = next(c for c in gateway.clusters if c.name == gw_own)
+    meta = telemetry.cluster_metadata(own, list(shared))["exitgate.telemetry"]
+    assert "destination_workload" not in meta and meta["destination_service_name"] == "istio-egressgateway"
+    # The sidecar's route reaches the gateway's workload: its labels are read from the cluster.
+    assert gw_own in {c.name for c in reachable_clusters(sidecar)}
+    assert "destination_workload" not in dict(sidecar.shared_labels)
+    own = next(c for c in sidecar.clusters if c.name == gw_own)
+    sidecar_meta = telemetry.cluster_metadata(own, [k for k, _ in sidecar.shared_labels])["exitgate.telemetry"]
+    assert sidecar_meta["destination_workload"] == "istio-egressgateway"

@@ -230,7 +230,8 @@ def tcp_metrics(t: ir.Telemetry) -> list[dict[str, Any]]:
 def cluster_metadata(c: ir.Cluster, shared: Collection[str] = ()) -> dict[str, Any]:
     """The cluster's ``filter_metadata``: Istio's own (``istio.services``, ``istio.config``, which
     ``proxy-config`` reads) and the destination labels the stats loggers read, but for those
-    every cluster of the proxy shares (``shared``: the loggers' constants). Every cluster has
+    every cluster the proxy's traffic reaches shares (``shared``: the loggers' constants; a
+    cluster nothing reaches loses its own values for them, unread). Every cluster has
     the latter, possibly empty, so that its lookups fall back instead of failing."""
     found = labels.cluster_labels(c)
     istio: dict[str, Any] = {}

@@ -12,6 +12,7 @@ from exitgate import names
 from exitgate.api.networking import ClientTLSSettings, DestinationRuleSpec
 from exitgate.api.resources import Resource
 from exitgate.ir import CircuitBreakers, Cluster, DiscoveryType, ServiceLabels, TlsMode, VirtualHost
+from exitgate.translate.reach import routed_clusters
 from exitgate.translate.registry import Service
 from exitgate.translate.snapshot import Snapshot
 from exitgate.translate.tls import cluster_policy, upstream_tls
@@ -45,13 +46,7 @@ def routed_service_ports(vhosts: Iterable[VirtualHost]) -> set[tuple[str, int]]:
     clusters would never carry a byte, and at thousands of hosts they were most of the
     sidecar's memory and of Envoy's time to take a push. A port keeps all its clusters, its
     DestinationRule's subsets too, when any route reaches one of them, as in Istio."""
-    names_: set[str] = set()
-    for v in vhosts:
-        names_.update(c.cluster for c in v.connect_clusters)
-        for r in v.routes:
-            names_.update(c.cluster for c in r.clusters)
-            names_.update(m.cluster for m in r.mirrors)
-    return {service_port(n) for n in names_ if n.startswith("outbound|")}
+    return {service_port(n) for n in routed_clusters(vhosts) if n.startswith("outbound|")}
 
 
 def service_port(cluster: str) -> tuple[str, int]:

@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from exitgate import names
 from exitgate.labels import shared_labels
+from exitgate.translate.reach import reachable_clusters
 from exitgate.ir import AccessLogFormat, CaptureListener, DnsListener, ProxyConfig, Telemetry, WorkloadLabels
 from exitgate.mesh import MeshConfig
 
@@ -43,9 +44,11 @@ def log_format(mesh: MeshConfig) -> AccessLogFormat | None:
 
 def with_telemetry(pc: ProxyConfig, telemetry: Telemetry, logs: AccessLogFormat | None = None) -> ProxyConfig:
     """Every listener of the proxy reports Istio's metrics with ``telemetry``'s labels, and
-    writes its access log in ``logs``'s format. The destination labels all the proxy's clusters
-    share are the loggers' constants (``labels.shared_labels``)."""
-    shared = shared_labels(pc.clusters)
+    writes its access log in ``logs``'s format. The destination labels all the clusters its
+    traffic can reach share are the loggers' constants (``labels.shared_labels``): a gateway's
+    clusters for its own service, which sidecars use and it never does, do not count, or their
+    workload labels would put every label of thousands of external services' clusters back."""
+    shared = shared_labels(reachable_clusters(pc))
     telemetry = replace(telemetry, shared=shared)
 
     def captured(c: CaptureListener | DnsListener) -> CaptureListener | DnsListener:
