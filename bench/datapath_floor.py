@@ -10,11 +10,19 @@ mutual TLS), three ways, alternating in one run:
   xDS. No control plane can give Envoy less to do per request;
 - ``exitgate``: the real path under ``exitgate up`` (the mutual TLS origination task).
 
-Printed per variant: requests per second, the ratio over ``direct``, and each proxy's CPU per
-request in µs (its vCPU over the rate). The ratio ``floor / direct`` is the best any Envoy-based
-path can do here: a goal above it is a goal about the machine and Envoy, not the configuration.
+Rows (``--rows``, all by default), each variant in turn in every round:
 
-Run: .venv/bin/python bench/datapath_floor.py [--seconds 8] [--rounds 3]
+- ``throughput``: wrk -t2 -c16 flat out: requests per second, the ratio over ``direct``, and each
+  proxy's CPU per request in µs (its vCPU over the rate). The ratio ``floor / direct`` is the
+  best any Envoy-based path can do here: a goal above it is a goal about the machine and Envoy,
+  not the configuration.
+- ``fixed``: about 1,000 requests per second as ``datapath_bench.py`` makes them: each proxy's
+  vCPU scaled to 1,000 rps, and the latency added over ``direct`` at p50 / p90 / p99.
+- ``handshakes``: nginx closes every connection, so the second proxy originates a TLS handshake
+  per request (ECDSA client keys, session resumption as Envoy does it by default): handshakes
+  per second per core of that proxy.
+
+Run: .venv/bin/python bench/datapath_floor.py [--seconds 8] [--rounds 3] [--rows throughput,fixed,handshakes]
 """
 
 from __future__ import annotations
@@ -129,44 +137,86 @@ class Floor:
                 p.wait()
 
 
-def measured(url: str, seconds: float, host: str | None, pids: dict[str, int]) -> dict[str, float]:
+def measured(url: str, seconds: float, host: str | None, pids: dict[str, int],
+             lua: Path | None = None) -> dict[str, float]:
     before = {role: db.cpu_seconds(pid) for role, pid in pids.items()}
     t0 = time.monotonic()
-    res = db.wrk(url, seconds, host=host)
+    res = db.wrk(url, seconds, host=host, lua=lua)
     wall = time.monotonic() - t0
     for role, pid in pids.items():
-        res[f"{role}_us"] = (db.cpu_seconds(pid) - before[role]) / wall / res["rps"] * 1e6
+        res[f"{role}_vcpu"] = vcpu = (db.cpu_seconds(pid) - before[role]) / wall
+        res[f"{role}_us"] = vcpu / res["rps"] * 1e6
     return res
+
+
+def med(rows: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
+def report(row: str, rows: dict[str, list[dict[str, float]]]) -> None:
+    """One line per variant of ``row``, against ``direct`` where the row has it."""
+    direct = rows.get("direct")
+    for name, rs in rows.items():
+        if name == "direct" and row != "throughput":
+            continue
+        out: dict[str, Any] = {"row": row, "path": name, "rps": [round(r["rps"]) for r in rs],
+                               "errors": sum(r["errors"] for r in rs)}
+        if row == "throughput" and direct:
+            out["ratio"] = round(med(rs, "rps") / med(direct, "rps"), 3)
+        for role in ("sidecar", "router"):
+            if f"{role}_us" not in rs[0]:
+                continue
+            if row == "throughput":
+                out[f"{role}_us_per_request"] = round(med(rs, f"{role}_us"), 1)
+            elif row == "fixed":
+                out[f"{role}_vcpu_per_1000rps"] = round(med(rs, f"{role}_vcpu") * 1000 / med(rs, "rps"), 3)
+            elif role == "router":
+                out["handshakes_per_router_core"] = round(med(rs, "rps") / med(rs, "router_vcpu"))
+        if row == "fixed" and direct:
+            for q in ("50", "90", "99"):
+                out[f"added_p{q}_ms"] = round(med(rs, f"p{q}_ms") - med(direct, f"p{q}_ms"), 3)
+        print(json.dumps(out), flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rows", default="throughput,fixed,handshakes")
     args = ap.parse_args()
+    wanted = args.rows.split(",")
     assert shutil.which("wrk"), "wrk is not installed (apt-get install wrk)"
     with tempfile.TemporaryDirectory() as tmp:
         p = db.Path3(Path(tmp), {})
         floor = Floor(Path(tmp), p.root, p.root_key, p.mtls_port)
+        lua = Path(tmp) / "fixed.lua"
+        lua.write_text(db.FIXED_RATE_LUA.format(ms=15))
         try:
             p.start_nginx(keepalive_requests=1000)
             p.start_exitgate()
             floor.start()
             print(f"# load: {os.getloadavg()}", flush=True)
-            rows: dict[str, list[dict[str, float]]] = {"direct": [], "floor": [], "exitgate": []}
-            for _ in range(args.rounds):
-                rows["direct"].append(measured(p.direct_url(), args.seconds, None, {}))
-                rows["floor"].append(measured(f"http://127.0.0.1:{floor.port}/", args.seconds, db.HOST, floor.pids()))
-                rows["exitgate"].append(measured(p.full_url(), args.seconds, db.HOST, p.pids()))
-            direct = statistics.median(r["rps"] for r in rows["direct"])
-            for name, rs in rows.items():
-                out: dict[str, Any] = {"path": name, "rps": [round(r["rps"]) for r in rs],
-                                       "ratio": round(statistics.median(r["rps"] for r in rs) / direct, 3),
-                                       "errors": sum(r["errors"] for r in rs)}
-                for role in ("sidecar", "router"):
-                    if f"{role}_us" in rs[0]:
-                        out[f"{role}_us_per_request"] = round(statistics.median(r[f"{role}_us"] for r in rs), 1)
-                print(json.dumps(out), flush=True)
+            paths = {"direct": (p.direct_url, None, dict), "floor": (lambda: f"http://127.0.0.1:{floor.port}/",
+                                                                      db.HOST, floor.pids),
+                     "exitgate": (p.full_url, db.HOST, p.pids)}
+            for row in ("throughput", "fixed"):
+                if row not in wanted:
+                    continue
+                rows: dict[str, list[dict[str, float]]] = {name: [] for name in paths}
+                for _ in range(args.rounds):
+                    for name, (url, host, pids) in paths.items():
+                        rows[name].append(measured(url(), args.seconds, host, pids(),
+                                                   lua if row == "fixed" else None))
+                report(row, rows)
+            if "handshakes" in wanted:
+                # nginx on the same port, now closing every connection; both paths reach it.
+                p.start_nginx(keepalive_requests=1)
+                rows = {"floor": [], "exitgate": []}
+                for _ in range(args.rounds):
+                    for name in rows:
+                        url, host, pids = paths[name]
+                        rows[name].append(measured(url(), args.seconds, host, pids()))
+                report("handshakes", rows)
         finally:
             floor.stop()
             p.stop()

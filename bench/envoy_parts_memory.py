@@ -6,8 +6,16 @@ each variant one part changed; resident memory once ready, and how long until ``
 Variants: ``full`` (as translated), ``rejectall`` (no stat kept), ``deferred`` (Istio's deferred
 stats and cluster creation, exitgate's bootstrap since issue 9's fifth stop), ``notelemetry`` /
 ``noistio`` / ``nometa`` (without the stats loggers' labels, Istio's metadata, any metadata),
-``onecluster`` (Envoy with next to nothing); for the route table alone, ``novhosts`` (no virtual
-host), ``noroutemeta`` (routes without metadata), ``noretry`` (routes without a retry policy).
+``nocircuitbreakers`` / ``noprotocoloptions`` (clusters without Istio's circuit breaker
+thresholds, without their HTTP protocol options), ``onecluster`` (Envoy with next to nothing);
+for the route table alone, ``novhosts`` (no virtual host), ``noroutemeta`` (routes without
+metadata), ``noretry`` (routes without a retry policy).
+Envoy's own floor for this many clusters and virtual hosts: ``bareclusters`` (the clusters with
+a name, a type, a timeout and their endpoints, nothing else, and no listener) and ``bare`` (those
+clusters and the listeners with route tables of bare virtual hosts: a name, the domains, each
+route its match and its cluster; the listeners' filters as translated), both with Envoy's
+deferred stats and cluster creation, as ``deferred``. ``+`` combines variants, applied in turn:
+``deferred+nometa`` is exitgate's bootstrap without any metadata.
 
 Run: .venv/bin/python bench/envoy_parts_memory.py [N] [variant,...]
 """
@@ -40,7 +48,17 @@ from exitgate.translate.gateway import translate_gateway  # noqa: E402
 from exitgate.translate.snapshot import Snapshot  # noqa: E402
 
 VARIANTS = ("full", "rejectall", "deferred", "notelemetry", "noistio", "nometa", "onecluster",
-            "novhosts", "noroutemeta", "noretry")
+            "novhosts", "noroutemeta", "noretry", "nocircuitbreakers",
+            "noprotocoloptions", "bareclusters", "bare")
+BARE_CLUSTER = ("name", "type", "connect_timeout", "load_assignment", "dns_lookup_family")
+
+
+def bare_routes(rc: dict[str, Any]) -> None:
+    rc["virtual_hosts"] = [
+        {"name": v["name"], "domains": v["domains"],
+         "routes": [{"match": r["match"], "route": {"cluster": r["route"]["cluster"]}}
+                    for r in v.get("routes", []) if "cluster" in r.get("route", {})]}
+        for v in rc.get("virtual_hosts", [])]
 
 
 def route_configs(b: dict[str, Any]) -> list[dict[str, Any]]:
@@ -63,23 +81,45 @@ def strip(node: Any, keys: tuple[str, ...]) -> Any:
     return node
 
 
-def variant(boot: dict[str, Any], name: str) -> dict[str, Any]:
+def variant(boot: dict[str, Any], names: str) -> dict[str, Any]:
+    """The bootstrap with each of ``names`` (``+`` between them) applied in turn."""
     b = copy.deepcopy(boot)
     b.pop("deferred_stat_options", None)
     b.pop("cluster_manager", None)
-    if name == "rejectall":
-        b["stats_config"] = {"stats_matcher": {"reject_all": True}}
-    elif name == "deferred":
+    for name in names.split("+"):
+        b = apply(b, name)
+    return b
+
+
+def apply(b: dict[str, Any], name: str) -> dict[str, Any]:
+    if name not in VARIANTS:
+        raise SystemExit(f"unknown variant {name!r}: one of {', '.join(VARIANTS)}")
+    if name in ("deferred", "bareclusters", "bare"):
         b["deferred_stat_options"] = {"enable_deferred_creation_stats": True}
         b["cluster_manager"] = {"enable_deferred_cluster_creation": True}
+    if name == "rejectall":
+        b["stats_config"] = {"stats_matcher": {"reject_all": True}}
     elif name == "notelemetry":
         b = strip(b, ("exitgate.telemetry",))
     elif name == "noistio":
         b = strip(b, ("istio",))
     elif name == "nometa":
         b = strip(b, ("metadata",))
+    elif name == "nocircuitbreakers":
+        for c in b["static_resources"]["clusters"]:
+            c.pop("circuit_breakers", None)
+    elif name == "noprotocoloptions":
+        for c in b["static_resources"]["clusters"]:
+            c.pop("typed_extension_protocol_options", None)
     elif name == "onecluster":
         b["static_resources"] = {"clusters": b["static_resources"]["clusters"][:1]}
+    elif name in ("bareclusters", "bare"):
+        sr = b["static_resources"]
+        sr["clusters"] = [{k: v for k, v in c.items() if k in BARE_CLUSTER} for c in sr["clusters"]]
+        if name == "bareclusters":
+            sr.pop("listeners", None)
+        for rc in route_configs(b):
+            bare_routes(rc)
     for rc in route_configs(b) if name in ("novhosts", "noroutemeta", "noretry") else []:
         if name == "novhosts":
             rc["virtual_hosts"] = []

@@ -124,11 +124,16 @@ def measure(src: Path, n: int, nginx_port: int, timeout: float, work: Path,
         out["envoy_mib"] = {p["name"]: round(rss_mib(p["pid"])) for p in info["proxies"]}
         return out
     finally:
-        os.killpg(up.pid, signal.SIGTERM)
-        try:
-            up.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(up.pid, signal.SIGKILL)
+        stop_up(up)
+
+
+def stop_up(up: subprocess.Popen[bytes]) -> None:
+    """``exitgate up`` stopped as Ctrl-C stops it (its proxies with it), killed after 30 s."""
+    os.killpg(up.pid, signal.SIGTERM)
+    try:
+        up.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(up.pid, signal.SIGKILL)
 
 
 def main() -> None:
@@ -147,12 +152,12 @@ def main() -> None:
         port = free_port()
         nginx = NginxServer(Path(tmp) / "nginx", NGINX.format(port=port), port=port).start()
         try:
-            for n in args.sizes:
+            for i, n in enumerate(args.sizes):  # a size given twice is measured twice, alternating
                 versions: list[tuple[str, Path, dict[str, Any]]] = [("this", SRC, {})]
                 versions += [(v.split("=", 1)[0], SRC, json.loads(v.split("=", 1)[1])) for v in args.variant]
                 versions += [("baseline", args.baseline, {})] if args.baseline else []
                 for name, src, extra in versions:
-                    work = Path(tmp) / f"{name}-{n}"
+                    work = Path(tmp) / f"{name}-{n}-{i}"
                     work.mkdir()
                     row = measure(src, n, port, args.timeout, work, extra)
                     print(json.dumps({"code": name, **row}), flush=True)
