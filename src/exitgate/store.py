@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import fcntl
 import os
+import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -26,7 +27,7 @@ import yaml
 
 from exitgate.api import diagnostics as dx
 from exitgate.api.diagnostics import Diagnostic, Severity
-from exitgate.api.base import share_field_sets
+from exitgate.api.base import SHARED_STRING_MAX, share_alike
 from exitgate.api.loader import CLUSTER_SCOPED, SPEC_MODELS, load_document, load_text
 from exitgate.api.resources import Resource, Source
 from exitgate.gcpause import gc_paused
@@ -89,7 +90,7 @@ class Store:
         self.path = state_dir / SNAPSHOT_FILE
         self.journal = state_dir / JOURNAL_FILE
         self.keep_documents = keep_documents
-        # Each distinct set of fields given, once (see api.base.share_field_sets).
+        # Each distinct set of fields given, once (see api.base.share_alike).
         self._field_sets: dict[frozenset[str], set[str]] = {}
         # Each stored document as parsed (``_Parsed``), by key: a document whose text has the
         # same length and hash is not parsed again. Not the text itself: 30,000 documents' text
@@ -266,11 +267,20 @@ class Store:
     def _slim(self, res: Resource) -> Resource:
         if self.keep_documents:
             return res
-        share_field_sets(res.spec, self._field_sets)
         if res.kind not in SPEC_MODELS:
+            # Kubernetes objects (Secrets): kept whole, no credential in the shared strings.
+            share_alike(res.spec, self._field_sets, strings=False)
             return res
-        return res.with_raw({"apiVersion": res.raw.get("apiVersion"), "kind": res.kind,
-                             "metadata": res.raw.get("metadata")})
+        share_alike(res.spec, self._field_sets)
+        # The identity's strings too: 30,000 copies of the same apiVersion, kind and namespace.
+        intern = sys.intern
+        api_version, kind, namespace = intern(res.api_version), intern(res.kind), intern(res.namespace)
+        metadata = res.raw.get("metadata")
+        if isinstance(metadata, dict):
+            metadata = {k: intern(v) if type(v) is str and len(v) <= SHARED_STRING_MAX else v
+                        for k, v in metadata.items()}
+        return res.with_identity(api_version, kind, namespace,
+                                 {"apiVersion": api_version, "kind": kind, "metadata": metadata})
 
     def _parse_yaml(self, e: _Entry) -> Resource:
         result = load_text(e.text, e.file or str(self.path))

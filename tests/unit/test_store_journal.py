@@ -224,3 +224,29 @@ def test_a_write_that_fails_leaves_nothing_believed_written(tmp_path: Path, monk
     assert result.changes[0][1] == "created" and result.version == 2  # not "unchanged"
     assert [r.name for r in Store(root).load().resources] == ["a", "b"]
     assert [r.name for r in cp.load().resources] == ["a", "b"]
+
+
+def test_a_resident_store_keeps_one_copy_of_a_string_its_documents_repeat(tmp_path: Path) -> None:
+    # The snapshot (written by a command) and the journal (by the control plane) alike.
+    root = tmp_path / "state"
+    Store(root).apply([se("a", host="api.example.com"), se("b", host="api.example.com")])
+    cp = resident(root)
+    cp.apply([se("c", host="api.example.com")])
+    a, b, c = sorted(cp.load().resources, key=lambda r: r.name)
+    assert a.spec.hosts[0] is b.spec.hosts[0] is c.spec.hosts[0]
+    assert a.spec.ports[0].name is c.spec.ports[0].name
+
+
+def test_a_secrets_values_are_not_shared(tmp_path: Path) -> None:
+    import sys
+
+    value = "hunter2-password"
+    (secret,) = load_text("apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n  namespace: istio-system\n"
+                          f"stringData:\n  password: {value}\n", "s.yaml").resources
+    root = tmp_path / "state"
+    Store(root).apply([secret])
+    (loaded,) = resident(root).load().resources
+    stored = loaded.spec.string_data["password"]
+    assert stored == value
+    # Not the interpreter's shared copy: interning an equal new string gives that string back.
+    assert sys.intern("".join(list(value))) is not stored

@@ -19,6 +19,7 @@ import functools
 
 import ipaddress
 import re
+import sys
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -90,31 +91,57 @@ def nesting_fields(cls: type[BaseModel]) -> tuple[tuple[str, str], ...]:
     return tuple((name, f.alias or name) for name, f in cls.model_fields.items() if _may_hold_model(f.annotation))
 
 
-def share_field_sets(model: BaseModel, table: dict[frozenset[str], set[str]]) -> None:
-    """Every pydantic model keeps the set of fields its document gave (170,000 sets, 35 MiB at
-    30,000 resources), and most are alike: each distinct one is kept once and shared. Safe for
-    frozen models: pydantic changes the set only on assignment (refused) and on ``model_copy``,
-    which copies it first. A loop over a stack, not a recursion: the store's load walks every
-    model of every resource, and the calls were a third of it."""
+# Longer strings are rarely repeated (certificates, patterns, descriptions): not worth interning.
+SHARED_STRING_MAX = 100
+
+
+def share_alike(model: BaseModel, field_sets: dict[frozenset[str], set[str]], *, strings: bool = True) -> None:
+    """What the store's 30,000 resources at 10,000 services hold many times over, kept once:
+
+    - the set of fields each pydantic model's document gave (170,000 sets, 35 MiB), most of them
+      alike: each distinct one is kept once in ``field_sets`` and shared. Safe for frozen models:
+      pydantic changes the set only on assignment (refused) and on ``model_copy``, which copies
+      it first;
+    - each short string a field holds, directly or in a list or a map: the interpreter's one copy
+      (``sys.intern``, freed with its last holder). A host is in four documents, a port name, a
+      protocol or a gateway's name in thousands (bench/RESULTS.md). Not with ``strings`` false
+      (a Secret's model: no credential goes into the interpreter's shared strings).
+
+    A loop over a stack, not a recursion: the store's load walks every model of every resource,
+    and the calls were a third of it."""
+    intern, limit = sys.intern, SHARED_STRING_MAX if strings else -1
     stack = [model]
-    pop, push, extend = stack.pop, stack.append, stack.extend
+    pop, push = stack.pop, stack.append
     while stack:
         m = pop()
         fields = m.__pydantic_fields_set__
-        shared = table.setdefault(frozenset(fields), fields)
+        shared = field_sets.setdefault(frozenset(fields), fields)
         if shared is not fields:
             object.__setattr__(m, "__pydantic_fields_set__", shared)
         values = m.__dict__
-        for name, _ in nesting_fields(type(m)):
-            value = values.get(name)
-            if value is None:
-                continue
-            if isinstance(value, BaseModel):
+        for name, value in values.items():
+            kind = type(value)
+            if kind is str:
+                if len(value) <= limit:
+                    values[name] = intern(value)
+            elif kind is list:
+                for i, item in enumerate(value):
+                    if type(item) is str:
+                        if len(item) <= limit:
+                            value[i] = intern(item)
+                    elif isinstance(item, BaseModel):
+                        push(item)
+            elif kind is dict:
+                for key, item in value.items():
+                    if type(item) is str:
+                        if len(item) <= limit:
+                            value[key] = intern(item)
+                    elif isinstance(item, BaseModel):
+                        push(item)
+            elif isinstance(value, BaseModel):
                 push(value)
-            elif isinstance(value, (list, tuple)):
-                extend(item for item in value if isinstance(item, BaseModel))
-            elif isinstance(value, dict):
-                extend(item for item in value.values() if isinstance(item, BaseModel))
+            elif kind is tuple:
+                stack.extend(item for item in value if isinstance(item, BaseModel))
 
 
 def _may_hold_model(tp: Any) -> bool:

@@ -40,6 +40,11 @@ class Resource(Generic[SpecT]):
         """A copy with another document (the store keeps only an Istio resource's metadata)."""
         return self._with(raw=raw)
 
+    def with_identity(self, api_version: str, kind: str, namespace: str, raw: dict[str, Any]) -> Resource[SpecT]:
+        """A copy with equal identity strings (the store's shared copies) and another document."""
+        assert (api_version, kind, namespace) == (self.api_version, self.kind, self.namespace)
+        return self._with(api_version=api_version, kind=kind, namespace=namespace, raw=raw)
+
     def _with(self, **fields: Any) -> Resource[SpecT]:
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
