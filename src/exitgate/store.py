@@ -14,7 +14,6 @@ from __future__ import annotations
 import bisect
 import fcntl
 import os
-import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ import yaml
 
 from exitgate.api import diagnostics as dx
 from exitgate.api.diagnostics import Diagnostic, Severity
-from exitgate.api.base import SHARED_STRING_MAX, share_alike
+from exitgate.api.base import share_alike, shared_string
 from exitgate.api.loader import CLUSTER_SCOPED, SPEC_MODELS, load_document, load_text
 from exitgate.api.resources import Resource, Source
 from exitgate.gcpause import gc_paused
@@ -273,12 +272,11 @@ class Store:
             return res
         share_alike(res.spec, self._field_sets)
         # The identity's strings too: 30,000 copies of the same apiVersion, kind and namespace.
-        intern = sys.intern
-        api_version, kind, namespace = intern(res.api_version), intern(res.kind), intern(res.namespace)
+        api_version, kind = shared_string(res.api_version), shared_string(res.kind)
+        namespace = shared_string(res.namespace)
         metadata = res.raw.get("metadata")
         if isinstance(metadata, dict):
-            metadata = {k: intern(v) if type(v) is str and len(v) <= SHARED_STRING_MAX else v
-                        for k, v in metadata.items()}
+            metadata = {k: shared_string(v) if type(v) is str else v for k, v in metadata.items()}
         return res.with_identity(api_version, kind, namespace,
                                  {"apiVersion": api_version, "kind": kind, "metadata": metadata})
 

@@ -6,6 +6,7 @@ the whole store in hand, is folded into a new snapshot."""
 from __future__ import annotations
 
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -238,8 +239,6 @@ def test_a_resident_store_keeps_one_copy_of_a_string_its_documents_repeat(tmp_pa
 
 
 def test_a_secrets_values_are_not_shared(tmp_path: Path) -> None:
-    import sys
-
     value = "hunter2-password"
     (secret,) = load_text("apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n  namespace: istio-system\n"
                           f"stringData:\n  password: {value}\n", "s.yaml").resources

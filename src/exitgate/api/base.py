@@ -95,6 +95,11 @@ def nesting_fields(cls: type[BaseModel]) -> tuple[tuple[str, str], ...]:
 SHARED_STRING_MAX = 100
 
 
+def shared_string(value: str) -> str:
+    """``value``, or the interpreter's one copy of it when it is short (``share_alike``)."""
+    return sys.intern(value) if len(value) <= SHARED_STRING_MAX else value
+
+
 def share_alike(model: BaseModel, field_sets: dict[frozenset[str], set[str]], *, strings: bool = True) -> None:
     """What the store's 30,000 resources at 10,000 services hold many times over, kept once:
 
